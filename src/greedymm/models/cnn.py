@@ -1,0 +1,31 @@
+"""The small CNN branch used for Colored-and-gray MNIST (SPEC.md section 1).
+
+BN on the input, conv5x5 32, max-pool, conv3x3 32, conv3x3 64 stride 2, conv3x3 64, global average pool.
+Stages are cut so that MMTM can follow each of the last three convolutions.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .twobranch import Branch
+
+
+def small_cnn(in_channels: int, num_classes: int, width: float = 1.0) -> Branch:
+    c1, c2 = max(1, round(32 * width)), max(1, round(64 * width))
+    stages = [
+        nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.Conv2d(in_channels, c1, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ),  # (B, c1, H/2, W/2)
+        nn.Sequential(nn.Conv2d(c1, c1, 3, padding=1), nn.ReLU(inplace=True)),  # (B, c1, H/2, W/2)
+        nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(inplace=True)),  # (B, c2, H/4, W/4)
+        nn.Sequential(nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(inplace=True)),  # (B, c2, H/4, W/4)
+    ]
+    return Branch(stages, channels=[c1, c1, c2, c2], num_classes=num_classes)
+
+
+# MMTM after the last three conv stages (our choice; the paper's placement for CG-MNIST is not public)
+SMALL_CNN_FUSE_AFTER = (1, 2, 3)

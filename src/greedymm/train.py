@@ -1,0 +1,277 @@
+"""The one training loop: method-agnostic, resumable, logging every evaluation and every step.
+
+Per step: forward in the method's mode, loss = CE(y_0, t) + CE(y_1, t), backward, the conditional learning speed
+on regular steps (before the optimizer step, SPEC.md section 4), the method's hook picks the next mode, optimizer
+step. Per epoch: squeeze means committed, validation and test evaluated in regular mode with utilization, one JSON
+line appended to results.jsonl, checkpoints written atomically (last.pt always, best.pt on a new best validation
+accuracy). Test is never used for selection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
+from .config import TrainConfig
+from .data import MultiModalData, epoch_order, load_dataset
+from .evaluate import evaluate, record_train_squeeze_means
+from .methods import REGULAR, StepInfo, create_method, method_class
+from .metrics import SpeedTracker, log_speed
+from .models import TwoBranchNet, build_model
+
+STEP_COLUMNS = ("step", "epoch", "mode", "loss", "s_m1_given_m0", "s_m0_given_m1", "d_speed")
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    return {"greedymm": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+@dataclass
+class Run:
+    """Everything a run holds in memory; ``state_dict`` is what a checkpoint saves."""
+
+    cfg: TrainConfig
+    data: MultiModalData
+    model: TwoBranchNet
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    method: Any
+    speed: SpeedTracker
+    device: torch.device
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # batches of the current epoch already done
+    step: int = 0  # global step
+    best_val: float = -1.0
+    best_epoch: int = -1
+    perfect_epochs: int = 0  # consecutive epochs at 100% training accuracy
+    epoch_stats: torch.Tensor | None = None  # (loss sum, correct, seen, rebalance steps) of this epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(), "versions": versions(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "method": self.method.state_dict(), "speed": self.speed.state_dict(),
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "best_val": self.best_val, "best_epoch": self.best_epoch, "perfect_epochs": self.perfect_epochs,
+            "epoch_stats": self.epoch_stats, "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        if self.scheduler and s["scheduler"]:
+            self.scheduler.load_state_dict(s["scheduler"])
+        self.method.load_state_dict(s["method"])
+        self.speed.load_state_dict(s["speed"])
+        for k in ("epoch", "batch", "step", "best_val", "best_epoch", "perfect_epochs", "epoch_stats"):
+            setattr(self, k, s[k])
+        torch.set_rng_state(s["torch_rng"])
+
+
+def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
+    method_hparams = method_class(cfg.method).hparams
+    method = create_method(cfg.method, seed=cfg.seed, **{k: v for k, v in cfg.hparams.items() if k in method_hparams})
+    if extra := sorted(set(cfg.hparams) - set(method_hparams)):
+        raise ValueError(f"method {cfg.method!r} has no hyper-parameters {extra}; it takes {sorted(method_hparams)}")
+    data = data or load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                                data_seed=cfg.data_seed)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build_model(data.arch, data.modalities, data.in_channels, data.num_classes, width=cfg.width,
+                        gate=cfg.gate, ratio=cfg.ratio).to(device)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = None
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    elif cfg.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=10)
+    return Run(cfg, data, model, opt, sched, method, SpeedTracker().to(device), device)
+
+
+def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    cfg_path = out / "config.json"
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise RunError(f"nothing to resume in {out}: no last.pt (start it without --resume)")
+        saved = json.loads(cfg_path.read_text())["config"]
+        diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if k != "epochs" and saved.get(k) != v}
+        if diff:
+            raise RunError(f"{out} holds a run with a different config {diff} (saved, given); resume with the "
+                           "same settings, or choose another --out")
+        if (out / "done").exists():
+            done_epochs = json.loads((out / "done").read_text() or "{}").get("epochs")
+            if done_epochs is not None and done_epochs >= cfg.epochs:
+                raise RunError(f"{out} is already finished ({done_epochs} epochs); raise --epochs to train longer")
+    elif cfg_path.exists() or (out / "last.pt").exists():
+        raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+
+def _truncate_logs(out: Path, step: int, epoch: int) -> None:
+    """Drop log lines written after the checkpoint being resumed, so the logs continue exactly."""
+    steps = out / "steps.csv"
+    if steps.exists():
+        lines = steps.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) < step]
+        atomic_write_text(steps, "".join(keep))
+    results = out / "results.jsonl"
+    if results.exists():
+        keep = [ln for ln in results.read_text().splitlines(keepends=True) if json.loads(ln)["epoch"] < epoch]
+        atomic_write_text(results, "".join(keep))
+
+
+def _append(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.writelines(lines)
+        f.flush()
+
+
+def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+        checkpoint_every: int = 0, data: MultiModalData | None = None) -> Path:
+    """Train (or resume) one run in ``out``; returns ``out``. ``checkpoint_every`` adds mid-epoch checkpoints."""
+    out = Path(out)
+    _check_out_dir(out, cfg, resume)
+    run = build_run(cfg, data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "done").unlink(missing_ok=True)
+    if resume:
+        run.load_state_dict(load_checkpoint(out / "last.pt"))
+        _truncate_logs(out, run.step, run.epoch)
+        write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
+    else:
+        write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
+        atomic_write_text(out / "steps.csv", ",".join(STEP_COLUMNS) + "\n")
+    _train(run, out, progress, checkpoint_every)
+    write_json(out / "done", {"epochs": cfg.epochs, "step": run.step, "best_epoch": run.best_epoch})
+    return out
+
+
+def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
+    from tqdm.auto import tqdm
+
+    cfg, model, opt, dev = run.cfg, run.model, run.optimizer, run.device
+    train = run.data.train
+    steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    groups = [model.theta(0), model.theta(1), model.psi(0), model.psi(1)]
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=run.step, disable=not progress,
+               desc=f"{cfg.method} {cfg.dataset}", unit="step", dynamic_ncols=True)
+    step_lines: list[str] = []
+    t_start = time.time()
+    while run.epoch < cfg.epochs:
+        model.train()
+        if run.batch == 0:
+            model.reset_squeeze_sums()
+            run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
+        order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
+        for idx in order[run.batch:]:
+            x, y = train.batch(idx, train=True)
+            x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
+            y = y.to(dev, non_blocking=True)
+            mode = run.method.mode
+            logits = model(x, mode)
+            loss = F.cross_entropy(logits[0], y) + F.cross_entropy(logits[1], y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if mode == REGULAR:
+                run.speed.update(groups)
+            # one host sync a step: the loss (finite-loss guard, logs) and the four cumulative speed sums
+            vals = torch.cat([loss.detach().double().view(1), run.speed.sums.double()]).tolist()
+            if not math.isfinite(vals[0]):
+                last = out / "last.pt"
+                raise FloatingPointError(
+                    f"loss is {vals[0]} at step {run.step} (epoch {run.epoch}); the last good checkpoint is "
+                    f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume.")
+            s10, s01 = log_speed(vals[3], vals[1]), log_speed(vals[4], vals[2])
+            d_speed = s10 - s01
+            run.method.observe(StepInfo(run.step, mode, d_speed, warmup_steps))
+            opt.step()
+            with torch.no_grad():
+                hit = (TwoBranchNet.fuse(logits).argmax(1) == y).sum()
+                run.epoch_stats += torch.stack([loss.detach().double() * len(y), hit.double(),
+                                                torch.tensor(float(len(y)), device=dev),
+                                                torch.tensor(float(mode != REGULAR), device=dev)])
+            step_lines.append(f"{run.step},{run.epoch},{mode},{vals[0]:.6g},{s10:.6g},{s01:.6g},{d_speed:.6g}\n")
+            run.step += 1
+            run.batch += 1
+            bar.update(1)
+            if run.step % 10 == 0:
+                bar.set_postfix(loss=f"{vals[0]:.3f}", d_speed=f"{d_speed:+.3f}", refresh=False)
+            if checkpoint_every and run.step % checkpoint_every == 0 and run.batch < len(order):
+                _append(out / "steps.csv", step_lines)
+                step_lines = []
+                save_checkpoint(out / "last.pt", run.state_dict())
+        _append(out / "steps.csv", step_lines)
+        step_lines = []
+        _end_epoch(run, out, steps_per_epoch, time.time() - t_start)
+        if cfg.stop_after_perfect and run.perfect_epochs >= cfg.stop_after_perfect:
+            break
+    bar.close()
+
+
+def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> None:
+    cfg, model = run.cfg, run.model
+    loss_sum, correct, seen, rebal = run.epoch_stats.tolist()
+    train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
+    if cfg.squeeze_means == "exact":
+        record_train_squeeze_means(model, run.data.train, subset=cfg.exact_subset, seed=cfg.data_seed,
+                                   device=run.device)
+    else:
+        model.commit_squeeze_means()  # the mean over this epoch's training forwards: no extra pass
+    val = evaluate(model, run.data.val, device=run.device)
+    test = evaluate(model, run.data.test, device=run.device)
+    s10, s01, d_speed = run.speed.speeds()
+    if run.scheduler is not None:
+        if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            run.scheduler.step(train_loss)
+        else:
+            run.scheduler.step()
+    run.perfect_epochs = run.perfect_epochs + 1 if train_acc >= 1.0 else 0
+    record = {
+        "epoch": run.epoch, "step": run.step, "elapsed_s": round(elapsed, 3),
+        "train": {"loss": train_loss, "acc": train_acc, "rebalance_steps": int(rebal),
+                  "rebalance_share": rebal / max(steps_per_epoch, 1)},
+        "val": val, "test": test,
+        "speed": {"s_m1_given_m0": s10, "s_m0_given_m1": s01, "d_speed": d_speed},
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "dataset": cfg.dataset, "method": cfg.method, "seed": cfg.seed,
+        "modalities": list(run.data.modalities), "source": run.data.source,
+        "squeeze_means": cfg.squeeze_means, "config": cfg.to_dict(),
+        "hparams": run.method.h, "versions": versions(),
+    }
+    run.epoch += 1
+    run.batch = 0
+    is_best = val["acc"] > run.best_val
+    if is_best:
+        run.best_val, run.best_epoch = val["acc"], record["epoch"]
+    record["best_epoch"] = run.best_epoch
+    state = run.state_dict()
+    if is_best:
+        save_checkpoint(out / "best.pt", state)
+    save_checkpoint(out / "last.pt", state)
+    _append(out / "results.jsonl", [json.dumps(record) + "\n"])
