@@ -1,0 +1,96 @@
+"""The shared data interface: a data set is two modalities, three splits, and where it came from.
+
+An item is (dict[modality, Tensor], label). Splits hand out whole batches by index, so the training loop can
+fix the data order from (seed, epoch) alone and a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+
+class Split(Protocol):
+    def __len__(self) -> int: ...
+
+    def batch(self, idx: Tensor, train: bool = False) -> tuple[dict[str, Tensor], Tensor]:
+        """Inputs keyed by modality, each (B, C, ...), and labels (B,) for the items ``idx``."""
+        ...
+
+
+@dataclass(frozen=True)
+class MultiModalData:
+    name: str
+    modalities: tuple[str, str]  # (m0, m1): branch k reads modalities[k]
+    in_channels: tuple[int, int]
+    num_classes: int
+    arch: str  # the backbone of each branch (models.ARCHITECTURES)
+    train: Split
+    val: Split
+    test: Split
+    source: dict[str, Any] = field(default_factory=dict)  # {"real_data": bool, "source": str, "note": str}
+
+    @property
+    def is_standin(self) -> bool:
+        return not self.source.get("real_data", False)
+
+
+Loader = Callable[..., MultiModalData]
+_DATASETS: dict[str, tuple[Loader, str]] = {}
+
+
+def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
+    def wrap(fn: Loader) -> Loader:
+        if name in _DATASETS:
+            raise ValueError(f"data set {name!r} is already registered")
+        _DATASETS[name] = (fn, description)
+        return fn
+
+    return wrap
+
+
+def list_datasets(pattern: str = "*") -> dict[str, str]:
+    return {n: d for n, (_, d) in sorted(_DATASETS.items()) if fnmatch(n, pattern)}
+
+
+def load_dataset(name: str, **kwargs: Any) -> MultiModalData:
+    if name not in _DATASETS:
+        close = difflib.get_close_matches(name, list(_DATASETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(_DATASETS)}.{hint}")
+    return _DATASETS[name][0](**kwargs)
+
+
+def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (kept, held_out): ``fraction`` of every class held out, deterministic for ``seed``."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"split fraction must be in [0, 1), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_held = int(round(fraction * len(idx)))
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[Tensor]:
+    """The batches of one training epoch: a permutation fixed by (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    batches = list(perm.split(batch_size))
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()  # BatchNorm needs more than one item; a ragged last batch also skews the speeds
+    return batches
+
+
+def eval_order(n: int, batch_size: int) -> list[Tensor]:
+    return list(torch.arange(n).split(batch_size))

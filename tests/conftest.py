@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from greedymm.data.colored import make_colored_data
+from greedymm.models import build_model
+
+
+def tiny_colored_data(n_train: int = 96, n_test: int = 32, size: int = 12, seed: int = 0):
+    """A tiny CG data set: class c is a bright square at a class-specific place (learnable from gray)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        labels = torch.arange(n) % 4
+        images = (torch.rand(n, size, size, generator=g) * 60).to(torch.uint8)
+        for i, c in enumerate(labels.tolist()):
+            r, col = (c // 2) * (size // 2), (c % 2) * (size // 2)
+            images[i, r : r + size // 2, col : col + size // 2] = 230
+        return images, labels
+
+    tx, ty = make(n_train)
+    sx, sy = make(n_test)
+    source = {"real_data": False, "source": "test fixture", "note": "generated in tests"}
+    return make_colored_data("tiny", tx, ty, sx, sy, source, val_fraction=0.25, data_seed=seed)
+
+
+@pytest.fixture
+def tiny_data():
+    return tiny_colored_data()
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model("small-cnn", ("colored", "gray"), (3, 1), num_classes=4, width=0.25)
+
+
+def tiny_inputs(batch: int = 4, size: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"colored": torch.rand(batch, 3, size, size, generator=g), "gray": torch.rand(batch, 1, size, size, generator=g)}

@@ -1,0 +1,75 @@
+"""The methods' state machines (SPEC.md section 5)."""
+
+import math
+
+import pytest
+
+from greedymm.methods import REGULAR, StepInfo, create_method, list_methods
+
+
+def drive(method, d_speeds, warmup=0):
+    """Feed one d_speed per step and return the mode each step ran in."""
+    modes = []
+    for step, d in enumerate(d_speeds):
+        mode = method.mode
+        modes.append(mode)
+        method.observe(StepInfo(step, mode, d, warmup))
+    return modes
+
+
+def test_registry():
+    assert list_methods() == ["guided", "random", "vanilla"]
+    assert list_methods("g*") == ["guided"]
+    with pytest.raises(ValueError, match="Did you mean 'guided'"):
+        create_method("guidd")
+    with pytest.raises(ValueError, match="Did you mean 'alpha'"):
+        create_method("guided", alpa=0.1)
+
+
+def test_guided_trigger_runs_exactly_q_rebalancing_steps():
+    m = create_method("guided", alpha=0.1, Q=3)
+    modes = drive(m, [0.0, 0.5, 9, 9, 9, 0.0, 0.0])
+    # step 1 (regular) sees d_speed 0.5 > alpha -> steps 2, 3, 4 re-balance branch 0, step 5 is regular
+    assert modes == [REGULAR, REGULAR, "rebalance0", "rebalance0", "rebalance0", REGULAR, REGULAR]
+
+
+def test_guided_sign_picks_the_branch():
+    m = create_method("guided", alpha=0.01, Q=1)
+    modes = drive(m, [-0.2, 0.0, 0.3, 0.0, 0.005])
+    # d_speed < 0 -> re-balance branch 1; d_speed > 0 -> branch 0; |d_speed| <= alpha -> nothing
+    assert modes == [REGULAR, "rebalance1", REGULAR, "rebalance0", REGULAR]
+
+
+def test_guided_waits_for_warmup_and_ignores_nan():
+    m = create_method("guided", alpha=0.01, Q=2)
+    modes = drive(m, [1.0, 1.0, 1.0, math.nan, 1.0], warmup=3)
+    assert modes == [REGULAR, REGULAR, REGULAR, "rebalance0", "rebalance0"]
+    m2 = create_method("guided")
+    assert drive(m2, [math.nan] * 3) == [REGULAR] * 3
+
+
+def test_guided_rejects_bad_hparams():
+    with pytest.raises(ValueError, match="alpha"):
+        create_method("guided", alpha=-0.1)
+    with pytest.raises(ValueError, match="Q must be an integer >= 1"):
+        create_method("guided", Q=0)
+
+
+def test_vanilla_never_rebalances():
+    assert set(drive(create_method("vanilla"), [5.0] * 20)) == {REGULAR}
+
+
+def test_random_is_uniform_after_warmup_and_resumable():
+    m = create_method("random", seed=3)
+    modes = drive(m, [0.0] * 3010, warmup=10)
+    assert set(modes[:11]) == {REGULAR}
+    counts = {k: modes[11:].count(k) for k in (REGULAR, "rebalance0", "rebalance1")}
+    assert all(900 < c < 1100 for c in counts.values()), counts
+    a, b = create_method("random", seed=3), create_method("random", seed=3)
+    drive(a, [0.0] * 50)
+    drive(b, [0.0] * 20)
+    state = b.state_dict()
+    c = create_method("random", seed=3)
+    c.load_state_dict(state)
+    rest = drive(c, [0.0] * 30)
+    assert drive(create_method("random", seed=3), [0.0] * 50)[20:] == rest
