@@ -36,4 +36,7 @@ def tiny_model():
 
 def tiny_inputs(batch: int = 4, size: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"colored": torch.rand(batch, 3, size, size, generator=g), "gray": torch.rand(batch, 1, size, size, generator=g)}
+    return {
+        "colored": torch.rand(batch, 3, size, size, generator=g),
+        "gray": torch.rand(batch, 1, size, size, generator=g),
+    }

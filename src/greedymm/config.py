@@ -48,8 +48,10 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (self.squeeze_means in SQUEEZE_SOURCES,
-             f"squeeze_means must be one of {SQUEEZE_SOURCES}, got {self.squeeze_means!r}"),
+            (
+                self.squeeze_means in SQUEEZE_SOURCES,
+                f"squeeze_means must be one of {SQUEEZE_SOURCES}, got {self.squeeze_means!r}",
+            ),
             (self.exact_subset >= 0, f"exact_subset must be >= 0, got {self.exact_subset}"),
         ]
         for ok, msg in checks:

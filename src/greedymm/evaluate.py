@@ -17,7 +17,10 @@ from .models import TwoBranchNet
 
 @torch.no_grad()
 def evaluate(
-    model: TwoBranchNet, split: Split, batch_size: int = 256, device: str | torch.device = "cpu",
+    model: TwoBranchNet,
+    split: Split,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
     utilization: bool = True,
 ) -> dict[str, float]:
     """Accuracy of the fused prediction and of each head, loss, and (optionally) u and d_util."""
@@ -51,7 +54,11 @@ def evaluate(
 
 @torch.no_grad()
 def record_train_squeeze_means(
-    model: TwoBranchNet, split: Split, batch_size: int = 256, subset: int = 0, seed: int = 0,
+    model: TwoBranchNet,
+    split: Split,
+    batch_size: int = 256,
+    subset: int = 0,
+    seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> None:
     """The exact train-split squeeze means: an eval-mode pass over (a fixed subset of) the training split."""

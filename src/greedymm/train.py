@@ -44,8 +44,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def versions() -> dict[str, str]:
-    return {"greedymm": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    return {
+        "greedymm": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 @dataclass
@@ -70,13 +74,21 @@ class Run:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": self.cfg.to_dict(), "versions": versions(),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(),
+            "versions": versions(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "method": self.method.state_dict(), "speed": self.speed.state_dict(),
-            "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "best_val": self.best_val, "best_epoch": self.best_epoch, "perfect_epochs": self.perfect_epochs,
-            "epoch_stats": self.epoch_stats, "torch_rng": torch.get_rng_state(),
+            "method": self.method.state_dict(),
+            "speed": self.speed.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "perfect_epochs": self.perfect_epochs,
+            "epoch_stats": self.epoch_stats,
+            "torch_rng": torch.get_rng_state(),
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -96,12 +108,14 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
     method = create_method(cfg.method, seed=cfg.seed, **{k: v for k, v in cfg.hparams.items() if k in method_hparams})
     if extra := sorted(set(cfg.hparams) - set(method_hparams)):
         raise ValueError(f"method {cfg.method!r} has no hyper-parameters {extra}; it takes {sorted(method_hparams)}")
-    data = data or load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                                data_seed=cfg.data_seed)
+    data = data or load_dataset(
+        cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed
+    )
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    model = build_model(data.arch, data.modalities, data.in_channels, data.num_classes, width=cfg.width,
-                        gate=cfg.gate, ratio=cfg.ratio).to(device)
+    model = build_model(
+        data.arch, data.modalities, data.in_channels, data.num_classes, width=cfg.width, gate=cfg.gate, ratio=cfg.ratio
+    ).to(device)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -122,8 +136,10 @@ def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
         saved = json.loads(cfg_path.read_text())["config"]
         diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if k != "epochs" and saved.get(k) != v}
         if diff:
-            raise RunError(f"{out} holds a run with a different config {diff} (saved, given); resume with the "
-                           "same settings, or choose another --out")
+            raise RunError(
+                f"{out} holds a run with a different config {diff} (saved, given); resume with the "
+                "same settings, or choose another --out"
+            )
         if (out / "done").exists():
             done_epochs = json.loads((out / "done").read_text() or "{}").get("epochs")
             if done_epochs is not None and done_epochs >= cfg.epochs:
@@ -151,8 +167,14 @@ def _append(path: Path, lines: list[str]) -> None:
         f.flush()
 
 
-def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-        checkpoint_every: int = 0, data: MultiModalData | None = None) -> Path:
+def fit(
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    checkpoint_every: int = 0,
+    data: MultiModalData | None = None,
+) -> Path:
     """Train (or resume) one run in ``out``; returns ``out``. ``checkpoint_every`` adds mid-epoch checkpoints."""
     out = Path(out)
     _check_out_dir(out, cfg, resume)
@@ -179,8 +201,14 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
     steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     groups = [model.theta(0), model.theta(1), model.psi(0), model.psi(1)]
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=run.step, disable=not progress,
-               desc=f"{cfg.method} {cfg.dataset}", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.epochs * steps_per_epoch,
+        initial=run.step,
+        disable=not progress,
+        desc=f"{cfg.method} {cfg.dataset}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     step_lines: list[str] = []
     t_start = time.time()
     while run.epoch < cfg.epochs:
@@ -189,7 +217,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
             model.reset_squeeze_sums()
             run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
-        for idx in order[run.batch:]:
+        for idx in order[run.batch :]:
             x, y = train.batch(idx, train=True)
             x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
             y = y.to(dev, non_blocking=True)
@@ -206,16 +234,22 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
                 last = out / "last.pt"
                 raise FloatingPointError(
                     f"loss is {vals[0]} at step {run.step} (epoch {run.epoch}); the last good checkpoint is "
-                    f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume.")
+                    f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume."
+                )
             s10, s01 = log_speed(vals[3], vals[1]), log_speed(vals[4], vals[2])
             d_speed = s10 - s01
             run.method.observe(StepInfo(run.step, mode, d_speed, warmup_steps))
             opt.step()
             with torch.no_grad():
                 hit = (TwoBranchNet.fuse(logits).argmax(1) == y).sum()
-                run.epoch_stats += torch.stack([loss.detach().double() * len(y), hit.double(),
-                                                torch.tensor(float(len(y)), device=dev),
-                                                torch.tensor(float(mode != REGULAR), device=dev)])
+                run.epoch_stats += torch.stack(
+                    [
+                        loss.detach().double() * len(y),
+                        hit.double(),
+                        torch.tensor(float(len(y)), device=dev),
+                        torch.tensor(float(mode != REGULAR), device=dev),
+                    ]
+                )
             step_lines.append(f"{run.step},{run.epoch},{mode},{vals[0]:.6g},{s10:.6g},{s01:.6g},{d_speed:.6g}\n")
             run.step += 1
             run.batch += 1
@@ -239,8 +273,9 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
     loss_sum, correct, seen, rebal = run.epoch_stats.tolist()
     train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
     if cfg.squeeze_means == "exact":
-        record_train_squeeze_means(model, run.data.train, subset=cfg.exact_subset, seed=cfg.data_seed,
-                                   device=run.device)
+        record_train_squeeze_means(
+            model, run.data.train, subset=cfg.exact_subset, seed=cfg.data_seed, device=run.device
+        )
     else:
         model.commit_squeeze_means()  # the mean over this epoch's training forwards: no extra pass
     val = evaluate(model, run.data.val, device=run.device)
@@ -253,16 +288,28 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
             run.scheduler.step()
     run.perfect_epochs = run.perfect_epochs + 1 if train_acc >= 1.0 else 0
     record = {
-        "epoch": run.epoch, "step": run.step, "elapsed_s": round(elapsed, 3),
-        "train": {"loss": train_loss, "acc": train_acc, "rebalance_steps": int(rebal),
-                  "rebalance_share": rebal / max(steps_per_epoch, 1)},
-        "val": val, "test": test,
+        "epoch": run.epoch,
+        "step": run.step,
+        "elapsed_s": round(elapsed, 3),
+        "train": {
+            "loss": train_loss,
+            "acc": train_acc,
+            "rebalance_steps": int(rebal),
+            "rebalance_share": rebal / max(steps_per_epoch, 1),
+        },
+        "val": val,
+        "test": test,
         "speed": {"s_m1_given_m0": s10, "s_m0_given_m1": s01, "d_speed": d_speed},
         "lr": run.optimizer.param_groups[0]["lr"],
-        "dataset": cfg.dataset, "method": cfg.method, "seed": cfg.seed,
-        "modalities": list(run.data.modalities), "source": run.data.source,
-        "squeeze_means": cfg.squeeze_means, "config": cfg.to_dict(),
-        "hparams": run.method.h, "versions": versions(),
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "modalities": list(run.data.modalities),
+        "source": run.data.source,
+        "squeeze_means": cfg.squeeze_means,
+        "config": cfg.to_dict(),
+        "hparams": run.method.h,
+        "versions": versions(),
     }
     run.epoch += 1
     run.batch = 0

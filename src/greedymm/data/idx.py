@@ -88,8 +88,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if found != expected:
         what = "truncated" if found < expected else "has trailing bytes"
         raise DataFormatError(
-            f"{path} {what}: expected {expected} bytes of data for dims {dims}, found {found}; "
-            f"{_fix_hint(path)}"
+            f"{path} {what}: expected {expected} bytes of data for dims {dims}, found {found}; {_fix_hint(path)}"
         )
     array = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header_len)
     # astype copies: the result is writable, native-endian and does not pin the file's bytes.
@@ -102,9 +101,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     array = np.asarray(array)
     code = _KIND_SIZE_TO_CODE.get((array.dtype.kind, array.dtype.itemsize))
     if code is None:
-        raise ValueError(
-            f"IDX cannot store dtype {array.dtype}; cast to uint8, int8, int16, int32, float32 or float64"
-        )
+        raise ValueError(f"IDX cannot store dtype {array.dtype}; cast to uint8, int8, int16, int32, float32 or float64")
     if array.ndim > 255 or any(d >= 2**32 for d in array.shape):
         raise ValueError(f"IDX cannot store shape {array.shape} (at most 255 dims, each below 2**32)")
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
@@ -139,9 +136,7 @@ def find_idx_file(folder: Path, gz_name: str) -> Path | None:
     return None
 
 
-def load_mnist_dir(
-    folder: str | os.PathLike, hint: str = ""
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_mnist_dir(folder: str | os.PathLike, hint: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load the four MNIST-layout IDX files from ``folder``: (train_x, train_y, test_x, test_y).
 
     Images come back uint8 (N, H, W), labels uint8 (N,). ``hint`` says how to get missing files and is put

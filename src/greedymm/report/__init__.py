@@ -48,10 +48,16 @@ def run_summary(run: Path) -> dict[str, Any]:
     modes = steps.get("mode", [])
     rebal = sum(m != "regular" for m in modes)
     return {
-        "run": str(run), "method": recs[-1]["method"], "dataset": recs[-1]["dataset"], "seed": recs[-1]["seed"],
-        "source": recs[-1].get("source", {}), "best": best, "last": recs[-1],
+        "run": str(run),
+        "method": recs[-1]["method"],
+        "dataset": recs[-1]["dataset"],
+        "seed": recs[-1]["seed"],
+        "source": recs[-1].get("source", {}),
+        "best": best,
+        "last": recs[-1],
         "last_d_speed": steps["d_speed"][-1] if steps.get("d_speed") else math.nan,
-        "rebalance_steps": rebal, "steps": len(modes),
+        "rebalance_steps": rebal,
+        "steps": len(modes),
     }
 
 
@@ -88,10 +94,14 @@ def source_line(summary: dict[str, Any]) -> str:
 def summarize_run(run: Path) -> str:
     s = run_summary(run)
     m0, m1 = s["last"].get("modalities", ["m0", "m1"])
-    return "\n".join([
-        f"run {run}: {s['method']} seed {s['seed']}; m0 = {m0}, m1 = {m1}",
-        source_line(s), "", comparison_table({s["method"]: s}),
-    ])
+    return "\n".join(
+        [
+            f"run {run}: {s['method']} seed {s['seed']}; m0 = {m0}, m1 = {m1}",
+            source_line(s),
+            "",
+            comparison_table({s["method"]: s}),
+        ]
+    )
 
 
 def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "saved") -> str:
@@ -106,18 +116,31 @@ def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "save
     r = build_run(cfg)
     r.model.load_state_dict(state["model"])
     if squeeze_means == "exact":
-        record_train_squeeze_means(r.model, r.data.train, subset=cfg.exact_subset, seed=cfg.data_seed,
-                                   device=r.device)
-    out = {"checkpoint": checkpoint, "epoch": state["epoch"] - 1, "squeeze_means": squeeze_means,
-           "val": evaluate(r.model, r.data.val, device=r.device),
-           "test": evaluate(r.model, r.data.test, device=r.device)}
+        record_train_squeeze_means(r.model, r.data.train, subset=cfg.exact_subset, seed=cfg.data_seed, device=r.device)
+    out = {
+        "checkpoint": checkpoint,
+        "epoch": state["epoch"] - 1,
+        "squeeze_means": squeeze_means,
+        "val": evaluate(r.model, r.data.val, device=r.device),
+        "test": evaluate(r.model, r.data.test, device=r.device),
+    }
     write_json(Path(run) / f"eval_{checkpoint}.json", out)
-    lines = [f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}",
-             "| split | acc | head 0 | head 1 | head 0 cut | head 1 cut | u(m1|m0) | u(m0|m1) | d_util |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}",
+        "| split | acc | head 0 | head 1 | head 0 cut | head 1 cut | u(m1|m0) | u(m0|m1) | d_util |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for split in ("val", "test"):
         m = out[split]
-        keys = ["acc", "acc_head0", "acc_head1", "acc_head0_cut", "acc_head1_cut", "u_m1_given_m0",
-                "u_m0_given_m1", "d_util"]
+        keys = [
+            "acc",
+            "acc_head0",
+            "acc_head1",
+            "acc_head0_cut",
+            "acc_head1_cut",
+            "u_m1_given_m0",
+            "u_m0_given_m1",
+            "d_util",
+        ]
         lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in keys) + " |")
     return "\n".join(lines)

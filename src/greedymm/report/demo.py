@@ -54,28 +54,30 @@ def run_demo(out: Path, epochs: int | None = None, fresh: bool = False, progress
     m0, m1 = first["last"]["modalities"]
     plot_d_speed(runs, out / "d_speed.png", title=f"d_speed during training, {DEMO_DATASET}")
     plot_epochs(runs, out / "epochs.png", title=f"{DEMO_DATASET}: m0 = {m0}, m1 = {m1}")
-    report = "\n".join([
-        "# greedymm demo: vanilla vs guided (balanced) multi-modal learning",
-        "",
-        source_line(first),
-        f"m0 = {m0} (colors tied to the label in train/val, random in test), m1 = {m1}.",
-        f"Schedule: {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; "
-        f"guided: alpha {cfg.hparams.get('alpha', 0.01)}, Q {cfg.hparams.get('Q', 5)}, warm-up "
-        f"{cfg.warmup_epochs} epoch. Test numbers at the best-validation checkpoint unless marked.",
-        "",
-        table,
-        "",
-        "d_util > 0: head 0 leans on m1 more than head 1 leans on m0; d_util < 0: the reverse. A vanilla model "
-        "trained on label-colored data leans on the color, so its gray head uses m0 heavily (u(m0|m1) large) "
-        "and its fused test accuracy, where colors are random, is low.",
-        "",
-        "![d_speed over steps](d_speed.png)",
-        "",
-        "![d_util and per-head accuracy over epochs](epochs.png)",
-        "",
-        f"Wall time of this command: {time.time() - t0:.0f} s.",
-        "",
-    ])
+    report = "\n".join(
+        [
+            "# greedymm demo: vanilla vs guided (balanced) multi-modal learning",
+            "",
+            source_line(first),
+            f"m0 = {m0} (colors tied to the label in train/val, random in test), m1 = {m1}.",
+            f"Schedule: {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; "
+            f"guided: alpha {cfg.hparams.get('alpha', 0.01)}, Q {cfg.hparams.get('Q', 5)}, warm-up "
+            f"{cfg.warmup_epochs} epoch. Test numbers at the best-validation checkpoint unless marked.",
+            "",
+            table,
+            "",
+            "d_util > 0: head 0 leans on m1 more than head 1 leans on m0; d_util < 0: the reverse. A vanilla model "
+            "trained on label-colored data leans on the color, so its gray head uses m0 heavily (u(m0|m1) large) "
+            "and its fused test accuracy, where colors are random, is low.",
+            "",
+            "![d_speed over steps](d_speed.png)",
+            "",
+            "![d_util and per-head accuracy over epochs](epochs.png)",
+            "",
+            f"Wall time of this command: {time.time() - t0:.0f} s.",
+            "",
+        ]
+    )
     atomic_write_text(out / "report.md", report)
     text = f"{source_line(first)}\n\n{table}\n\nreport: {out / 'report.md'} (figures d_speed.png, epochs.png)"
     print(text)

@@ -17,7 +17,7 @@ def plot_d_speed(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     for label, run in runs.items():
         s = load_steps(run)
         ax.plot(s["step"], s["d_speed"], label=label, lw=1.2)
-        rebal = [st for st, m in zip(s["step"], s["mode"]) if m != "regular"]
+        rebal = [st for st, m in zip(s["step"], s["mode"], strict=True) if m != "regular"]
         if rebal:  # a rug of re-balancing steps under the curve
             ax.plot(rebal, [0.0] * len(rebal), "|", ms=6, alpha=0.25, label=f"{label}: re-balancing steps")
     ax.axhline(0, color="k", lw=0.6)

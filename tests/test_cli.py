@@ -1,0 +1,81 @@
+"""The command line on tiny runs."""
+
+import json
+
+import pytest
+
+from greedymm.cli import main
+
+
+@pytest.fixture
+def tiny_registered(monkeypatch):
+    """Register the tiny fixture as a data set named 'tiny' for the CLI."""
+    from conftest import tiny_colored_data
+    from greedymm.data import base
+
+    monkeypatch.setitem(base._DATASETS, "tiny", (lambda **_: tiny_colored_data(), "tiny test fixture"))
+
+
+def test_train_writes_results_checkpoints_and_done(tmp_path, tiny_registered, capsys):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--dataset",
+        "tiny",
+        "--method",
+        "guided",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--width",
+        "0.25",
+        "--set",
+        "Q=3",
+        "--set",
+        "warmup_epochs=0.5",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert (out / "done").exists() and (out / "best.pt").exists() and (out / "last.pt").exists()
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and recs[0]["hparams"]["Q"] == 3 and recs[0]["config"]["warmup_epochs"] == 0.5
+    printed = capsys.readouterr().out
+    assert "d_util, val" in printed and "STAND-IN" in printed  # the fixture says it is not real data
+    # resume with more epochs: only --epochs may change
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+    assert main(["train", "--resume", str(out), "--epochs", "4", "--lr", "0.5", "--no-progress"]) == 2
+    assert "different config" in capsys.readouterr().err
+    # eval recomputes the metrics of the best checkpoint
+    assert main(["eval", str(out)]) == 0
+    saved = json.loads((out / "eval_best.json").read_text())
+    best = max(recs, key=lambda r: r["val"]["acc"])
+    assert saved["val"]["acc"] == pytest.approx(
+        max(json.loads(x)["val"]["acc"] for x in (out / "results.jsonl").read_text().splitlines())
+    )
+    assert set(saved["test"]) >= set(best["test"])
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["train", "--dataset", "cg-mnst", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "Did you mean 'cg-mnist'" in capsys.readouterr().err
+    assert main(["train", "--method", "guided", "--set", "alpah=0.1", "--out", str(tmp_path / "x")]) == 2
+    assert "Did you mean 'alpha'" in capsys.readouterr().err
+    assert main(["train", "--set", "Q=0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "Q" in capsys.readouterr().err
+    empty = tmp_path / "nodata"
+    assert main(["train", "--dataset", "cg-fashion", "--data-dir", str(empty), "--out", str(tmp_path / "y")]) == 2
+    assert "greedymm data fetch cg-fashion" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "cg-mnist" in out and "guided" in out and "alpha" in out
