@@ -193,10 +193,37 @@ def fit(
     return out
 
 
+def train_step(
+    run: Run, x: dict[str, torch.Tensor], y: torch.Tensor, groups: list, warmup_steps: int
+) -> tuple[list[float], str]:
+    """One optimizer step in the method's mode; returns ([loss, s(m1|m0), s(m0|m1), d_speed], mode)."""
+    model, opt, dev = run.model, run.optimizer, run.device
+    x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
+    y = y.to(dev, non_blocking=True)
+    mode = run.method.mode
+    logits = model(x, mode)
+    loss = F.cross_entropy(logits[0], y) + F.cross_entropy(logits[1], y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if mode == REGULAR:
+        run.speed.update(groups)  # before the optimizer step: gradients and weights of this step
+    # one host sync a step: the loss (finite-loss guard, logs) and the four cumulative speed sums
+    vals = torch.cat([loss.detach().double().view(1), run.speed.sums.double()]).tolist()
+    s10, s01 = log_speed(vals[3], vals[1]), log_speed(vals[4], vals[2])
+    if math.isfinite(vals[0]):
+        run.method.observe(StepInfo(run.step, mode, s10 - s01, warmup_steps))
+        opt.step()
+        with torch.no_grad():
+            hit = (TwoBranchNet.fuse(logits).argmax(1) == y).sum()
+            extra = torch.tensor([float(len(y)), float(mode != REGULAR)], dtype=torch.float64, device=dev)
+            run.epoch_stats += torch.cat([(loss.detach().double() * len(y)).view(1), hit.double().view(1), extra])
+    return [vals[0], s10, s01, s10 - s01], mode
+
+
 def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
     from tqdm.auto import tqdm
 
-    cfg, model, opt, dev = run.cfg, run.model, run.optimizer, run.device
+    cfg, model, dev = run.cfg, run.model, run.device
     train = run.data.train
     steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
@@ -219,43 +246,20 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
         for idx in order[run.batch :]:
             x, y = train.batch(idx, train=True)
-            x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
-            y = y.to(dev, non_blocking=True)
-            mode = run.method.mode
-            logits = model(x, mode)
-            loss = F.cross_entropy(logits[0], y) + F.cross_entropy(logits[1], y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if mode == REGULAR:
-                run.speed.update(groups)
-            # one host sync a step: the loss (finite-loss guard, logs) and the four cumulative speed sums
-            vals = torch.cat([loss.detach().double().view(1), run.speed.sums.double()]).tolist()
+            vals, mode = train_step(run, x, y, groups, warmup_steps)
             if not math.isfinite(vals[0]):
                 last = out / "last.pt"
                 raise FloatingPointError(
                     f"loss is {vals[0]} at step {run.step} (epoch {run.epoch}); the last good checkpoint is "
                     f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume."
                 )
-            s10, s01 = log_speed(vals[3], vals[1]), log_speed(vals[4], vals[2])
-            d_speed = s10 - s01
-            run.method.observe(StepInfo(run.step, mode, d_speed, warmup_steps))
-            opt.step()
-            with torch.no_grad():
-                hit = (TwoBranchNet.fuse(logits).argmax(1) == y).sum()
-                run.epoch_stats += torch.stack(
-                    [
-                        loss.detach().double() * len(y),
-                        hit.double(),
-                        torch.tensor(float(len(y)), device=dev),
-                        torch.tensor(float(mode != REGULAR), device=dev),
-                    ]
-                )
-            step_lines.append(f"{run.step},{run.epoch},{mode},{vals[0]:.6g},{s10:.6g},{s01:.6g},{d_speed:.6g}\n")
+            loss_v, s10, s01, d_speed = vals
+            step_lines.append(f"{run.step},{run.epoch},{mode},{loss_v:.6g},{s10:.6g},{s01:.6g},{d_speed:.6g}\n")
             run.step += 1
             run.batch += 1
             bar.update(1)
             if run.step % 10 == 0:
-                bar.set_postfix(loss=f"{vals[0]:.3f}", d_speed=f"{d_speed:+.3f}", refresh=False)
+                bar.set_postfix(loss=f"{loss_v:.3f}", d_speed=f"{d_speed:+.3f}", refresh=False)
             if checkpoint_every and run.step % checkpoint_every == 0 and run.batch < len(order):
                 _append(out / "steps.csv", step_lines)
                 step_lines = []
