@@ -1,0 +1,137 @@
+"""Speed of training steps per method and the cost of evaluating with utilization.
+
+Measures, on CG-MNIST-sized inputs (batch 64, 28x28, the paper-size small CNN per branch):
+  - training steps/s of vanilla, guided and random (the real ``train_step``: forward, backward, speeds, method
+    hook, optimizer step); rounds interleave the methods so machine noise hits them alike;
+  - the conditional-learning-speed computation alone: our fused group norms vs one ``.item()`` per parameter
+    tensor (how the authors' code does it);
+  - one evaluation with utilization (regular + cut passes, stem shared) vs a plain evaluation, on the same items,
+    and the optional exact train-split squeeze pass.
+
+    python benchmarks/bench_speed.py [--steps 40] [--rounds 5] [--eval-items 2048] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from greedymm.config import preset
+from greedymm.data.colored import make_colored_data
+from greedymm.evaluate import evaluate, record_train_squeeze_means
+from greedymm.train import build_run, train_step
+
+
+def synthetic_cg(n_train: int, n_test: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = (torch.rand(n_train + n_test, 28, 28, generator=g) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    src = {"real_data": False, "source": "benchmark noise", "note": "random pixels, MNIST-sized"}
+    return make_colored_data(
+        "bench", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:], src, val_fraction=0.1
+    )
+
+
+def per_item_speeds(groups) -> list[float]:
+    """The authors' way: one host sync per parameter tensor."""
+    out = []
+    for g in groups:
+        num = sum(p.grad.norm().item() ** 2 for p in g if p.grad is not None)
+        den = sum(p.norm().item() ** 2 for p in g)
+        out.append(num / den)
+    return out
+
+
+def bench_training(data, steps: int, rounds: int) -> dict[str, float]:
+    runs = {}
+    for method in ("vanilla", "guided", "random"):
+        cfg = preset("cg-mnist", method=method, device="cpu", warmup_epochs=0.0)
+        runs[method] = build_run(cfg, data)
+        runs[method].epoch_stats = torch.zeros(4, dtype=torch.float64)
+    batches = [data.train.batch(torch.arange(i * 64, (i + 1) * 64)) for i in range(8)]
+    times: dict[str, list[float]] = {m: [] for m in runs}
+    for r in range(rounds + 1):
+        for method, run in runs.items():
+            groups = [run.model.theta(0), run.model.theta(1), run.model.psi(0), run.model.psi(1)]
+            t = time.perf_counter()
+            for i in range(steps):
+                x, y = batches[i % len(batches)]
+                train_step(run, x, y, groups, warmup_steps=0)
+                run.step += 1
+            if r:  # round 0 warms up
+                times[method].append(steps / (time.perf_counter() - t))
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+def bench_speed_computation(data, reps: int = 50) -> dict[str, float]:
+    run = build_run(preset("cg-mnist", device="cpu"), data)
+    x, y = data.train.batch(torch.arange(64))
+    l0, l1 = run.model(x)
+    (torch.nn.functional.cross_entropy(l0, y) + torch.nn.functional.cross_entropy(l1, y)).backward()
+    groups = [run.model.theta(0), run.model.theta(1), run.model.psi(0), run.model.psi(1)]
+    out = {}
+    for name, fn in (
+        ("fused_ms", lambda: (run.speed.update(groups), run.speed.speeds())),
+        ("per_tensor_item_ms", lambda: per_item_speeds(groups)),
+    ):
+        fn()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        out[name] = 1000 * (time.perf_counter() - t) / reps
+    out["parameter_tensors"] = sum(len(g) for g in groups)
+    return out
+
+
+def bench_eval(data, reps: int) -> dict[str, float]:
+    run = build_run(preset("cg-mnist", device="cpu"), data)
+    run.model.train()
+    run.model(data.train.batch(torch.arange(256))[0])  # non-trivial squeeze means
+    run.model.commit_squeeze_means()
+    res: dict[str, list[float]] = {"plain_s": [], "with_utilization_s": [], "exact_squeeze_pass_s": []}
+    for r in range(reps + 1):
+        for key, fn in (
+            ("plain_s", lambda: evaluate(run.model, data.test, utilization=False)),
+            ("with_utilization_s", lambda: evaluate(run.model, data.test, utilization=True)),
+            ("exact_squeeze_pass_s", lambda: record_train_squeeze_means(run.model, data.train, subset=len(data.test))),
+        ):
+            t = time.perf_counter()
+            fn()
+            if r:
+                res[key].append(time.perf_counter() - t)
+    out = {k: statistics.median(v) for k, v in res.items()}
+    out["utilization_over_plain"] = out["with_utilization_s"] / out["plain_s"]
+    out["exact_over_plain"] = (out["with_utilization_s"] + out["exact_squeeze_pass_s"]) / out["plain_s"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=40, help="steps per method per round")
+    p.add_argument("--rounds", type=int, default=5, help="measured rounds (median reported)")
+    p.add_argument("--eval-items", type=int, default=2048, help="test items per evaluation")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = synthetic_cg(n_train=4096, n_test=args.eval_items)
+    train = bench_training(data, args.steps, args.rounds)
+    result = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch": 64,
+        "steps_per_s": train,
+        "guided_over_vanilla": train["guided"] / train["vanilla"],
+        "random_over_vanilla": train["random"] / train["vanilla"],
+        "speed_computation": bench_speed_computation(data),
+        "evaluation": bench_eval(data, reps=3),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
