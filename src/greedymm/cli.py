@@ -50,6 +50,7 @@ def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
     else:
         cfg = TrainConfig.from_dict({**base, **given})
     overrides, hparams = parse_set(args.set, method_class(cfg.method).hparams)
+    overrides["data_options"] = {**cfg.data_options, **overrides.get("data_options", {})}
     return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
 
 

@@ -38,6 +38,7 @@ class TrainConfig:
     exact_subset: int = 0  # items of the train split the exact pass reads (0 = all)
     stop_after_perfect: int = 0  # stop after this many epochs at 100% training accuracy (0 = never)
     data_dir: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)  # passed to the data set loader, e.g. views, size
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -89,7 +90,9 @@ def preset(dataset: str, **overrides: Any) -> TrainConfig:
 
 
 def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--set k=v`` pairs -> (config overrides, method hparams). Values are parsed as JSON when they can be."""
+    """``--set k=v`` pairs -> (config overrides, method hparams). Values are parsed as JSON when they can be.
+
+    ``data.<name>=v`` goes to the data set loader (``TrainConfig.data_options``)."""
     import difflib
 
     config, hparams = {}, {}
@@ -101,14 +104,16 @@ def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[st
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        if key in method_hparams:
+        if key.startswith("data.") and len(key) > 5:  # data set loader options, e.g. data.views=[0,6]
+            config.setdefault("data_options", {})[key[5:]] = value
+        elif key in method_hparams:
             expected = type(method_hparams[key])
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
                 raise ValueError(f"--set {key}: expected {expected.__name__}, got {raw!r}")
             hparams[key] = value
-        elif key in CONFIG_FIELDS and key != "hparams":
+        elif key in CONFIG_FIELDS and key not in ("hparams", "data_options"):
             config[key] = value
         else:
             names = sorted([*method_hparams, *CONFIG_FIELDS])

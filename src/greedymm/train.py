@@ -109,7 +109,7 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
     if extra := sorted(set(cfg.hparams) - set(method_hparams)):
         raise ValueError(f"method {cfg.method!r} has no hyper-parameters {extra}; it takes {sorted(method_hparams)}")
     data = data or load_dataset(
-        cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed
+        cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed, **cfg.data_options
     )
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
