@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .data import eval_order
 from .data.base import Split
+from .distributed import all_reduce_, rank, world_size
 from .metrics import Utilization
 from .models import TwoBranchNet
 
@@ -31,7 +32,7 @@ def evaluate(
     correct = torch.zeros(5, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n = 0
-    for idx in eval_order(len(split), batch_size):
+    for idx in eval_order(len(split), batch_size, rank(), world_size()):
         x, y = split.batch(idx)
         x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
         y = y.to(device, non_blocking=True)
@@ -44,7 +45,10 @@ def evaluate(
         correct[: len(hits)] += torch.stack([(h.argmax(1) == y).sum() for h in hits])
         n += len(y)
     model.train(was_training)
-    c = (correct.double() / max(n, 1)).tolist()
+    totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), torch.tensor([float(n)], device=device)]))
+    n = int(totals[-1])
+    loss_sum = totals[5]
+    c = (totals[:5] / max(n, 1)).tolist()
     metrics = {"n": n, "loss": float(loss_sum) / max(n, 1), "acc": c[0], "acc_head0": c[1], "acc_head1": c[2]}
     if utilization:
         u = Utilization(c[1], c[2], c[3], c[4])

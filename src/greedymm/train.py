@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import MultiModalData, epoch_order, load_dataset
+from .distributed import DistContext, all_reduce_, barrier, setup, sync_batchnorm
 from .evaluate import evaluate, record_train_squeeze_means
 from .methods import REGULAR, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, log_speed
@@ -35,12 +37,6 @@ STEP_COLUMNS = ("step", "epoch", "mode", "loss", "s_m1_given_m0", "s_m0_given_m1
 
 class RunError(RuntimeError):
     """A run cannot start or continue; the message says why and what to do."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def versions() -> dict[str, str]:
@@ -64,6 +60,8 @@ class Run:
     method: Any
     speed: SpeedTracker
     device: torch.device
+    net: torch.nn.Module  # what the forward pass calls: the model, or its DistributedDataParallel wrapper
+    dist: DistContext
     epoch: int = 0  # current epoch (0-based)
     batch: int = 0  # batches of the current epoch already done
     step: int = 0  # global step
@@ -111,11 +109,27 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
     data = data or load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed, **cfg.data_options
     )
+    ctx = setup(cfg.device)
+    if cfg.batch_size % ctx.world:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch; it must split evenly over {ctx.world} ranks"
+        )
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = ctx.device
     model = build_model(
         data.arch, data.modalities, data.in_channels, data.num_classes, width=cfg.width, gate=cfg.gate, ratio=cfg.ratio
     ).to(device)
+    net: torch.nn.Module = model
+    if ctx.world > 1:
+        sync_batchnorm(model, device)
+        # buffers (running gate means, squeeze sums, BN statistics) are kept equal by all-reduces, not broadcasts;
+        # a re-balancing step leaves a gate layer unused, which DDP must be told about
+        net = DistributedDataParallel(
+            model,
+            broadcast_buffers=False,
+            find_unused_parameters=type(method).rebalances,
+            device_ids=[device.index] if device.type == "cuda" else None,
+        )
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -125,7 +139,7 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     elif cfg.schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=10)
-    return Run(cfg, data, model, opt, sched, method, SpeedTracker().to(device), device)
+    return Run(cfg, data, model, opt, sched, method, SpeedTracker().to(device), device, net, ctx)
 
 
 def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -179,17 +193,23 @@ def fit(
     out = Path(out)
     _check_out_dir(out, cfg, resume)
     run = build_run(cfg, data)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "done").unlink(missing_ok=True)
+    barrier()  # every rank has checked the folder before rank 0 writes to it
+    main = run.dist.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "done").unlink(missing_ok=True)
     if resume:
         run.load_state_dict(load_checkpoint(out / "last.pt"))
-        _truncate_logs(out, run.step, run.epoch)
-        write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
-    else:
-        write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
+        if main:
+            _truncate_logs(out, run.step, run.epoch)
+    elif main:
         atomic_write_text(out / "steps.csv", ",".join(STEP_COLUMNS) + "\n")
-    _train(run, out, progress, checkpoint_every)
-    write_json(out / "done", {"epochs": cfg.epochs, "step": run.step, "best_epoch": run.best_epoch})
+    if main:
+        write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
+    _train(run, out, progress and main, checkpoint_every)
+    if main:
+        write_json(out / "done", {"epochs": cfg.epochs, "step": run.step, "best_epoch": run.best_epoch})
+    barrier()
     return out
 
 
@@ -197,18 +217,19 @@ def train_step(
     run: Run, x: dict[str, torch.Tensor], y: torch.Tensor, groups: list, warmup_steps: int
 ) -> tuple[list[float], str]:
     """One optimizer step in the method's mode; returns ([loss, s(m1|m0), s(m0|m1), d_speed], mode)."""
-    model, opt, dev = run.model, run.optimizer, run.device
+    opt, dev = run.optimizer, run.device
     x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
     y = y.to(dev, non_blocking=True)
     mode = run.method.mode
-    logits = model(x, mode)
+    logits = run.net(x, mode)
     loss = F.cross_entropy(logits[0], y) + F.cross_entropy(logits[1], y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if mode == REGULAR:
         run.speed.update(groups)  # before the optimizer step: gradients and weights of this step
     # one host sync a step: the loss (finite-loss guard, logs) and the four cumulative speed sums
-    vals = torch.cat([loss.detach().double().view(1), run.speed.sums.double()]).tolist()
+    logged = all_reduce_(loss.detach().double().view(1).clone(), "mean")  # the global batch's loss
+    vals = torch.cat([logged, run.speed.sums.double()]).tolist()
     s10, s01 = log_speed(vals[3], vals[1]), log_speed(vals[4], vals[2])
     if math.isfinite(vals[0]):
         run.method.observe(StepInfo(run.step, mode, s10 - s01, warmup_steps))
@@ -245,7 +266,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
             run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
         for idx in order[run.batch :]:
-            x, y = train.batch(idx, train=True)
+            x, y = train.batch(idx.tensor_split(run.dist.world)[run.dist.rank], train=True)  # this rank's slice
             vals, mode = train_step(run, x, y, groups, warmup_steps)
             if not math.isfinite(vals[0]):
                 last = out / "last.pt"
@@ -261,20 +282,27 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
             if run.step % 10 == 0:
                 bar.set_postfix(loss=f"{loss_v:.3f}", d_speed=f"{d_speed:+.3f}", refresh=False)
             if checkpoint_every and run.step % checkpoint_every == 0 and run.batch < len(order):
-                _append(out / "steps.csv", step_lines)
-                step_lines = []
-                save_checkpoint(out / "last.pt", run.state_dict())
-        _append(out / "steps.csv", step_lines)
-        step_lines = []
+                step_lines = _flush(run, out, step_lines, checkpoint=True)
+        step_lines = _flush(run, out, step_lines, checkpoint=False)
         _end_epoch(run, out, steps_per_epoch, time.time() - t_start)
         if cfg.stop_after_perfect and run.perfect_epochs >= cfg.stop_after_perfect:
             break
     bar.close()
 
 
+def _flush(run: Run, out: Path, step_lines: list[str], checkpoint: bool) -> list[str]:
+    """Rank 0 appends the buffered step rows (and checkpoints); the rows always reach disk before the checkpoint."""
+    if run.dist.is_main:
+        _append(out / "steps.csv", step_lines)
+        if checkpoint:
+            save_checkpoint(out / "last.pt", run.state_dict())
+    return []
+
+
 def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> None:
     cfg, model = run.cfg, run.model
-    loss_sum, correct, seen, rebal = run.epoch_stats.tolist()
+    loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
+    rebal /= run.dist.world  # every rank counted the same re-balancing steps
     train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
     if cfg.squeeze_means == "exact":
         record_train_squeeze_means(
@@ -321,8 +349,9 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
     if is_best:
         run.best_val, run.best_epoch = val["acc"], record["epoch"]
     record["best_epoch"] = run.best_epoch
-    state = run.state_dict()
-    if is_best:
-        save_checkpoint(out / "best.pt", state)
-    save_checkpoint(out / "last.pt", state)
-    _append(out / "results.jsonl", [json.dumps(record) + "\n"])
+    if run.dist.is_main:
+        state = run.state_dict()
+        if is_best:
+            save_checkpoint(out / "best.pt", state)
+        save_checkpoint(out / "last.pt", state)
+        _append(out / "results.jsonl", [json.dumps(record) + "\n"])

@@ -92,5 +92,6 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool 
     return batches
 
 
-def eval_order(n: int, batch_size: int) -> list[Tensor]:
-    return list(torch.arange(n).split(batch_size))
+def eval_order(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[Tensor]:
+    """Evaluation batches in order; with several ranks, rank r takes the r-th contiguous shard."""
+    return list(torch.arange(n).tensor_split(world)[rank].split(batch_size))

@@ -33,6 +33,7 @@ class Method:
     name = "vanilla"
     # hyper-parameters this method reads, with defaults; the registry checks --set names against these
     hparams: dict[str, Any] = {}
+    rebalances = False  # whether the method ever asks for re-balancing steps
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         self.seed = seed

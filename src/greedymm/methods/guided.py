@@ -14,6 +14,7 @@ from .base import REBALANCE, REGULAR, Method, StepInfo, register_method
 
 @register_method("guided")
 class Guided(Method):
+    rebalances = True
     hparams = {"alpha": 0.01, "Q": 5}
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:

@@ -17,6 +17,8 @@ _CHOICES = (REGULAR, *REBALANCE)
 
 @register_method("random")
 class RandomRebalance(Method):
+    rebalances = True
+
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
         self.generator = torch.Generator().manual_seed(10_007 + seed)

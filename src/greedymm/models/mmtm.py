@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..distributed import all_reduce_
+
 MODES = ("regular", "rebalance0", "rebalance1", "cut")
 GATE_FUNCTIONS = ("sigmoid", "2sigmoid")
 
@@ -107,9 +109,10 @@ class MMTM(nn.Module):
         # cumulative mean of batch-mean gates; each branch tracks its own gates (the authors' code used
         # branch 0's gates for both, a defect SPEC section 2 fixes)
         self.gate_count += 1
-        for k in range(2):
+        batch_means = all_reduce_(torch.cat([g[0].float().mean(dim=0), g[1].float().mean(dim=0)]), "mean")
+        for k, bm in enumerate(batch_means.split(self.channels)):
             mean = self.buffer("gate_mean", k)
-            mean += (g[k].float().mean(dim=0) - mean) / self.gate_count
+            mean += (bm - mean) / self.gate_count
 
     @torch.no_grad()
     def _accumulate_squeeze(self, s: tuple[Tensor, Tensor]) -> None:
@@ -126,6 +129,8 @@ class MMTM(nn.Module):
     @torch.no_grad()
     def commit_squeeze_means(self) -> bool:
         """Set sq_mean from the accumulated sums; returns False (and keeps sq_mean) if nothing was seen."""
+        for t in (self.sq_count, self.sq_sum0, self.sq_sum1):
+            all_reduce_(t)  # every rank saw its own slice of the split
         if int(self.sq_count) == 0:
             return False
         for k in range(2):

@@ -1,0 +1,46 @@
+"""torchrun + DDP on CPU (gloo, 2 processes) against one process with the same global batch and seed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).parent / "ddp_worker.py"
+
+
+def _run(launcher: list[str], out: Path, method: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, *launcher, str(WORKER), str(out), method]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["guided", "random"])
+def test_two_processes_match_one(tmp_path, method):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([], one, method)
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    _run(torchrun, two, method)
+    # re-balancing decisions: identical on both ranks, and the same as in one process
+    modes = [json.loads((two / f"modes_rank{r}.json").read_text()) for r in (0, 1)]
+    assert modes[0] == modes[1] == json.loads((one / "modes_rank0.json").read_text())
+    assert {"rebalance0", "rebalance1"} & set(modes[0])
+    for a, b in zip(_records(one), _records(two), strict=True):
+        assert a["step"] == b["step"]
+        for split in ("val", "test"):
+            for key in ("acc", "acc_head0", "acc_head1", "acc_head0_cut", "acc_head1_cut", "n"):
+                assert a[split][key] == b[split][key], (split, key)
+            assert a[split]["loss"] == pytest.approx(b[split]["loss"], rel=1e-4)
+        assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-4)
+        assert a["train"]["rebalance_steps"] == b["train"]["rebalance_steps"]
+        assert a["speed"]["d_speed"] == pytest.approx(b["speed"]["d_speed"], rel=1e-3, abs=1e-5)
+    steps_one = (one / "steps.csv").read_text().splitlines()
+    steps_two = (two / "steps.csv").read_text().splitlines()
+    assert [s.split(",")[2] for s in steps_one] == [s.split(",")[2] for s in steps_two]
