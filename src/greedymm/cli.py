@@ -61,11 +61,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.resume)
         saved = out / "config.json"
         if not saved.is_file():
-            raise SystemExit(f"error: nothing to resume in {out}: no config.json (start it without --resume)")
+            raise FileNotFoundError(f"nothing to resume in {out}: no config.json (start it without --resume)")
         cfg = _config(args, base=json.loads(saved.read_text())["config"])
     else:
         if not args.out:
-            raise SystemExit("error: --out is required (the run folder, e.g. runs/guided-s0)")
+            raise ValueError("--out is required (the run folder, e.g. runs/guided-s0)")
         out = Path(args.out)
         cfg = _config(args)
     fit(cfg, out, resume=bool(args.resume), progress=not args.no_progress, checkpoint_every=args.checkpoint_every)

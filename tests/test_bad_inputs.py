@@ -1,0 +1,138 @@
+"""The bad-input catalogue (docs/BAD_INPUTS.md): entries not covered by the module-specific test files."""
+
+import errno
+import gzip
+import os
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import tiny_colored_data
+from greedymm.checkpoint import load_checkpoint, save_checkpoint
+from greedymm.cli import main
+from greedymm.config import TrainConfig, parse_set
+from greedymm.data.colored import ColoredSplit
+from greedymm.data.idx import DataFormatError, read_idx
+from greedymm.train import fit
+
+
+def cfg(**kw):
+    base = dict(
+        dataset="tiny", method="guided", epochs=2, batch_size=16, optimizer="adam", lr=3e-3, width=0.25, device="cpu"
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_empty_split():
+    empty = torch.zeros(0, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="empty split"):
+        ColoredSplit(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, 3))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "epochs must be >= 1"),
+        ("batch_size", 1, "batch_size must be >= 2"),
+        ("lr", -1.0, "lr must be > 0"),
+        ("optimizer", "lbfgs", "optimizer must be one of"),
+        ("squeeze_means", "mean", "squeeze_means must be one of"),
+        ("warmup_epochs", -1.0, "warmup_epochs must be >= 0"),
+    ],
+)
+def test_config_values_out_of_range(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        cfg(**{field: value})
+
+
+def test_set_without_equals_and_wrong_type():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_set(["alpha"], {"alpha": 0.01})
+    with pytest.raises(ValueError, match="expected float"):
+        parse_set(["alpha=high"], {"alpha": 0.01})
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RuntimeError, match=r"No space left on device.*previous last.pt is intact"):
+        save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_full_disk_during_training_names_the_checkpoint(tmp_path, monkeypatch):
+    data = tiny_colored_data()
+    real = os.fsync
+
+    def flaky(fd):
+        if (tmp_path / "r" / "last.pt").exists():  # the first epoch's checkpoint saves, later ones do not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", flaky)
+    with pytest.raises(RuntimeError, match="could not write checkpoint"):
+        fit(cfg(), tmp_path / "r", progress=False, data=data)
+    monkeypatch.undo()
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert state["epoch"] == 1  # the last good checkpoint survived; resume continues from it
+    fit(cfg(), tmp_path / "r", resume=True, progress=False, data=data)
+    assert (tmp_path / "r" / "done").exists()
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path):
+    data = tiny_colored_data()
+    fit(cfg(epochs=1), tmp_path / "r", progress=False, data=data)
+    good = load_checkpoint(tmp_path / "r" / "last.pt")
+    # a save killed before its rename leaves only a temp file; resume reads the complete last.pt
+    (tmp_path / "r" / ".last.pt.abc123.tmp").write_bytes(b"\x80\x02half")
+    fit(cfg(epochs=2), tmp_path / "r", resume=True, progress=False, data=data)
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 2 * good["step"]
+
+
+def test_damaged_checkpoint_gives_a_clear_error(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="damaged or not a greedymm checkpoint"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_resume_without_run_and_unknown_names_via_cli(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["train", "--method", "vanila", "--out", str(tmp_path / "x")]) == 2
+    assert "Did you mean 'vanilla'" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.booleans())
+def test_idx_reader_never_crashes_with_a_foreign_error(tmp_path_factory, payload, compress):
+    path = tmp_path_factory.mktemp("idx") / "f.idx"
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    try:
+        read_idx(path)
+    except DataFormatError as e:
+        assert "f.idx" in str(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 255), st.integers(0, 4), st.lists(st.integers(0, 6), max_size=4), st.binary(max_size=40))
+def test_idx_headers_with_plausible_structure(tmp_path_factory, code, ndim, dims, body):
+    path = tmp_path_factory.mktemp("idx") / "h.idx"
+    dims = (dims + [1] * ndim)[:ndim]
+    path.write_bytes(bytes([0, 0, code, ndim]) + b"".join(struct.pack(">I", d) for d in dims) + body)
+    try:
+        arr = read_idx(path)
+        assert list(arr.shape) == dims
+    except DataFormatError:
+        pass
