@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .cnn import SMALL_CNN_FUSE_AFTER, small_cnn
+from .i3d import I3D_FUSE_AFTER, i3d_branch
 from .mmtm import MMTM
 from .twobranch import Branch, TwoBranchNet
 
 # name -> (branch builder(in_channels, num_classes, width), stages followed by MMTM)
 ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
     "small-cnn": (small_cnn, SMALL_CNN_FUSE_AFTER),
+    "i3d": (i3d_branch, I3D_FUSE_AFTER),
 }
 
 
