@@ -136,3 +136,48 @@ def test_idx_headers_with_plausible_structure(tmp_path_factory, code, ndim, dims
         assert list(arr.shape) == dims
     except DataFormatError:
         pass
+
+
+_LST_PIECES = st.sampled_from(
+    [
+        "path:./Video_data/class_01/subject13_r0",
+        "depth:sk_depth:138:218",
+        "color:sk_color:138:218",
+        "duo_left:duo_left:161:254",
+        "label:1",
+        "label:0",
+        "label:x",
+        "depth:sk_depth:9:1",
+        "color::1:2",
+        ":",
+        "::",
+        "path:",
+        "label:99",
+        " ",
+        "\t",
+        "depth:sk_depth:-1:80",
+        "color:sk_color:1e3:2",
+        "path:../../etc",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=120), st.lists(_LST_PIECES, max_size=7).map(" ".join)))
+def test_list_line_parser_never_crashes_with_a_foreign_error(line):
+    from greedymm.data.nvgesture import parse_list_line
+
+    try:
+        entry = parse_list_line(line)
+    except DataFormatError:
+        return
+    assert 0 <= entry["label"] < 25
+    assert all(w["start"] < w["end"] for w in entry["sensors"].values())
+
+
+def test_list_line_parser_accepts_the_published_format():
+    from greedymm.data.nvgesture import parse_list_line
+
+    line = "path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218 "
+    entry = parse_list_line(line + "duo_left:duo_left:161:254 label:1")
+    assert entry["label"] == 0 and entry["sensors"]["depth"] == {"file": "sk_depth", "start": 138, "end": 218}
