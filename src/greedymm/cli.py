@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECOMMENDED = "recommended"
+from .cli_experiments import add_experiment_commands
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(fn=cmd_fetch)
+
+    add_experiment_commands(sub)
     return p
 
 
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue with `greedymm train --resume <run folder>`", file=sys.stderr)
+        print("interrupted; `greedymm train --resume <run folder>` continues a run", file=sys.stderr)
         return 130
 
 

@@ -69,6 +69,7 @@ class Run:
     best_epoch: int = -1
     perfect_epochs: int = 0  # consecutive epochs at 100% training accuracy
     epoch_stats: torch.Tensor | None = None  # (loss sum, correct, seen, rebalance steps) of this epoch
+    elapsed: float = 0.0  # training wall time in seconds, carried across resumes
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class Run:
             "best_epoch": self.best_epoch,
             "perfect_epochs": self.perfect_epochs,
             "epoch_stats": self.epoch_stats,
+            "elapsed": self.elapsed,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -98,6 +100,7 @@ class Run:
         self.speed.load_state_dict(s["speed"])
         for k in ("epoch", "batch", "step", "best_val", "best_epoch", "perfect_epochs", "epoch_stats"):
             setattr(self, k, s[k])
+        self.elapsed = s.get("elapsed", 0.0)
         torch.set_rng_state(s["torch_rng"])
 
 
@@ -258,7 +261,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
         dynamic_ncols=True,
     )
     step_lines: list[str] = []
-    t_start = time.time()
+    t_start = time.time() - run.elapsed
     while run.epoch < cfg.epochs:
         model.train()
         if run.batch == 0:
@@ -282,6 +285,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
             if run.step % 10 == 0:
                 bar.set_postfix(loss=f"{loss_v:.3f}", d_speed=f"{d_speed:+.3f}", refresh=False)
             if checkpoint_every and run.step % checkpoint_every == 0 and run.batch < len(order):
+                run.elapsed = time.time() - t_start
                 step_lines = _flush(run, out, step_lines, checkpoint=True)
         step_lines = _flush(run, out, step_lines, checkpoint=False)
         _end_epoch(run, out, steps_per_epoch, time.time() - t_start)
@@ -300,6 +304,7 @@ def _flush(run: Run, out: Path, step_lines: list[str], checkpoint: bool) -> list
 
 
 def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> None:
+    run.elapsed = elapsed
     cfg, model = run.cfg, run.model
     loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
     rebal /= run.dist.world  # every rank counted the same re-balancing steps
@@ -350,8 +355,9 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
         run.best_val, run.best_epoch = val["acc"], record["epoch"]
     record["best_epoch"] = run.best_epoch
     if run.dist.is_main:
+        # the record first: if the checkpoint then fails, resume drops the record and redoes the epoch
+        _append(out / "results.jsonl", [json.dumps(record) + "\n"])
         state = run.state_dict()
         if is_best:
             save_checkpoint(out / "best.pt", state)
         save_checkpoint(out / "last.pt", state)
-        _append(out / "results.jsonl", [json.dumps(record) + "\n"])

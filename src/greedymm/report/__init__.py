@@ -14,11 +14,11 @@ TABLE_ROWS = [
     ("test accuracy, head 0 (m0)", "test", "acc_head0"),
     ("test accuracy, head 1 (m1)", "test", "acc_head1"),
     ("val accuracy, fused", "val", "acc"),
-    ("u(m1|m0), val", "val", "u_m1_given_m0"),
-    ("u(m0|m1), val", "val", "u_m0_given_m1"),
+    ("u(m1\\|m0), val", "val", "u_m1_given_m0"),
+    ("u(m0\\|m1), val", "val", "u_m0_given_m1"),
     ("d_util, val", "val", "d_util"),
-    ("u(m1|m0), test", "test", "u_m1_given_m0"),
-    ("u(m0|m1), test", "test", "u_m0_given_m1"),
+    ("u(m1\\|m0), test", "test", "u_m1_given_m0"),
+    ("u(m0\\|m1), test", "test", "u_m0_given_m1"),
     ("d_util, test", "test", "d_util"),
 ]
 
@@ -127,7 +127,7 @@ def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "save
     write_json(Path(run) / f"eval_{checkpoint}.json", out)
     lines = [
         f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}",
-        "| split | acc | head 0 | head 1 | head 0 cut | head 1 cut | u(m1|m0) | u(m0|m1) | d_util |",
+        "| split | acc | head 0 | head 1 | head 0 cut | head 1 cut | u(m1\\|m0) | u(m0\\|m1) | d_util |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for split in ("val", "test"):

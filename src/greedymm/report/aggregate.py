@@ -1,0 +1,390 @@
+"""Sweep reports: run records -> one row per (data set, method, settings), mean +- std over seeds.
+
+Every number is read at each run's best-validation epoch (the record with the highest validation accuracy; the
+first such epoch on ties), as the paper selects its checkpoints (SPEC.md section 6); test is never used to
+select. ``aggregate`` is a pure function of the records, so a small checked-in set of records and its expected
+markdown pin it down (tests/data/report). Rendering: markdown (first), HTML with embedded figures, CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# (key, label); "split.field" keys are read from the best-validation record
+METRICS: tuple[tuple[str, str], ...] = (
+    ("test.acc", "test acc"),
+    ("test.acc_head0", "test acc head 0"),
+    ("test.acc_head1", "test acc head 1"),
+    ("val.acc", "val acc"),
+    ("val.u_m1_given_m0", "u(m1|m0) val"),
+    ("val.u_m0_given_m1", "u(m0|m1) val"),
+    ("val.d_util", "d_util val"),
+    ("test.u_m1_given_m0", "u(m1|m0) test"),
+    ("test.u_m0_given_m1", "u(m0|m1) test"),
+    ("test.d_util", "d_util test"),
+    ("d_speed", "d_speed"),
+    ("rebalance_share", "re-balancing share"),
+    ("best_epoch", "best epoch"),
+)
+LABELS = dict(METRICS)
+ACCURACY_COLUMNS = ("test.acc", "test.acc_head0", "test.acc_head1", "val.acc", "best_epoch", "rebalance_share")
+UTILIZATION_COLUMNS = (
+    "val.u_m1_given_m0",
+    "val.u_m0_given_m1",
+    "val.d_util",
+    "test.u_m1_given_m0",
+    "test.u_m0_given_m1",
+    "test.d_util",
+    "d_speed",
+)
+TEXT_COLUMNS = ("method", "settings", "data")
+METHOD_ORDER = ("vanilla", "guided", "random")
+# config fields that name the run or where it ran, not a setting to compare
+NOT_SETTINGS = ("dataset", "method", "seed", "hparams", "data_options", "data_dir", "device")
+
+EXPLANATION = (
+    "Each number is the mean ± sample standard deviation (n - 1) over seeds (n = number of seeds) of a run's "
+    "record at its best-validation epoch (highest validation accuracy, first such epoch); test is never used "
+    "to select. d_util = u(m1|m0) - u(m0|m1): > 0 means m0 is under-used, < 0 means m1 is. d_speed is the mean "
+    "logged d_speed = s(m1|m0) - s(m0|m1) over the second half of the steps that trained the best-validation "
+    "checkpoint. Re-balancing share: re-balancing steps / all steps of the run. `settings` lists the settings "
+    "that differ between runs of a data set (method hyper-parameters: between runs of a method)."
+)
+
+
+@dataclass(frozen=True)
+class Stat:
+    values: tuple[float, ...]  # one per run, in the row's seed order
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(self.values) / self.n if self.n else math.nan
+
+    @property
+    def std(self) -> float:
+        if self.n < 2:
+            return math.nan
+        m = self.mean
+        return math.sqrt(math.fsum((v - m) ** 2 for v in self.values) / (self.n - 1))
+
+
+@dataclass(frozen=True)
+class Row:
+    dataset: str
+    method: str
+    settings: str  # "" when the row's runs share every setting with the other rows of the data set
+    modalities: tuple[str, ...]
+    runs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    sources: tuple[str, ...]  # "real (npm)" / "STAND-IN (test fixture)"
+    source_notes: tuple[str, ...]
+    stats: Mapping[str, Stat]
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.settings})" if self.settings else self.method
+
+
+def best_record(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The record with the highest validation accuracy; the first such epoch on ties."""
+    return max(records, key=lambda r: (r["val"]["acc"], -r["epoch"]))
+
+
+def late_d_speed(steps: Mapping[str, Sequence], until_step: int) -> float:
+    """Mean d_speed over the second half of the steps before ``until_step`` (NaNs skipped)."""
+    values = [float(d) for s, d in zip(steps.get("step", []), steps.get("d_speed", []), strict=True) if s < until_step]
+    late = [v for v in values[len(values) // 2 :] if math.isfinite(v)]
+    return math.fsum(late) / len(late) if late else math.nan
+
+
+def source_label(source: Mapping[str, Any]) -> str:
+    return f"{'real' if source.get('real_data') else 'STAND-IN'} ({source.get('source', '?')})"
+
+
+def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequence] | None = None) -> dict[str, float]:
+    """The metrics of one run: the best-validation record, its d_speed, the run's re-balancing share."""
+    best = best_record(records)
+    out = {}
+    for key, _ in METRICS:
+        if "." in key:
+            split, name = key.split(".", 1)
+            out[key] = float(best[split].get(name, math.nan))
+    out["d_speed"] = late_d_speed(steps, best["step"]) if steps else math.nan
+    total = records[-1]["step"]
+    out["rebalance_share"] = sum(r["train"]["rebalance_steps"] for r in records) / total if total else math.nan
+    out["best_epoch"] = float(best["epoch"])
+    return out
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+
+def _settings(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """(config settings, method hyper-parameters) of a run, as text, for finding those that differ."""
+    cfg = records[-1].get("config", {})
+    flat = {k: _text(v) for k, v in cfg.items() if k not in NOT_SETTINGS}
+    flat.update({f"data.{k}": _text(v) for k, v in cfg.get("data_options", {}).items()})
+    return flat, {k: _text(v) for k, v in records[-1].get("hparams", {}).items()}
+
+
+def _varying(dicts: Sequence[Mapping[str, str]]) -> set[str]:
+    keys = {k for d in dicts for k in d}
+    return {k for k in keys if len({d.get(k) for d in dicts}) > 1}
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def aggregate(
+    records_by_run: Mapping[str, Sequence[Mapping[str, Any]]],
+    steps_by_run: Mapping[str, Mapping[str, Sequence]] | None = None,
+) -> list[Row]:
+    """One row per (data set, method, differing settings), ordered by data set, method (vanilla, guided,
+    random, others), settings; runs without records are left out."""
+    steps_by_run = steps_by_run or {}
+    runs = {name: recs for name, recs in records_by_run.items() if recs}
+    last = {name: recs[-1] for name, recs in runs.items()}
+    settings = {name: _settings(recs) for name, recs in runs.items()}
+    labels: dict[str, str] = {}
+    for dataset in {r["dataset"] for r in last.values()}:
+        names = [n for n in runs if last[n]["dataset"] == dataset]
+        cfg_keys = _varying([settings[n][0] for n in names])
+        for method in {last[n]["method"] for n in names}:
+            same = [n for n in names if last[n]["method"] == method]
+            hp_keys = _varying([settings[n][1] for n in same])
+            for n in same:
+                parts = {**{k: settings[n][0].get(k) for k in cfg_keys}, **{k: settings[n][1].get(k) for k in hp_keys}}
+                labels[n] = ", ".join(f"{k}={parts[k]}" for k in sorted(parts))
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name in sorted(runs):
+        groups.setdefault((last[name]["dataset"], last[name]["method"], labels[name]), []).append(name)
+    rows = []
+    for (dataset, method, label), names in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], _method_rank(kv[0][1]), kv[0][2])
+    ):
+        names = sorted(names, key=lambda n: (last[n]["seed"], n))
+        values = {n: run_values(runs[n], steps_by_run.get(n)) for n in names}
+        sources = [last[n].get("source", {}) for n in names]
+        rows.append(
+            Row(
+                dataset=dataset,
+                method=method,
+                settings=label,
+                modalities=tuple(last[names[0]].get("modalities", ("m0", "m1"))),
+                runs=tuple(names),
+                seeds=tuple(int(last[n]["seed"]) for n in names),
+                sources=tuple(dict.fromkeys(source_label(s) for s in sources)),
+                source_notes=tuple(dict.fromkeys(f"{s.get('source', '?')}: {s.get('note', '')}" for s in sources)),
+                stats={key: Stat(tuple(values[n][key] for n in names)) for key, _ in METRICS},
+            )
+        )
+    return rows
+
+
+def format_stat(stat: Stat, key: str = "") -> str:
+    digits = 1 if key == "best_epoch" else 3
+    if stat.n == 0:
+        return "-"
+    if math.isnan(stat.mean):
+        return "nan"
+    return f"{stat.mean:.{digits}f}" if stat.n == 1 else f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class Table:
+    dataset: str
+    caption: str
+    header: tuple[str, ...]
+    body: tuple[tuple[str, ...], ...]
+
+
+def tables(rows: Sequence[Row]) -> list[Table]:
+    """Two tables per data set: accuracies (with the data source of each row), utilization and speed."""
+    out = []
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        mine = [r for r in rows if r.dataset == dataset]
+        m0, m1 = (list(mine[0].modalities) + ["m0", "m1"])[:2]
+        lead = ("method", "settings", "n")
+
+        def cells(r: Row, keys: Sequence[str]) -> tuple[str, ...]:
+            return (r.method, r.settings or "-", str(r.n), *(format_stat(r.stats[k], k) for k in keys))
+
+        out.append(
+            Table(
+                dataset,
+                f"{dataset} (m0 = {m0}, m1 = {m1}): accuracy at the best-validation epoch",
+                (*lead, *(LABELS[k] for k in ACCURACY_COLUMNS), "data"),
+                tuple((*cells(r, ACCURACY_COLUMNS), "; ".join(r.sources)) for r in mine),
+            )
+        )
+        out.append(
+            Table(
+                dataset,
+                f"{dataset}: conditional utilization (same epoch) and conditional learning speed",
+                (*lead, *(LABELS[k] for k in UTILIZATION_COLUMNS)),
+                tuple(cells(r, UTILIZATION_COLUMNS) for r in mine),
+            )
+        )
+    return out
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")  # u(m1|m0) would otherwise split the cell
+
+
+def markdown_table(t: Table) -> str:
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in t.header) + " |",
+        "|" + "|".join("---" if h in TEXT_COLUMNS else "---:" for h in t.header) + "|",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.body]
+    return "\n".join(lines)
+
+
+def source_notes(rows: Sequence[Row]) -> list[str]:
+    return list(dict.fromkeys(n for r in rows for n in r.source_notes))
+
+
+def markdown_tables(rows: Sequence[Row]) -> str:
+    parts = []
+    for t in tables(rows):
+        parts += [f"### {t.caption}", "", markdown_table(t), ""]
+    parts += ["Data sources:", *(f"- {n}" for n in source_notes(rows))]
+    return "\n".join(parts)
+
+
+def report_markdown(
+    rows: Sequence[Row], title: str, figures: Mapping[str, str] | None = None, notes: Sequence[str] = ()
+) -> str:
+    """The whole report; ``figures`` maps a caption to an image path relative to the report."""
+    parts = [f"# {title}", "", EXPLANATION, "", markdown_tables(rows), ""]
+    parts += [*(f"Note: {n}" for n in notes), ""] if notes else []
+    for caption, rel in (figures or {}).items():
+        parts += [f"![{caption}]({rel})", ""]
+    return "\n".join(parts)
+
+
+def report_csv(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        [
+            "dataset",
+            "method",
+            "settings",
+            "n",
+            "seeds",
+            "data",
+            *(f"{k}_{s}" for k, _ in METRICS for s in ("mean", "std")),
+        ]
+    )
+    for r in rows:
+        stats = [f"{v:.10g}" for k, _ in METRICS for v in (r.stats[k].mean, r.stats[k].std)]
+        w.writerow([r.dataset, r.method, r.settings, r.n, " ".join(map(str, r.seeds)), "; ".join(r.sources), *stats])
+    return buf.getvalue()
+
+
+def report_html(
+    rows: Sequence[Row], title: str, figures: Mapping[str, bytes] | None = None, notes: Sequence[str] = ()
+) -> str:
+    """A self-contained page: the tables and the PNG figures embedded as base64."""
+    import base64
+
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}"
+        "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}td:nth-child(-n+2),th{text-align:left}</style></head><body>",
+        f"<h1>{e(title)}</h1><p>{e(EXPLANATION)}</p>",
+    ]
+    for t in tables(rows):
+        parts.append(f"<h3>{e(t.caption)}</h3><table><tr>{''.join(f'<th>{e(h)}</th>' for h in t.header)}</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in t.body]
+        parts.append("</table>")
+    parts.append("<p>Data sources:</p><ul>" + "".join(f"<li>{e(n)}</li>" for n in source_notes(rows)) + "</ul>")
+    parts += [f"<p>Note: {e(n)}</p>" for n in notes]
+    for caption, png in (figures or {}).items():
+        data = base64.b64encode(png).decode()
+        parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{e(caption)}'>")
+        parts.append(f"<figcaption>{e(caption)}</figcaption></figure>")
+    return "\n".join([*parts, "</body></html>", ""])
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """Every run folder (one holding results.jsonl) under ``path``, ``path`` itself included, sorted."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a sweep folder (e.g. runs/sweep1) or a run folder")
+    return sorted(p.parent for p in path.rglob("results.jsonl"))
+
+
+def load_runs(
+    path: str | Path, runs: Sequence[Path] | None = None
+) -> tuple[dict[str, list[dict]], dict[str, dict[str, list]], list[str]]:
+    """(records by run, steps by run, notes) for the runs under ``path``; names are paths relative to it."""
+    from . import load_records, load_steps
+
+    path = Path(path)
+    records, steps, notes = {}, {}, []
+    for run in runs if runs is not None else find_runs(path):
+        name = run.relative_to(path).as_posix() if run != path else run.name
+        recs = load_records(run)
+        if not recs:
+            notes.append(f"{name}: no finished epoch yet; left out")
+            continue
+        records[name] = recs
+        if (run / "steps.csv").is_file():
+            steps[name] = load_steps(run)
+        if not (run / "done").exists():
+            notes.append(f"{name}: unfinished ({len(recs)} epochs so far); its numbers are from those epochs")
+    if not records:
+        raise FileNotFoundError(f"no run with results under {path}; run `greedymm sweep ... --out {path}` first")
+    return records, steps, notes
+
+
+def write_report(
+    path: str | Path, fmt: str = "md", out: str | Path | None = None, runs: Sequence[Path] | None = None
+) -> tuple[Path, list[Row]]:
+    """Aggregate the runs under ``path`` (or just ``runs``) and write the report; returns (file, rows).
+
+    Figures go to ``<out stem>_figures/`` next to the report (md links them, html embeds them)."""
+    from .sweep_figures import dataset_figures
+
+    if fmt not in ("md", "html", "csv"):
+        raise ValueError(f"report format must be md, html or csv, got {fmt!r}")
+    path = Path(path)
+    out = Path(out) if out else path / f"report.{fmt}"
+    records, steps, notes = load_runs(path, runs)
+    rows = aggregate(records, steps)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        out.write_text(report_csv(rows))
+        return out, rows
+    fig_dir = out.parent / f"{out.stem}_figures"
+    figures = dataset_figures(rows, records, steps, fig_dir)
+    title = f"greedymm report: {path}"
+    if fmt == "md":
+        rel = {caption: p.relative_to(out.parent).as_posix() for caption, p in figures.items()}
+        out.write_text(report_markdown(rows, title, rel, notes))
+    else:
+        out.write_text(report_html(rows, title, {c: p.read_bytes() for c, p in figures.items()}, notes))
+    return out, rows

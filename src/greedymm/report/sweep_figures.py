@@ -1,0 +1,151 @@
+"""Figures of a sweep (PNG, matplotlib Agg), one set per data set, each method as its mean over seeds:
+
+- d_speed over training steps, with the min-max band over seeds (SPEC.md section 4);
+- validation d_util over epochs (section 3), with the min-max band;
+- per-head validation accuracy over epochs (head 0 solid, head 1 dashed);
+- share of steps re-balancing per method (bars: mean, error bars: min-max over seeds).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .aggregate import METHOD_ORDER, Row  # noqa: E402
+
+
+def _color(row: Row, rows: Sequence[Row]) -> str:
+    # the same color for a method in every figure (vanilla C0, guided C1, random C2) on its first row; a
+    # method's further rows (other settings) and other methods take the next free colors
+    firsts = [r for r in rows if r.method in METHOD_ORDER and next(x for x in rows if x.method == r.method) is r]
+    if row in firsts:
+        return f"C{METHOD_ORDER.index(row.method)}"
+    others = [r for r in rows if r not in firsts]
+    return f"C{(len(METHOD_ORDER) + others.index(row)) % 10}"
+
+
+def _aligned(series: Sequence[Sequence[float]]) -> np.ndarray:
+    """(runs, length) array cut to the shortest run: a mean is only drawn where every seed has a value."""
+    length = min(len(s) for s in series)
+    return np.array([list(s[:length]) for s in series], dtype=float)
+
+
+def _band(ax: Any, x: np.ndarray, arr: np.ndarray, color: str, label: str, ls: str = "-") -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (no speed yet) stay NaN
+        mean, lo, hi = np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0)
+    marker = "o" if len(x) <= 30 else None  # a one-epoch run is a single point: make it visible
+    ax.plot(x, mean, color=color, ls=ls, lw=1.3, marker=marker, ms=3, label=f"{label} (n={len(arr)})")
+    if len(arr) > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_d_speed(rows: Sequence[Row], steps_by_run: Mapping[str, Mapping[str, Sequence]], path: Path) -> Path | None:
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    drawn = False
+    for row in rows:
+        series = [steps_by_run[r]["d_speed"] for r in row.runs if steps_by_run.get(r, {}).get("d_speed")]
+        if series:
+            arr = _aligned(series)
+            _band(ax, np.arange(arr.shape[1]), arr, _color(row, rows), row.label)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("d_speed = s(m1|m0) - s(m0|m1)")
+    ax.set_title(f"{rows[0].dataset}: conditional learning speed (mean, min-max over seeds)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_epoch_metric(
+    rows: Sequence[Row],
+    records_by_run: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: Path,
+    keys: Sequence[tuple[str, str, str]],
+    ylabel: str,
+    title: str,
+) -> Path:
+    """``keys``: (split, field, line style) drawn per row, e.g. [("val", "d_util", "-")]."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for row in rows:
+        for split, key, ls in keys:
+            arr = _aligned([[r[split][key] for r in records_by_run[run]] for run in row.runs])
+            suffix = f", {key.replace('acc_', '')}" if len(keys) > 1 else ""
+            _band(ax, np.arange(1, arr.shape[1] + 1), arr, _color(row, rows), row.label + suffix, ls)
+    if any(k == "d_util" for _, k, _ in keys):
+        ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{rows[0].dataset}: {title}")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_rebalance_share(rows: Sequence[Row], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.4))
+    x = np.arange(len(rows))
+    stats = [row.stats["rebalance_share"] for row in rows]
+    means = [s.mean for s in stats]
+    err = [[m - min(s.values) for m, s in zip(means, stats, strict=True)]]
+    err.append([max(s.values) - m for m, s in zip(means, stats, strict=True)])
+    ax.bar(x, means, yerr=err, capsize=4, color=[_color(r, rows) for r in rows])
+    ax.set_xticks(x, [r.label for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("re-balancing steps / all steps")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{rows[0].dataset}: steps spent re-balancing")
+    return _save(fig, path)
+
+
+def dataset_figures(
+    rows: Sequence[Row],
+    records_by_run: Mapping[str, Sequence[Mapping[str, Any]]],
+    steps_by_run: Mapping[str, Mapping[str, Sequence]],
+    folder: Path,
+) -> dict[str, Path]:
+    """Write every figure of every data set into ``folder``; returns {caption: path} in report order."""
+    out: dict[str, Path] = {}
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        mine = [r for r in rows if r.dataset == dataset]
+        m0, m1 = (list(mine[0].modalities) + ["m0", "m1"])[:2]
+        p = plot_d_speed(mine, steps_by_run, folder / f"{dataset}_d_speed.png")
+        if p:
+            out[f"{dataset}: d_speed over training steps"] = p
+        out[f"{dataset}: validation d_util over epochs"] = plot_epoch_metric(
+            mine,
+            records_by_run,
+            folder / f"{dataset}_d_util.png",
+            [("val", "d_util", "-")],
+            "d_util = u(m1|m0) - u(m0|m1)",
+            "validation d_util (mean, min-max over seeds)",
+        )
+        out[f"{dataset}: per-head validation accuracy over epochs"] = plot_epoch_metric(
+            mine,
+            records_by_run,
+            folder / f"{dataset}_head_acc.png",
+            [("val", "acc_head0", "-"), ("val", "acc_head1", "--")],
+            "validation accuracy",
+            f"head 0 ({m0}) solid, head 1 ({m1}) dashed",
+        )
+        out[f"{dataset}: share of steps re-balancing"] = plot_rebalance_share(mine, folder / f"{dataset}_rebalance.png")
+    return out

@@ -1,0 +1,345 @@
+"""Sweeps: one run folder per (data set, method, seed, settings), resumable without a database (DomainBed-style).
+
+A run folder is named readably plus a short hash of its resolved training config, e.g.
+``cg-mnist_guided_s0_3fa2c1d9``, so the same command finds the same folders again: finished runs (a ``done``
+marker) are skipped, crashed runs (``last.pt`` but no ``done``) resumed with ``greedymm train --resume``, and
+never-started or broken folders (no ``last.pt``) restarted cleanly. Each job is one ``greedymm train`` process;
+a ``Launcher`` runs them (``LocalLauncher``: a pool of local worker processes; ``RecordingLauncher``: records the
+commands, for tests and dry runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import TrainConfig, parse_set, preset
+
+# what `greedymm train` / `greedymm eval` write into a run folder; a clean restart removes these and nothing else
+RUN_FILES = (
+    "config.json",
+    "results.jsonl",
+    "steps.csv",
+    "last.pt",
+    "best.pt",
+    "done",
+    "eval_best.json",
+    "eval_last.json",
+)
+# config fields that say where or on what a run executes, not what it computes: not part of a run's identity
+NOT_IDENTITY = ("data_dir", "device")
+
+DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"
+
+
+def _split_set(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    return key, raw
+
+
+def sets_for_method(sets: Sequence[str], method: str) -> tuple[str, ...]:
+    """The ``--set`` items that apply to ``method``, one per key (the last wins), sorted by key.
+
+    A sweep over several methods shares one ``--set`` list: a hyper-parameter of another method (``alpha`` for
+    a vanilla run) is dropped rather than rejected, so vanilla runs do not depend on the guided settings."""
+    from .methods import list_methods, method_class
+
+    own = method_class(method).hparams
+    others = {k for m in list_methods() for k in method_class(m).hparams} - set(own)
+    chosen: dict[str, str] = {}
+    for item in sets:
+        key, raw = _split_set(item)
+        if key not in others:
+            chosen[key] = raw
+    return tuple(f"{k}={chosen[k]}" for k in sorted(chosen))
+
+
+def resolve_config(dataset: str, method: str, seed: int, sets: Sequence[str], epochs: int | None) -> TrainConfig:
+    """The config `greedymm train` builds from these arguments (the data set's reproduction config + overrides)."""
+    from .methods import method_class
+
+    cfg = preset(dataset, method=method, seed=seed, **({"epochs": epochs} if epochs else {}))
+    overrides, hparams = parse_set(list(sets), method_class(method).hparams)
+    overrides["data_options"] = {**cfg.data_options, **overrides.get("data_options", {})}
+    return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
+
+
+def run_hash(cfg: TrainConfig) -> str:
+    """8 hex digits identifying what a run computes (its config, without where it runs)."""
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a sweep: the `greedymm train` arguments and the folder they train into."""
+
+    dataset: str
+    method: str
+    seed: int
+    sets: tuple[str, ...]
+    epochs: int | None
+    folder: Path
+    data_dir: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def log(self) -> Path:
+        return self.folder.with_name(self.folder.name + ".log")
+
+    def state(self) -> str:
+        """done (finished), resume (crashed after a checkpoint), restart (broken, no checkpoint), or new."""
+        if (self.folder / "done").exists():
+            return DONE
+        if (self.folder / "last.pt").is_file() and (self.folder / "config.json").is_file():
+            return RESUME  # `train --resume` needs both: the checkpoint and the saved config
+        return RESTART if self.folder.exists() else NEW
+
+    def command(self, state: str | None = None, python: str = sys.executable) -> list[str]:
+        state = state or self.state()
+        cmd = [python, "-m", "greedymm", "train"]
+        if state == RESUME:  # the saved config holds everything else; only --epochs may differ on resume
+            cmd += ["--resume", str(self.folder)]
+        else:
+            cmd += ["--dataset", self.dataset, "--method", self.method, "--seed", str(self.seed)]
+            for item in self.sets:
+                cmd += ["--set", item]
+            cmd += ["--out", str(self.folder)]
+        if self.epochs:
+            cmd += ["--epochs", str(self.epochs)]
+        if self.data_dir:
+            cmd += ["--data-dir", str(self.data_dir)]
+        return [*cmd, "--no-progress"]
+
+
+def plan_sweep(
+    datasets: Sequence[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    sets: Sequence[str] = (),
+    epochs: int | None = None,
+    data_dir: str | None = None,
+) -> list[Job]:
+    """The jobs of a sweep, in (data set, method, seed) order; every setting is checked before anything runs."""
+    from .data import list_datasets
+    from .methods import method_class
+
+    if not datasets or not methods or not seeds:
+        raise ValueError("a sweep needs at least one data set, one method and one seed")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs} (leave it out for the reproduction config)")
+    known = list_datasets()
+    for d in datasets:
+        if d not in known:
+            import difflib
+
+            close = difflib.get_close_matches(d, list(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown data set {d!r}; choose one of {sorted(known)}.{hint}")
+    for m in methods:
+        method_class(m)  # raises with a suggestion
+    used = {item.split("=", 1)[0] for m in methods for item in sets_for_method(sets, m)}
+    if stray := sorted({_split_set(item)[0] for item in sets} - used):
+        raise ValueError(f"--set {', '.join(stray)}: a hyper-parameter of none of the methods {list(methods)}")
+    jobs: dict[Path, Job] = {}
+    for d in datasets:
+        for m in methods:
+            own = sets_for_method(sets, m)
+            for s in seeds:
+                cfg = resolve_config(d, m, int(s), own, epochs)  # raises on a bad --set, before any launch
+                folder = Path(out) / f"{d}_{m}_s{s}_{run_hash(cfg)}"
+                jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir))
+    return list(jobs.values())
+
+
+def clean_run_folder(folder: Path) -> None:
+    """Remove what a run wrote (and the temp files of its atomic writes); leave anything else alone."""
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+Progress = Callable[[Job, int, float], None]
+
+
+class Launcher:
+    """Runs jobs; returns each job's exit code. ``progress(job, code, seconds)`` is called as each one ends."""
+
+    def run(self, jobs: Sequence[Job], workers: int, progress: Progress) -> dict[Job, int]:
+        raise NotImplementedError
+
+
+@dataclass
+class RecordingLauncher(Launcher):
+    """Records the commands instead of running them. ``complete`` makes each job look finished afterwards
+    (``config.json``, ``last.pt`` and a ``done`` marker), so a second sweep sees it as done; jobs named in
+    ``fail`` exit 1."""
+
+    complete: bool = True
+    fail: set[str] = field(default_factory=set)
+    commands: list[list[str]] = field(default_factory=list)
+
+    def run(self, jobs: Sequence[Job], workers: int, progress: Progress) -> dict[Job, int]:
+        codes = {}
+        for job in jobs:
+            self.commands.append(job.command())
+            codes[job] = 1 if job.name in self.fail else 0
+            if self.complete and not codes[job]:
+                job.folder.mkdir(parents=True, exist_ok=True)
+                (job.folder / "last.pt").write_bytes(b"")
+                (job.folder / "config.json").write_text("{}\n")
+                (job.folder / "done").write_text("{}\n")
+            progress(job, codes[job], 0.0)
+        return codes
+
+
+class LocalLauncher(Launcher):
+    """A pool of ``workers`` local processes; each job's stdout and stderr are appended to ``<folder>.log``."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def _env(self, workers: int) -> dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")  # the log shows progress as it happens
+        # torch takes every core per process by default; N such processes on the same cores thrash
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = str(max(1, cores // max(workers, 1)))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, threads)
+        return env
+
+    def run(self, jobs: Sequence[Job], workers: int, progress: Progress) -> dict[Job, int]:
+        env = self._env(workers)
+        live: set[subprocess.Popen] = set()
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def work(job: Job) -> tuple[Job, int | None, float]:
+            if stop.is_set():
+                return job, None, 0.0
+            cmd = job.command(python=self.python)
+            t0 = time.time()
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(job.log, "a") as log:
+                log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+                log.flush()
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                with lock:
+                    live.add(proc)
+                try:
+                    code = proc.wait()
+                finally:
+                    with lock:
+                        live.discard(proc)
+            return job, code, time.time() - t0
+
+        codes: dict[Job, int] = {}
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            futures = [pool.submit(work, job) for job in jobs]
+            try:
+                for fut in as_completed(futures):
+                    job, code, seconds = fut.result()
+                    if code is not None:
+                        codes[job] = code
+                        progress(job, code, seconds)
+            except KeyboardInterrupt:
+                stop.set()  # launch nothing more
+                for fut in futures:
+                    fut.cancel()
+                with lock:
+                    procs = list(live)
+                _end(procs)
+                raise
+        return codes
+
+
+def _end(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
+    """End interrupted trainings. A terminal's Ctrl-C reaches them too (same process group), so they get a few
+    seconds to stop by themselves; the rest are terminated. Checkpoints are written atomically, so a run ended
+    anywhere resumes from its last checkpoint when the sweep is run again."""
+    deadline = time.time() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    jobs: tuple[Job, ...]
+    skipped: tuple[Job, ...]  # finished earlier
+    launched: tuple[Job, ...]
+    failed: tuple[tuple[Job, int], ...]  # (job, exit code)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def failure_text(self) -> str:
+        lines = [f"{len(self.failed)} of {len(self.launched)} launched runs failed:"]
+        lines += [f"  {job.name} (exit {code}); log: {job.log}" for job, code in self.failed]
+        return "\n".join(lines)
+
+
+def run_sweep(
+    jobs: Sequence[Job],
+    launcher: Launcher | None = None,
+    workers: int = 1,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> SweepResult:
+    """Skip finished runs, resume crashed ones, restart broken ones, launch the rest; one line per finished job."""
+    launcher = launcher or LocalLauncher()
+    states = {job: job.state() for job in jobs}
+    skipped = tuple(j for j in jobs if states[j] == DONE)
+    todo = [j for j in jobs if states[j] != DONE]
+    echo(
+        f"sweep: {len(jobs)} runs; {len(skipped)} finished earlier, "
+        f"{sum(states[j] == RESUME for j in todo)} to resume, "
+        f"{sum(states[j] in (NEW, RESTART) for j in todo)} to start"
+    )
+    if dry_run:
+        for job in todo:
+            echo(f"# {states[job]}: {job.name}\n{shlex.join(job.command(states[job]))}")
+        return SweepResult(tuple(jobs), skipped, (), ())
+    for job in todo:
+        if states[job] == RESTART:
+            clean_run_folder(job.folder)
+    finished = 0
+
+    def progress(job: Job, code: int, seconds: float) -> None:
+        nonlocal finished
+        finished += 1
+        status = "ok" if code == 0 else f"FAILED (exit {code}; log: {job.log})"
+        echo(f"[{finished}/{len(todo)}] {job.name}: {status}, {seconds:.0f} s")
+
+    codes = launcher.run(todo, workers, progress) if todo else {}
+    failed = tuple((j, codes[j]) for j in todo if codes.get(j, 0) != 0)
+    return SweepResult(tuple(jobs), skipped, tuple(todo), failed)

@@ -1,0 +1,138 @@
+"""Sweep reports: aggregation of checked-in hand-written records, the expected markdown, figures, one real run.
+
+tests/data/report/sweep holds six tiny run folders written by hand (data set "tiny"); the numbers asserted
+below are averaged by hand from those files (see the comments).
+"""
+
+import copy
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from greedymm.report.aggregate import aggregate, load_runs, report_csv, report_markdown, write_report
+
+DATA = Path(__file__).parent / "data" / "report"
+SWEEP = DATA / "sweep"
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_runs(SWEEP)
+
+
+def _row(rows, method, settings=""):
+    return next(r for r in rows if r.method == method and r.settings == settings)
+
+
+def test_aggregate_matches_hand_computed_numbers(loaded):
+    records, steps, _ = loaded
+    rows = aggregate(records, steps)
+    assert [(r.method, r.settings, r.n) for r in rows] == [
+        ("vanilla", "", 2),
+        ("guided", "alpha=0.01", 2),  # alpha differs between the guided runs, so it labels their rows
+        ("guided", "alpha=0.05", 1),
+        ("random", "", 1),
+    ]
+    v = _row(rows, "vanilla")
+    assert v.seeds == (0, 1) and v.modalities == ("colored", "gray") and v.sources == ("STAND-IN (hand-written)",)
+    # seed 0: val acc 0.50, 0.70, 0.70 -> best is epoch 1 (first of the tie), test acc 0.40; seed 1: epoch 1, 0.50
+    assert v.stats["best_epoch"].values == (1.0, 1.0)
+    assert v.stats["test.acc"].values == (0.40, 0.50)
+    assert v.stats["test.acc"].mean == pytest.approx(0.45)
+    assert v.stats["test.acc"].std == pytest.approx(math.sqrt(0.005))  # sample std of 0.40, 0.50
+    assert v.stats["val.d_util"].mean == pytest.approx(-0.5)  # -0.60, -0.40
+    # d_speed: seed 0 steps 0..7 (before step 8 of its best record), 2nd half -0.2 -0.4 -0.4 -0.6 -> -0.4;
+    # seed 1: -0.1 -0.2 -0.3 -0.2 -> -0.2
+    assert v.stats["d_speed"].values == pytest.approx((-0.4, -0.2))
+    assert v.stats["rebalance_share"].mean == 0
+    g = _row(rows, "guided", "alpha=0.01")
+    # seed 0 best epoch 0 (step 4): d_speed over steps 2, 3 = (-0.3 - 0.1) / 2; seed 1: (0 - 0.2 - 0.2 - 0.4) / 4
+    assert g.stats["d_speed"].values == pytest.approx((-0.2, -0.2))
+    assert g.stats["rebalance_share"].values == (0.5, 0.5)  # (1 + 3) / 8 and (2 + 2) / 8
+    assert g.stats["test.acc"].mean == pytest.approx(0.65)
+    r = _row(rows, "random")
+    assert r.stats["rebalance_share"].values == (0.75,) and math.isnan(r.stats["test.acc"].std)
+
+
+def test_markdown_matches_checked_in_expected_output(loaded):
+    records, steps, notes = loaded
+    text = report_markdown(aggregate(records, steps), "greedymm report: sweep", notes=notes)
+    assert text == (DATA / "expected.md").read_text()
+    assert "u(m1\\|m0) val" in text  # a bare | would split the markdown cell
+    assert "tiny_random_s0_ffff5555: unfinished" in text  # no done marker
+
+
+def test_csv_holds_means_and_stds(loaded):
+    records, steps, _ = loaded
+    table = list(csv.DictReader(io.StringIO(report_csv(aggregate(records, steps)))))
+    assert len(table) == 4 and table[0]["method"] == "vanilla" and table[0]["seeds"] == "0 1"
+    assert float(table[0]["test.acc_mean"]) == pytest.approx(0.45)
+    assert float(table[0]["val.d_util_std"]) == pytest.approx(math.sqrt(0.02))
+
+
+def test_settings_that_differ_across_methods_label_every_row(loaded):
+    records, steps, _ = loaded
+    records = copy.deepcopy(records)
+    for rec in records["tiny_vanilla_s1_bbbb1111"]:
+        rec["config"]["lr"] = 0.01
+    rows = aggregate(records, steps)
+    labels = {(r.method, r.settings) for r in rows}
+    assert ("vanilla", "lr=0.001") in labels and ("vanilla", "lr=0.01") in labels
+    assert ("guided", "alpha=0.05, lr=0.001") in labels
+
+
+def test_write_report_md_html_csv(tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(SWEEP, sweep)
+    md, rows = write_report(sweep, "md")
+    assert md == sweep / "report.md" and len(rows) == 4
+    figures = sorted(p.name for p in (sweep / "report_figures").iterdir())
+    assert figures == ["tiny_d_speed.png", "tiny_d_util.png", "tiny_head_acc.png", "tiny_rebalance.png"]
+    assert all((sweep / "report_figures" / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
+    assert "](report_figures/tiny_d_speed.png)" in md.read_text()
+    html, _ = write_report(sweep, "html", tmp_path / "out" / "r.html")
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page and "STAND-IN" in page
+    out, _ = write_report(sweep, "csv", tmp_path / "t.csv")
+    assert out.read_text().startswith("dataset,method,settings,n,seeds,data,")
+    with pytest.raises(ValueError, match="md, html or csv"):
+        write_report(sweep, "pdf")
+
+
+def test_missing_or_empty_folders_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_runs(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="greedymm sweep"):
+        load_runs(tmp_path)
+
+
+def test_report_of_a_real_run(tmp_path):
+    """One tiny real `fit`: the report reads its folder and picks its best-validation record."""
+    from conftest import tiny_colored_data
+    from greedymm.config import TrainConfig
+    from greedymm.report import load_steps
+    from greedymm.report.aggregate import best_record, late_d_speed
+    from greedymm.train import fit
+
+    cfg = TrainConfig(
+        dataset="tiny", method="guided", epochs=2, batch_size=16, optimizer="adam", lr=3e-3, width=0.25,
+        warmup_epochs=0.5, device="cpu", hparams={"Q": 2},
+    )  # fmt: skip
+    run = fit(cfg, tmp_path / "sweep" / "tiny_guided_s0", progress=False, data=tiny_colored_data())
+    recs = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    out, rows = write_report(tmp_path / "sweep", "md")
+    (row,) = rows
+    best = best_record(recs)
+    assert row.method == "guided" and row.n == 1 and row.sources == ("STAND-IN (test fixture)",)
+    assert row.stats["test.acc"].values == (best["test"]["acc"],)
+    assert row.stats["val.d_util"].values == (best["val"]["d_util"],)
+    assert row.stats["d_speed"].values[0] == pytest.approx(late_d_speed(load_steps(run), best["step"]))
+    assert row.stats["rebalance_share"].values[0] == pytest.approx(
+        sum(r["train"]["rebalance_steps"] for r in recs) / recs[-1]["step"]
+    )
+    assert (out.parent / "report_figures" / "tiny_d_speed.png").is_file()

@@ -1,0 +1,172 @@
+"""Sweeps: run-folder naming, resume logic with a recording launcher, the local process pool, the CLI."""
+
+import argparse
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from greedymm.cli_experiments import add_experiment_commands
+from greedymm.sweep import (
+    DONE,
+    NEW,
+    RESTART,
+    RESUME,
+    Job,
+    LocalLauncher,
+    RecordingLauncher,
+    plan_sweep,
+    resolve_config,
+    run_hash,
+    run_sweep,
+)
+
+METHODS = ["vanilla", "guided", "random"]
+
+
+def plan(out, **kw):
+    return plan_sweep(kw.pop("datasets", ["cg-digits"]), kw.pop("methods", METHODS), kw.pop("seeds", [0, 1]), out, **kw)
+
+
+def test_folders_are_readable_and_hashed_by_config(tmp_path):
+    jobs = plan(tmp_path, epochs=2)
+    assert len(jobs) == 6
+    assert all(re.fullmatch(r"cg-digits_(vanilla|guided|random)_s[01]_[0-9a-f]{8}", j.name) for j in jobs)
+    assert [j.name for j in plan(tmp_path, epochs=2)] == [j.name for j in jobs]  # same command, same folders
+    other = plan(tmp_path, epochs=3)
+    assert not {j.name for j in other} & {j.name for j in jobs}
+    # a hyper-parameter of guided reaches guided only: the vanilla folders stay shared
+    tuned = {j.method: j for j in plan(tmp_path, epochs=2, seeds=[0], sets=["alpha=0.05"])}
+    plain = {j.method: j for j in plan(tmp_path, epochs=2, seeds=[0])}
+    assert tuned["vanilla"].folder == plain["vanilla"].folder and tuned["guided"].folder != plain["guided"].folder
+    assert "alpha=0.05" in tuned["guided"].command() and "alpha=0.05" not in tuned["vanilla"].command()
+    assert tuned["guided"].log == tmp_path / (tuned["guided"].name + ".log")
+
+
+def test_bad_settings_fail_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 'cg-mnist'"):
+        plan(tmp_path, datasets=["cg-mnst"])
+    with pytest.raises(ValueError, match="Did you mean 'guided'"):
+        plan(tmp_path, methods=["guidd"])
+    with pytest.raises(ValueError, match="Did you mean 'lr'"):
+        plan(tmp_path, sets=["lrr=0.1"])
+    with pytest.raises(ValueError, match="alpha: a hyper-parameter of none of the methods"):
+        plan(tmp_path, methods=["vanilla"], sets=["alpha=0.1"])
+    with pytest.raises(ValueError, match="key=value"):
+        plan(tmp_path, sets=["alpha"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_commands_are_what_train_runs(tmp_path):
+    """Each command parses with the real CLI and resolves to the config whose hash names the folder."""
+    from greedymm.cli import _config, build_parser
+
+    for job in plan(tmp_path, epochs=4, sets=["Q=3", "width=0.5", "data.random_color_val=true"]):
+        cmd = job.command()
+        assert cmd[:4] == [sys.executable, "-m", "greedymm", "train"] and cmd[-1] == "--no-progress"
+        args = build_parser().parse_args(cmd[3:])
+        assert args.out == str(job.folder)
+        cfg = _config(args)
+        assert cfg == resolve_config(job.dataset, job.method, job.seed, job.sets, job.epochs)
+        assert job.name.endswith(run_hash(cfg))
+        assert cfg.epochs == 4 and cfg.width == 0.5 and cfg.data_options == {"random_color_val": True}
+
+
+def test_rerun_skips_finished_and_resumes_crashed(tmp_path):
+    jobs = plan(tmp_path, epochs=2)
+    first = RecordingLauncher()
+    result = run_sweep(jobs, first, echo=lambda _: None)
+    assert result.ok and len(first.commands) == 6 and all("--out" in c for c in first.commands)
+    again = RecordingLauncher()
+    result = run_sweep(jobs, again, echo=lambda _: None)
+    assert again.commands == [] and len(result.skipped) == 6
+    (jobs[2].folder / "done").unlink()  # a crash after a checkpoint: last.pt, no done
+    assert jobs[2].state() == RESUME
+    third = RecordingLauncher()
+    run_sweep(jobs, third, echo=lambda _: None)
+    assert third.commands == [[sys.executable, "-m", "greedymm", "train", "--resume", str(jobs[2].folder),
+                               "--epochs", "2", "--no-progress"]]  # fmt: skip
+
+
+def test_broken_folder_is_restarted_cleanly(tmp_path):
+    (job,) = plan(tmp_path, methods=["guided"], seeds=[0])
+    assert job.state() == NEW
+    job.folder.mkdir(parents=True)
+    for name in ("config.json", "results.jsonl", "steps.csv", ".last.pt.abc.tmp"):
+        (job.folder / name).write_text("partial")
+    (job.folder / "notes.txt").write_text("mine")  # not written by a run: kept
+    assert job.state() == RESTART
+    rec = RecordingLauncher(complete=False)
+    run_sweep([job], rec, echo=lambda _: None)
+    assert "--out" in rec.commands[0] and "--resume" not in rec.commands[0]
+    assert sorted(p.name for p in job.folder.iterdir()) == ["notes.txt"]
+
+
+def test_dry_run_prints_and_touches_nothing(tmp_path):
+    jobs = plan(tmp_path, methods=["vanilla"], seeds=[0, 1])
+    jobs[1].folder.mkdir(parents=True)
+    (jobs[1].folder / "config.json").write_text("{}")
+    lines: list[str] = []
+    rec = RecordingLauncher()
+    run_sweep(jobs, rec, dry_run=True, echo=lines.append)
+    assert rec.commands == [] and (jobs[1].folder / "config.json").exists()
+    text = "\n".join(lines)
+    assert f"--out {jobs[0].folder}" in text and "# restart" in text
+
+
+def test_failures_are_listed_and_do_not_stop_the_rest(tmp_path):
+    jobs = plan(tmp_path, methods=["vanilla", "guided"], seeds=[0])
+    lines: list[str] = []
+    result = run_sweep(jobs, RecordingLauncher(fail={jobs[0].name}), echo=lines.append)
+    assert not result.ok and [j for j, _ in result.failed] == [jobs[0]]
+    assert jobs[1].state() == DONE and jobs[0].state() == NEW
+    assert str(jobs[0].log) in result.failure_text() and "FAILED (exit 1" in "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ScriptJob(Job):
+    """A job whose command is a short python script instead of a training run."""
+
+    script: str = ""
+
+    def command(self, state=None, python=sys.executable):
+        return [python, "-c", self.script]
+
+
+def test_local_launcher_runs_a_pool_and_keeps_logs(tmp_path):
+    def job(name, script):
+        return ScriptJob("d", "m", 0, (), None, tmp_path / name, script=script)
+
+    ok = job("ok", "import os; print('trained', os.environ['OMP_NUM_THREADS'])")
+    bad = job("bad", "import sys; print('boom', file=sys.stderr); sys.exit(3)")
+    other = job("other", "print('fine')")
+    lines: list[str] = []
+    result = run_sweep([ok, bad, other], LocalLauncher(), workers=2, echo=lines.append)
+    assert [(j.name, c) for j, c in result.failed] == [("bad", 3)]
+    assert "trained" in ok.log.read_text() and "boom" in bad.log.read_text() and "fine" in other.log.read_text()
+    assert ok.log.read_text().startswith("# ")  # the command heads its log
+    assert sum(line.startswith("[") for line in lines) == 3
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="greedymm")
+    add_experiment_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+def test_cli_sweep_dry_run_and_report(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["sweep", "--datasets", "cg-digits", "--seeds", "0", "--epochs", "1", "--out", str(out), "--dry-run"]
+    assert _cli([*argv, "--set", "alpha=0.02", "Q=2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("greedymm train") == 3 and "--set Q=2 --set alpha=0.02" in printed
+    assert not out.exists()
+    shutil.copytree(Path(__file__).parent / "data" / "report" / "sweep", out)
+    assert _cli(["report", str(out), "--format", "csv"]) == 0
+    assert (out / "report.csv").is_file() and "report:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--workers"):
+        _cli(["sweep", "--datasets", "cg-digits", "--out", str(out), "--workers", "0"])
