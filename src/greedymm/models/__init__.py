@@ -7,12 +7,15 @@ from collections.abc import Callable, Sequence
 from .cnn import SMALL_CNN_FUSE_AFTER, small_cnn
 from .i3d import I3D_FUSE_AFTER, i3d_branch
 from .mmtm import MMTM
+from .resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
 from .twobranch import Branch, TwoBranchNet
 
 # name -> (branch builder(in_channels, num_classes, width), stages followed by MMTM)
 ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
     "small-cnn": (small_cnn, SMALL_CNN_FUSE_AFTER),
     "i3d": (i3d_branch, I3D_FUSE_AFTER),
+    "resnet18": (resnet18_branch, RESNET18_FUSE_AFTER),
+    "resnet18-small": (resnet18_small_branch, RESNET18_FUSE_AFTER),  # 3x3 stride-1 stem for tiny CPU images
 }
 
 
