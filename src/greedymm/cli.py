@@ -116,6 +116,42 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make(args: argparse.Namespace) -> int:
+    from .data.fetch import data_root
+
+    root = data_root(args.data_dir) / STANDIN_FOLDERS[args.name]
+    if args.name == "modelnet-standin":
+        from .data.modelnet_standin import make_modelnet_standin
+
+        make_modelnet_standin(
+            root,
+            classes=args.classes or 10,
+            per_class=args.per_class or 20,
+            size=args.size or 64,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    else:
+        from .data.nvgesture_standin import make_nvgesture_standin
+
+        make_nvgesture_standin(
+            root,
+            classes=args.classes or 6,
+            train_per_class=args.per_class or 8,
+            test_per_class=max(1, (args.per_class or 8) // 2),
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    print(
+        f"{args.name}: written to {root} (a STAND-IN, not the real data set); train with "
+        f"--dataset {STANDIN_FOLDERS[args.name]}"
+    )
+    return 0
+
+
+STANDIN_FOLDERS = {"modelnet-standin": "modelnet40-standin", "nvgesture-standin": "nvgesture-standin"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="greedymm", description="Find and cure greedy learning in multi-modal networks (Wu et al., ICML 2022)."
@@ -180,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(fn=cmd_fetch)
+    mk = data.add_parser("make", help="write a stand-in data set in the real data set's layout")
+    mk.add_argument("name", choices=sorted(STANDIN_FOLDERS), help="which stand-in")
+    mk.add_argument("--classes", type=int, help="classes (default 10 for modelnet-standin, 6 for nvgesture-standin)")
+    mk.add_argument(
+        "--per-class",
+        type=int,
+        dest="per_class",
+        help="training objects / clips per class (default 20 / 8); test gets a quarter / half as many",
+    )
+    mk.add_argument("--size", type=int, help="modelnet-standin render size in pixels (default 64; ModelNet40 uses 224)")
+    mk.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    mk.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")
+    mk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mk.set_defaults(fn=cmd_make)
 
     add_experiment_commands(sub)
     return p

@@ -15,6 +15,11 @@ DIGITS_SIZE = 28
 DIGITS_TEST_FRACTION = 0.25
 
 
+def _reject(unknown: dict) -> None:
+    if unknown:
+        raise ValueError(f"Colored-and-gray data sets take no options {sorted(unknown)}; they take random_color_val")
+
+
 def _digits_images() -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 
@@ -27,8 +32,13 @@ def _digits_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 @register_dataset("cg-digits", "Colored-and-gray digits from scikit-learn's 1,797 8x8 digits (embedded, no download)")
 def load_cg_digits(
-    val_fraction: float = 0.1, data_seed: int = 0, random_color_val: bool = False, **_
+    data_dir: str | Path | None = None,
+    val_fraction: float = 0.1,
+    data_seed: int = 0,
+    random_color_val: bool = False,
+    **unknown,
 ) -> MultiModalData:
+    _reject(unknown)
     images, labels = _digits_images()
     train, test = stratified_split(labels, DIGITS_TEST_FRACTION, seed=data_seed + 100)
     source = {
@@ -55,8 +65,9 @@ def _idx_loader(name: str):
         val_fraction: float = 0.1,
         data_seed: int = 0,
         random_color_val: bool = False,
-        **_,
+        **unknown,
     ) -> MultiModalData:
+        _reject(unknown)
         from .fetch import data_root, load_fetched
 
         tx, ty, sx, sy, info = load_fetched(name, data_root(data_dir))
