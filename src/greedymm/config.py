@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # a CPU config for the procedural stand-in (64 px renders from `greedymm data make modelnet-standin`)
     "modelnet40-standin": {
-        "epochs": 15,
+        "epochs": 30,
         "batch_size": 32,
         "optimizer": "adam",
         "lr": 1e-3,
