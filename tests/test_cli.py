@@ -79,3 +79,22 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "cg-mnist" in out and "guided" in out and "alpha" in out
+
+
+def test_data_make_modelnet_standin_then_train(tmp_path, capsys):
+    args = ["data", "make", "modelnet-standin", "--classes", "2", "--per-class", "4", "--size", "32"]
+    assert main([*args, "--data-dir", str(tmp_path), "--no-progress"]) == 0
+    root = tmp_path / "modelnet40-standin"
+    assert (root / "STANDIN.json").exists() and "STAND-IN" in capsys.readouterr().out
+    out = tmp_path / "run"
+    train = ["train", "--dataset", "modelnet40-standin", "--data-dir", str(tmp_path), "--method", "guided"]
+    train += ["--epochs", "1", "--batch-size", "2", "--width", "0.125", "--out", str(out), "--no-progress"]
+    assert main([*train, "--set", "data.arch=resnet18-small"]) == 0
+    rec = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert rec["modalities"] == ["view0", "view6"] and rec["source"]["real_data"] is False
+    assert rec["config"]["data_options"] == {"arch": "resnet18-small"}
+
+
+def test_unknown_data_option_is_refused(tmp_path, capsys):
+    assert main(["train", "--dataset", "cg-digits", "--set", "data.colour=1", "--out", str(tmp_path / "x")]) == 2
+    assert "colour" in capsys.readouterr().err
