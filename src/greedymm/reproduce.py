@@ -48,6 +48,13 @@ REPRODUCE: dict[str, ReproduceSettings] = {
     "cg-fashion": ReproduceSettings("cg-fashion", quick_epochs=3, quick_fallback="cg-digits"),
     # 19 steps per epoch: 12 epochs give guided 11 epochs after its warm-up; a few minutes on 2 CPU cores
     "cg-digits": ReproduceSettings("cg-digits", quick_epochs=12),
+    # the authors' protocol (PRESETS); --quick shrinks the network and the schedule so it runs on a CPU
+    "modelnet40": ReproduceSettings(
+        "modelnet40", quick_epochs=2, quick_sets=("width=0.25", "batch_size=32", "optimizer=adam", "lr=0.001")
+    ),
+    "modelnet40-standin": ReproduceSettings("modelnet40-standin", quick_epochs=8),
+    "nvgesture": ReproduceSettings("nvgesture", quick_epochs=2, quick_sets=("width=0.125", "data.frames=8")),
+    "nvgesture-standin": ReproduceSettings("nvgesture-standin", quick_epochs=6),
 }
 
 
