@@ -79,6 +79,7 @@ def run_demo(out: Path, epochs: int | None = None, fresh: bool = False, progress
         ]
     )
     atomic_write_text(out / "report.md", report)
-    text = f"{source_line(first)}\n\n{table}\n\nreport: {out / 'report.md'} (figures d_speed.png, epochs.png)"
+    terminal_table = table.replace("\\|", "|")  # markdown escapes are for the file, not the terminal
+    text = f"{source_line(first)}\n\n{terminal_table}\n\nreport: {out / 'report.md'} (figures d_speed.png, epochs.png)"
     print(text)
     return text

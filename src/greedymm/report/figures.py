@@ -16,10 +16,18 @@ def plot_d_speed(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, run in runs.items():
         s = load_steps(run)
-        ax.plot(s["step"], s["d_speed"], label=label, lw=1.2)
+        (line,) = ax.plot(s["step"], s["d_speed"], label=label, lw=1.2)
         rebal = [st for st, m in zip(s["step"], s["mode"], strict=True) if m != "regular"]
-        if rebal:  # a rug of re-balancing steps under the curve
-            ax.plot(rebal, [0.0] * len(rebal), "|", ms=6, alpha=0.25, label=f"{label}: re-balancing steps")
+        if rebal:  # a rug of re-balancing steps on the zero line, in the run's colour
+            ax.plot(
+                rebal,
+                [0.0] * len(rebal),
+                "|",
+                ms=6,
+                alpha=0.3,
+                color=line.get_color(),
+                label=f"{label}: re-balancing steps",
+            )
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("training step")
     ax.set_ylabel("d_speed = s(m1|m0) - s(m0|m1)")
