@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     fit(cfg, out, resume=bool(args.resume), progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
     from .report import summarize_run
 
-    print(summarize_run(out))
+    print(summarize_run(out).replace("\\|", "|"))  # markdown escapes are for files
     return 0
 
 
