@@ -98,3 +98,12 @@ def test_data_make_modelnet_standin_then_train(tmp_path, capsys):
 def test_unknown_data_option_is_refused(tmp_path, capsys):
     assert main(["train", "--dataset", "cg-digits", "--set", "data.colour=1", "--out", str(tmp_path / "x")]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_report_with_claims_on_checked_in_records(tmp_path, capsys):
+    from pathlib import Path
+
+    sweep = Path(__file__).parent / "data" / "report" / "sweep"
+    assert main(["report", str(sweep), "--out", str(tmp_path / "report.md"), "--claims"]) == 0
+    out = capsys.readouterr().out
+    assert "claim 1:" in out and "claim 3b:" in out and (tmp_path / "report.md").exists()

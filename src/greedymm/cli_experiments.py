@@ -47,6 +47,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "md":
         print(markdown_tables(rows))
         print()
+    if args.claims:
+        from .reproduce import format_verdicts, judge_claims, summaries_from_rows
+
+        for dataset in dict.fromkeys(r.dataset for r in rows):
+            print(f"claims of the paper on {dataset}:")
+            print(format_verdicts(judge_claims(summaries_from_rows([r for r in rows if r.dataset == dataset]))))
+            print()
     print(f"report: {path}")
     return 0
 
@@ -116,6 +123,7 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         help="md (recommended; PNG figures beside it), html (figures embedded), csv (the table only)",
     )
     r.add_argument("--out", help="report file (default PATH/report.<format>)")
+    r.add_argument("--claims", action="store_true", help="also judge the paper's claims per data set (SPEC section 7)")
     r.set_defaults(fn=cmd_report)
 
     p = subparsers.add_parser(
