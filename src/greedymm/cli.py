@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(fn=cmd_eval)
 
-    d = sub.add_parser("demo", help="vanilla vs guided on the embedded CG-Digits set, with a report (about 2 min on 2 CPU cores)")
+    d = sub.add_parser(
+        "demo", help="vanilla vs guided on the embedded CG-Digits set, with a report (about 2 min on 2 CPU cores)"
+    )
     d.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
     d.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo schedule)")
     d.add_argument("--fresh", action="store_true", help="retrain even if finished demo runs exist")
