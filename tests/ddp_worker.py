@@ -14,24 +14,12 @@ from greedymm.distributed import rank  # noqa: E402
 from greedymm.methods import Method  # noqa: E402
 from greedymm.train import fit  # noqa: E402
 
-modes: list[str] = []
-_observe = Method.observe
 
-
-def observe(self, info):
-    modes.append(info.mode)
-    _observe(self, info)
-
-
-Method.observe = observe
-
-if __name__ == "__main__":
-    out, method = Path(sys.argv[1]), sys.argv[2]
-    torch.set_num_threads(1)
-    cfg = TrainConfig(
+def config(method: str, epochs: int) -> TrainConfig:
+    return TrainConfig(
         dataset="tiny",
         method=method,
-        epochs=2,
+        epochs=epochs,
         batch_size=16,
         optimizer="adam",
         lr=3e-3,
@@ -40,5 +28,50 @@ if __name__ == "__main__":
         hparams={"alpha": 0.0, "Q": 2} if method == "guided" else {},
         device="cpu",
     )
-    fit(cfg, out, progress=False, data=tiny_colored_data())
+
+
+class NoisySplit:
+    """Training-time augmentation drawn from torch's global RNG (as the ModelNet flips are)."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split)
+
+    def batch(self, idx, train=False):
+        x, y = self.split.batch(idx, train)
+        if train:
+            x = {k: v + 0.05 * torch.rand(v.shape) for k, v in x.items()}
+        return x, y
+
+
+def record_modes() -> list[str]:
+    """Record the mode of every step this process runs (the method's decisions, per rank)."""
+    modes: list[str] = []
+    observe = Method.observe
+
+    def recording(self, info):
+        modes.append(info.mode)
+        observe(self, info)
+
+    Method.observe = recording
+    return modes
+
+
+if __name__ == "__main__":
+    import dataclasses
+
+    modes = record_modes()
+
+    out, method = Path(sys.argv[1]), sys.argv[2]
+    epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
+    augment = len(sys.argv) > 5 and sys.argv[5] == "augment"
+    torch.set_num_threads(1)
+    cfg = config(method, epochs)
+    data = tiny_colored_data()
+    if augment:
+        data = dataclasses.replace(data, train=NoisySplit(data.train))
+    fit(cfg, out, resume=resume, progress=False, data=data)
     (out / f"modes_rank{rank()}.json").write_text(json.dumps(modes))

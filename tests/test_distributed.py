@@ -11,9 +11,12 @@ import pytest
 WORKER = Path(__file__).parent / "ddp_worker.py"
 
 
-def _run(launcher: list[str], out: Path, method: str) -> None:
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def _run(launcher: list[str], out: Path, method: str, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, *launcher, str(WORKER), str(out), method]
+    cmd = [sys.executable, *launcher, str(WORKER), str(out), method, *extra]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
@@ -26,8 +29,7 @@ def _records(out: Path) -> list[dict]:
 def test_two_processes_match_one(tmp_path, method):
     one, two = tmp_path / "one", tmp_path / "two"
     _run([], one, method)
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    _run(torchrun, two, method)
+    _run(TORCHRUN, two, method)
     # re-balancing decisions: identical on both ranks, and the same as in one process
     modes = [json.loads((two / f"modes_rank{r}.json").read_text()) for r in (0, 1)]
     assert modes[0] == modes[1] == json.loads((one / "modes_rank0.json").read_text())
@@ -44,3 +46,29 @@ def test_two_processes_match_one(tmp_path, method):
     steps_one = (one / "steps.csv").read_text().splitlines()
     steps_two = (two / "steps.csv").read_text().splitlines()
     assert [s.split(",")[2] for s in steps_one] == [s.split(",")[2] for s in steps_two]
+
+
+def test_two_process_resume_restores_each_ranks_random_draws(tmp_path):
+    """With augmentation drawn from each rank's RNG, stop after 1 epoch and resume: same as a straight run."""
+    import torch
+
+    from greedymm.checkpoint import load_checkpoint
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(TORCHRUN, straight, "guided", "2", "fresh", "augment")
+    _run(TORCHRUN, resumed, "guided", "1", "fresh", "augment")
+    assert len(load_checkpoint(resumed / "last.pt")["torch_rng"]) == 2  # one RNG state per rank
+    _run(TORCHRUN, resumed, "guided", "2", "resume", "augment")
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert (straight / "steps.csv").read_text() == (resumed / "steps.csv").read_text()
+    # resuming those 2 processes' checkpoint in 1 process is refused: its random draws cannot continue exactly
+    import pytest
+
+    from conftest import tiny_colored_data
+    from ddp_worker import config
+    from greedymm.train import RunError, fit
+
+    with pytest.raises(RunError, match=r"written by 2 process\(es\).*--nproc-per-node 2"):
+        fit(config("guided", 3), resumed, resume=True, progress=False, data=tiny_colored_data())

@@ -43,6 +43,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def gather_rng_states() -> list[Tensor]:
+    """Every rank's CPU RNG state, in rank order (a collective when distributed)."""
+    state = torch.get_rng_state()
+    if not is_distributed():
+        return [state]
+    states: list[Tensor | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class DistContext:
     rank: int = 0

@@ -26,7 +26,7 @@ from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import MultiModalData, epoch_order, load_dataset
-from .distributed import DistContext, all_reduce_, barrier, setup, sync_batchnorm
+from .distributed import DistContext, all_reduce_, barrier, gather_rng_states, setup, sync_batchnorm
 from .evaluate import evaluate, record_train_squeeze_means
 from .methods import REGULAR, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, log_speed
@@ -71,7 +71,9 @@ class Run:
     epoch_stats: torch.Tensor | None = None  # (loss sum, correct, seen, rebalance steps) of this epoch
     elapsed: float = 0.0  # training wall time in seconds, carried across resumes
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rng_states: list[torch.Tensor] | None = None) -> dict[str, Any]:
+        """``rng_states``: every rank's torch RNG state (from ``gather_rng_states``), so each rank resumes its own
+        random draws (augmentation); defaults to this process's state."""
         return {
             "config": self.cfg.to_dict(),
             "versions": versions(),
@@ -88,7 +90,7 @@ class Run:
             "perfect_epochs": self.perfect_epochs,
             "epoch_stats": self.epoch_stats,
             "elapsed": self.elapsed,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": rng_states if rng_states is not None else [torch.get_rng_state()],
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -101,7 +103,14 @@ class Run:
         for k in ("epoch", "batch", "step", "best_val", "best_epoch", "perfect_epochs", "epoch_stats"):
             setattr(self, k, s[k])
         self.elapsed = s.get("elapsed", 0.0)
-        torch.set_rng_state(s["torch_rng"])
+        rng = s["torch_rng"]
+        rng = rng if isinstance(rng, list) else [rng]
+        if len(rng) != self.dist.world:
+            raise RunError(
+                f"the checkpoint was written by {len(rng)} process(es) and this run has {self.dist.world}; resume with "
+                f"--nproc-per-node {len(rng)} (the random draws of each process are part of the state)"
+            )
+        torch.set_rng_state(rng[self.dist.rank])
 
 
 def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
@@ -124,6 +133,9 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
     ).to(device)
     net: torch.nn.Module = model
     if ctx.world > 1:
+        # random augmentation must differ between ranks (each sees other items); weights stay equal because DDP
+        # copies rank 0's at construction
+        torch.manual_seed(cfg.seed + 7919 * ctx.rank)
         sync_batchnorm(model, device)
         # buffers (running gate means, squeeze sums, BN statistics) are kept equal by all-reduces, not broadcasts;
         # a re-balancing step leaves a gate layer unused, which DDP must be told about
@@ -296,10 +308,11 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
 
 def _flush(run: Run, out: Path, step_lines: list[str], checkpoint: bool) -> list[str]:
     """Rank 0 appends the buffered step rows (and checkpoints); the rows always reach disk before the checkpoint."""
+    rng = gather_rng_states() if checkpoint else None  # a collective: every rank takes part
     if run.dist.is_main:
         _append(out / "steps.csv", step_lines)
         if checkpoint:
-            save_checkpoint(out / "last.pt", run.state_dict())
+            save_checkpoint(out / "last.pt", run.state_dict(rng))
     return []
 
 
@@ -354,10 +367,11 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
     if is_best:
         run.best_val, run.best_epoch = val["acc"], record["epoch"]
     record["best_epoch"] = run.best_epoch
+    rng = gather_rng_states()
     if run.dist.is_main:
         # the record first: if the checkpoint then fails, resume drops the record and redoes the epoch
         _append(out / "results.jsonl", [json.dumps(record) + "\n"])
-        state = run.state_dict()
+        state = run.state_dict(rng)
         if is_best:
             save_checkpoint(out / "best.pt", state)
         save_checkpoint(out / "last.pt", state)
