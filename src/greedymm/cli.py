@@ -96,13 +96,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("data sets:")
     for name, desc in list_datasets(args.pattern).items():
-        print(f"  {name:12s} {desc}")
+        print(f"  {name:20s} {desc}")
         if name in PRESETS:
-            print(f"  {'':12s} reproduction config: {PRESETS[name]}")
+            print(f"  {'':20s} reproduction config: {PRESETS[name]}")
     print("methods:")
     for name in list_methods(args.pattern):
-        hp = method_class(name).hparams
-        print(f"  {name:12s} hyper-parameters (recommended): {hp or 'none'}")
+        cls = method_class(name)
+        extra = "; warm-up: --set warmup_epochs=1 (recommended)" if cls.rebalances else ""
+        print(f"  {name:20s} hyper-parameters (recommended): {cls.hparams or 'none'}{extra}")
     return 0
 
 
