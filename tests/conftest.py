@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from greedymm.data.colored import make_colored_data
+from greedymm.data.idx import MNIST_FILES, write_idx
 from greedymm.models import build_model
 
 
@@ -40,3 +42,18 @@ def tiny_inputs(batch: int = 4, size: int = 12, seed: int = 0) -> dict[str, torc
         "colored": torch.rand(batch, 3, size, size, generator=g),
         "gray": torch.rand(batch, 1, size, size, generator=g),
     }
+
+
+def write_mnist_dir(folder, n_train=6, n_test=4, gz=True, seed=0):
+    """Tiny MNIST-layout folder; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, fname in MNIST_FILES.items():
+        write_idx(folder / (fname if gz else fname.removesuffix(".gz")), arrays[key])
+    return arrays

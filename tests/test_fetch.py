@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import write_mnist_dir
 from greedymm.data import fetch as fetch_mod
 from greedymm.data.fetch import (
     DATASETS,
@@ -21,7 +22,7 @@ from greedymm.data.fetch import (
     fetch,
     load_fetched,
 )
-from greedymm.data.idx import MNIST_FILES, read_idx, write_idx
+from greedymm.data.idx import MNIST_FILES, read_idx
 
 # Unequal class sizes so proportional allocation is visible: class c has 10 + c images.
 CLASS_COUNTS = [10 + c for c in range(10)]
@@ -41,20 +42,6 @@ def make_fake_tgz(path):
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_mnist_dir(folder, gz=True, n_train=6, n_test=4):
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, fname in MNIST_FILES.items():
-        write_idx(folder / (fname if gz else fname.removesuffix(".gz")), arrays[key])
-    return arrays
 
 
 def md5s(folder):

@@ -5,22 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
+from conftest import write_mnist_dir
 from greedymm.data.idx import MNIST_FILES, DataFormatError, load_mnist_dir, read_idx, write_idx
-
-
-def write_mnist_dir(folder, n_train=6, n_test=4, gz=True, seed=0):
-    """Tiny MNIST-layout folder; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, fname in MNIST_FILES.items():
-        write_idx(folder / (fname if gz else fname.removesuffix(".gz")), arrays[key])
-    return arrays
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
