@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +31,10 @@ def _digits_images() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(d.target).long()
 
 
-@register_dataset("cg-digits", "Colored-and-gray digits from scikit-learn's 1,797 8x8 digits (embedded, no download)")
-def load_cg_digits(
-    data_dir: str | Path | None = None,
-    val_fraction: float = 0.1,
-    data_seed: int = 0,
-    random_color_val: bool = False,
-    **unknown,
-) -> MultiModalData:
-    _reject(unknown)
+Raw = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]  # train x, y, test x, y, source
+
+
+def _digits_raw(data_dir: str | Path | None, data_seed: int) -> Raw:
     images, labels = _digits_images()
     train, test = stratified_split(labels, DIGITS_TEST_FRACTION, seed=data_seed + 100)
     source = {
@@ -46,28 +42,11 @@ def load_cg_digits(
         "source": "scikit-learn load_digits",
         "note": "1,797 real 8x8 digits upsampled to 28x28; a small demo set, not MNIST",
     }
-    return make_colored_data(
-        "cg-digits",
-        images[train],
-        labels[train],
-        images[test],
-        labels[test],
-        source,
-        val_fraction=val_fraction,
-        data_seed=data_seed,
-        random_color_val=random_color_val,
-    )
+    return images[train], labels[train], images[test], labels[test], source
 
 
-def _idx_loader(name: str):
-    def load(
-        data_dir: str | Path | None = None,
-        val_fraction: float = 0.1,
-        data_seed: int = 0,
-        random_color_val: bool = False,
-        **unknown,
-    ) -> MultiModalData:
-        _reject(unknown)
+def _idx_raw(name: str) -> Callable[[str | Path | None, int], Raw]:
+    def raw(data_dir: str | Path | None, data_seed: int) -> Raw:
         from .fetch import data_root, load_fetched
 
         tx, ty, sx, sy, info = load_fetched(name, data_root(data_dir))
@@ -76,24 +55,38 @@ def _idx_loader(name: str):
             "source": info.get("source", "unknown"),
             "note": info.get("note", ""),
         }
+        return (*(torch.from_numpy(a) for a in (tx, ty, sx, sy)), source)
+
+    return raw
+
+
+def _colored_loader(name: str, raw: Callable[[str | Path | None, int], Raw]) -> Callable[..., MultiModalData]:
+    """The loader the registry calls: raw gray images and labels from ``raw``, colored by ``make_colored_data``."""
+
+    def load(
+        data_dir: str | Path | None = None,
+        val_fraction: float = 0.1,
+        data_seed: int = 0,
+        random_color_val: bool = False,
+        **unknown,
+    ) -> MultiModalData:
+        _reject(unknown)
+        tx, ty, sx, sy, source = raw(data_dir, data_seed)
         return make_colored_data(
-            name,
-            torch.from_numpy(tx),
-            torch.from_numpy(ty),
-            torch.from_numpy(sx),
-            torch.from_numpy(sy),
-            source,
-            val_fraction=val_fraction,
-            data_seed=data_seed,
-            random_color_val=random_color_val,
-        )
+            name, tx, ty, sx, sy, source,
+            val_fraction=val_fraction, data_seed=data_seed, random_color_val=random_color_val,
+        )  # fmt: skip
 
     return load
 
 
-register_dataset("cg-mnist", "Colored-and-gray MNIST from IDX files (`greedymm data fetch cg-mnist`)")(
-    _idx_loader("cg-mnist")
-)
-register_dataset("cg-fashion", "Colored-and-gray Fashion-MNIST from IDX files (`greedymm data fetch cg-fashion`)")(
-    _idx_loader("cg-fashion")
-)
+for _name, _raw, _description in (
+    ("cg-digits", _digits_raw, "Colored-and-gray digits from scikit-learn's 1,797 8x8 digits (embedded, no download)"),
+    ("cg-mnist", _idx_raw("cg-mnist"), "Colored-and-gray MNIST from IDX files (`greedymm data fetch cg-mnist`)"),
+    (
+        "cg-fashion",
+        _idx_raw("cg-fashion"),
+        "Colored-and-gray Fashion-MNIST from IDX files (`greedymm data fetch cg-fashion`)",
+    ),
+):
+    register_dataset(_name, _description)(_colored_loader(_name, _raw))
