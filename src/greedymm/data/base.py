@@ -1,4 +1,4 @@
-"""The shared data interface: a data set is two modalities, three splits, and where it came from.
+"""The shared data interface: a data set is one or more modalities, three splits, and where it came from.
 
 An item is (dict[modality, Tensor], label). Splits hand out whole batches by index, so the training loop can
 fix the data order from (seed, epoch) alone and a resumed run sees the same batches.
@@ -27,8 +27,8 @@ class Split(Protocol):
 @dataclass(frozen=True)
 class MultiModalData:
     name: str
-    modalities: tuple[str, str]  # (m0, m1): branch k reads modalities[k]
-    in_channels: tuple[int, int]
+    modalities: tuple[str, ...]  # (m0, m1, ...): branch k reads modalities[k]
+    in_channels: tuple[int, ...]  # channels of each modality, in the same order
     num_classes: int
     arch: str  # the backbone of each branch (models.ARCHITECTURES)
     train: Split
