@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SQUEEZE_SOURCES = ("epoch", "exact")
+FUSIONS = ("mmtm", "concat", "sum", "film", "gated")  # models.FUSIONS, without importing torch here
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine", "plateau")
 
@@ -19,6 +20,8 @@ SCHEDULES = ("none", "cosine", "plateau")
 class TrainConfig:
     dataset: str = "cg-digits"
     method: str = "guided"  # vanilla | guided | random
+    fusion: str = "mmtm"  # mmtm (family a, the paper's) | concat | sum | film | gated (family b, late fusion)
+    modalities: list[str] | None = None  # train on these modalities, in this order (None: all of the data set's)
     epochs: int = 20
     seed: int = 0
     batch_size: int = 64
@@ -36,6 +39,7 @@ class TrainConfig:
     data_seed: int = 0  # fixes splits and colors; independent of the training seed
     squeeze_means: str = "epoch"  # train-split squeeze means for utilization: epoch (free) | exact (a pass)
     exact_subset: int = 0  # items of the train split the exact pass reads (0 = all)
+    pairwise_utilization: bool = False  # MMTM: also u(m_j|m_k) for every pair (N extra passes per evaluation)
     stop_after_perfect: int = 0  # stop after this many epochs at 100% training accuracy (0 = never)
     data_dir: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)  # passed to the data set loader, e.g. views, size
@@ -54,6 +58,17 @@ class TrainConfig:
                 f"squeeze_means must be one of {SQUEEZE_SOURCES}, got {self.squeeze_means!r}",
             ),
             (self.exact_subset >= 0, f"exact_subset must be >= 0, got {self.exact_subset}"),
+            (self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"),
+            (
+                self.modalities is None
+                or (
+                    isinstance(self.modalities, list)
+                    and len(self.modalities) >= 1
+                    and all(isinstance(m, str) and m for m in self.modalities)
+                    and len(set(self.modalities)) == len(self.modalities)
+                ),
+                f"modalities must be a list of distinct modality names, e.g. gray,colored; got {self.modalities!r}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -1,10 +1,14 @@
 """Evaluation in regular mode, with the conditional utilization rate computed in the same sweep.
 
-Each batch runs the stages before the first MMTM once and the rest twice: in regular mode (A(f_0), A(f_1) and the
-fused accuracy) and in "cut" mode (A(f_0'), A(f_1') from one forward, SPEC.md section 3).
+Each batch runs the shared part of the network once (the stages before the first MMTM, or the encoders of a
+late-fusion model) and then every utilization pass the model names (DESIGN.md section 2): MMTM's single "cut"
+pass gives A(f_k') for every head at once; a late-fusion model runs one "drop<j>" pass per modality.
+Names for two modalities with MMTM are the paper's (acc_head0_cut, u_m1_given_m0, d_util, ...).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,24 +16,46 @@ import torch.nn.functional as F
 from .data import eval_order
 from .data.base import Split
 from .distributed import all_reduce_, rank, world_size
-from .metrics import Utilization
-from .models import TwoBranchNet
+from .metrics import pairwise_utilization, util_names, utilization_rate, utilization_summary
+from .models import INTERMEDIATE, MultiModalNet
+
+
+def _columns(model: MultiModalNet, utilization: bool, pairwise: bool) -> tuple[list[str], list[str]]:
+    """(modes to run, names of the correct-count columns in the order they are filled)."""
+    n, modes = model.n_modalities, ["regular"]
+    cols = ["acc", *(f"acc_head{k}" for k in range(_n_heads(model)))]
+    if utilization:
+        for mode in model.utilization_modes(pairwise):
+            modes.append(mode)
+            if model.family == INTERMEDIATE:
+                suffix = "cut" if mode == "cut" else f"no_m{mode[len('remove') :]}"
+                cols += [f"acc_head{k}_{suffix}" for k in range(n)]
+            else:
+                cols.append(f"acc_{mode}")
+    return modes, cols
+
+
+def _n_heads(model: MultiModalNet) -> int:
+    if model.family == INTERMEDIATE:
+        return model.n_modalities
+    return model.n_modalities if getattr(model, "unimodal_heads", None) is not None else 0
 
 
 @torch.no_grad()
 def evaluate(
-    model: TwoBranchNet,
+    model: MultiModalNet,
     split: Split,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     utilization: bool = True,
-) -> dict[str, float]:
-    """Accuracy of the fused prediction and of each head, loss, and (optionally) u and d_util."""
+    pairwise: bool = False,
+) -> dict[str, Any]:
+    """Accuracy of the prediction and of each head, loss, utilization rates (see the module docstring)."""
     was_training = model.training
     model.eval()
-    modes = ["regular", "cut"] if utilization else ["regular"]
-    # correct counts: fused, head0, head1, head0_cut, head1_cut; kept on the device until the end
-    correct = torch.zeros(5, dtype=torch.long, device=device)
+    modes, cols = _columns(model, utilization, pairwise)
+    fam_a = model.family == INTERMEDIATE
+    correct = torch.zeros(len(cols), dtype=torch.long, device=device)  # kept on the device until the end
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n = 0
     for idx in eval_order(len(split), batch_size, rank(), world_size()):
@@ -37,35 +63,51 @@ def evaluate(
         x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
         y = y.to(device, non_blocking=True)
         out = model.forward_modes(x, modes)
-        l0, l1 = out["regular"]
-        loss_sum += (F.cross_entropy(l0, y, reduction="sum") + F.cross_entropy(l1, y, reduction="sum")).double()
-        hits = [TwoBranchNet.fuse((l0, l1)), l0, l1]
-        if utilization:
-            hits += list(out["cut"])
-        correct[: len(hits)] += torch.stack([(h.argmax(1) == y).sum() for h in hits])
+        reg = out["regular"]
+        # the family's training loss without method terms, summed over items (MMTM: sum of the heads' CEs)
+        terms = [F.cross_entropy(h, y, reduction="sum") for h in (reg.heads if fam_a else [reg.logits])]
+        loss_sum += sum(terms[1:], start=terms[0]).double()
+        hits = [reg.logits, *reg.heads]
+        for mode in modes[1:]:
+            hits += list(out[mode].heads) if fam_a else [out[mode].logits]
+        correct += torch.stack([(h.argmax(1) == y).sum() for h in hits])
         n += len(y)
     model.train(was_training)
     totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), torch.tensor([float(n)], device=device)]))
     n = int(totals[-1])
-    loss_sum = totals[5]
-    c = (totals[:5] / max(n, 1)).tolist()
-    metrics = {"n": n, "loss": float(loss_sum) / max(n, 1), "acc": c[0], "acc_head0": c[1], "acc_head1": c[2]}
+    acc = dict(zip(cols, (totals[: len(cols)] / max(n, 1)).tolist(), strict=True))
+    metrics: dict[str, Any] = {"n": n, "loss": float(totals[len(cols)]) / max(n, 1), **acc}
     if utilization:
-        u = Utilization(c[1], c[2], c[3], c[4])
-        metrics.update({"acc_head0_cut": c[3], "acc_head1_cut": c[4], **u.as_dict()})
+        metrics.update(_utilization(model, acc, pairwise))
     return metrics
+
+
+def _utilization(model: MultiModalNet, acc: dict[str, float], pairwise: bool) -> dict[str, Any]:
+    n, fam = model.n_modalities, model.family
+    if fam == INTERMEDIATE:
+        u = [utilization_rate(acc[f"acc_head{k}"], acc[f"acc_head{k}_cut"]) for k in range(n)]
+    else:
+        u = [utilization_rate(acc["acc"], acc[f"acc_drop{j}"]) for j in range(n)]
+    out: dict[str, Any] = dict(zip(util_names(n, fam), u, strict=True))
+    out.update(utilization_summary(u, fam))
+    if pairwise and fam == INTERMEDIATE:
+        heads = [acc[f"acc_head{k}"] for k in range(n)]
+        removed = [[acc[f"acc_head{k}_no_m{j}"] for k in range(n)] for j in range(n)]
+        out.update(pairwise_utilization(heads, removed))
+    return out
 
 
 @torch.no_grad()
 def record_train_squeeze_means(
-    model: TwoBranchNet,
+    model: MultiModalNet,
     split: Split,
     batch_size: int = 256,
     subset: int = 0,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> None:
-    """The exact train-split squeeze means: an eval-mode pass over (a fixed subset of) the training split."""
+    """The exact train-split means (squeeze vectors or pooled features): an eval-mode pass over (a fixed subset
+    of) the training split."""
     was_training = model.training
     model.eval()
     n = len(split)

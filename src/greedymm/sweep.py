@@ -76,9 +76,17 @@ def resolve_config(dataset: str, method: str, seed: int, sets: Sequence[str], ep
     return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
 
 
+LATER_SETTINGS = {"fusion": "mmtm", "modalities": None, "pairwise_utilization": False}  # with their defaults
+
+
 def run_hash(cfg: TrainConfig) -> str:
     """8 hex digits identifying what a run computes (its config, without where it runs)."""
-    ident = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
+    # settings added after the first release count only when changed, so earlier sweeps keep their folder names
+    ident = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in NOT_IDENTITY and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])
+    }
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -1,10 +1,12 @@
 """The one training loop: method-agnostic, resumable, logging every evaluation and every step.
 
-Per step: forward in the method's mode, loss = CE(y_0, t) + CE(y_1, t), backward, the conditional learning speed
-on regular steps (before the optimizer step, SPEC.md section 4), the method's hook picks the next mode, optimizer
-step. Per epoch: squeeze means committed, validation and test evaluated in regular mode with utilization, one JSON
-line appended to results.jsonl, checkpoints written atomically (last.pt always, best.pt on a new best validation
-accuracy). Test is never used for selection.
+Per step (the method's hooks, DESIGN.md section 4; the loop never asks which method runs): forward in the
+method's mode, the method's loss (MMTM by default: the sum of the heads' cross-entropies; late fusion: the fused
+head's), the method's backward and gradient changes, the conditional learning speed on regular steps (before the
+optimizer step, SPEC.md section 4), the method picks the next mode, optimizer step. Per epoch: the method's epoch
+hooks, squeeze (or feature) means committed, validation and test evaluated in regular mode with utilization, one
+JSON line appended to results.jsonl, checkpoints written atomically (last.pt always, best.pt on a new best
+validation accuracy). Test is never used for selection.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
-from .data import MultiModalData, epoch_order, load_dataset
+from .data import MultiModalData, epoch_order, load_dataset, select_modalities
 from .distributed import DistContext, all_reduce_, barrier, gather_rng_states, setup, sync_batchnorm
 from .evaluate import evaluate, record_train_squeeze_means
-from .methods import REGULAR, StepInfo, create_method, method_class
-from .metrics import SpeedTracker, log_speed
-from .models import TwoBranchNet, build_model
+from .methods import REGULAR, EpochInfo, StepInfo, create_method, method_class
+from .metrics import SpeedTracker, d_speed, mu_names, speed_names
+from .models import INTERMEDIATE, MultiModalNet, build_model
 
-STEP_COLUMNS = ("step", "epoch", "mode", "loss", "s_m1_given_m0", "s_m0_given_m1", "d_speed")
+
+def step_columns(model: MultiModalNet) -> tuple[str, ...]:
+    """steps.csv columns: the speeds s_k of an MMTM model (the paper's names for N = 2), mu(theta_k) otherwise."""
+    n = model.n_modalities
+    speeds = speed_names(n) if model.family == INTERMEDIATE else mu_names(n)
+    return ("step", "epoch", "mode", "loss", *speeds, "d_speed")
 
 
 class RunError(RuntimeError):
@@ -54,7 +61,7 @@ class Run:
 
     cfg: TrainConfig
     data: MultiModalData
-    model: TwoBranchNet
+    model: MultiModalNet
     optimizer: torch.optim.Optimizer
     scheduler: Any
     method: Any
@@ -121,6 +128,7 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
     data = data or load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed, **cfg.data_options
     )
+    data = select_modalities(data, cfg.modalities)
     ctx = setup(cfg.device)
     if cfg.batch_size % ctx.world:
         raise ValueError(
@@ -129,8 +137,17 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
     torch.manual_seed(cfg.seed)
     device = ctx.device
     model = build_model(
-        data.arch, data.modalities, data.in_channels, data.num_classes, width=cfg.width, gate=cfg.gate, ratio=cfg.ratio
+        data.arch,
+        data.modalities,
+        data.in_channels,
+        data.num_classes,
+        width=cfg.width,
+        gate=cfg.gate,
+        ratio=cfg.ratio,
+        fusion=cfg.fusion,
+        unimodal_heads=method.needs_unimodal_heads,
     ).to(device)
+    method.check(model)
     net: torch.nn.Module = model
     if ctx.world > 1:
         # random augmentation must differ between ranks (each sees other items); weights stay equal because DDP
@@ -142,7 +159,7 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         net = DistributedDataParallel(
             model,
             broadcast_buffers=False,
-            find_unused_parameters=type(method).rebalances,
+            find_unused_parameters=method.leaves_unused_parameters,
             device_ids=[device.index] if device.type == "cuda" else None,
         )
     if cfg.optimizer == "sgd":
@@ -154,7 +171,9 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     elif cfg.schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=10)
-    return Run(cfg, data, model, opt, sched, method, SpeedTracker().to(device), device, net, ctx)
+    groups = len(model.speed_groups())
+    speed = SpeedTracker(groups, with_psi=model.family == INTERMEDIATE).to(device)
+    return Run(cfg, data, model, opt, sched, method, speed, device, net, ctx)
 
 
 def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -163,7 +182,12 @@ def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
         if not (out / "last.pt").is_file():
             raise RunError(f"nothing to resume in {out}: no last.pt (start it without --resume)")
         saved = json.loads(cfg_path.read_text())["config"]
-        diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if k != "epochs" and saved.get(k) != v}
+        defaults = TrainConfig().to_dict()  # a setting newer than the saved run had its default there
+        diff = {
+            k: (saved.get(k, defaults[k]), v)
+            for k, v in cfg.to_dict().items()
+            if k != "epochs" and saved.get(k, defaults[k]) != v
+        }
         if diff:
             raise RunError(
                 f"{out} holds a run with a different config {diff} (saved, given); resume with the "
@@ -218,7 +242,7 @@ def fit(
         if main:
             _truncate_logs(out, run.step, run.epoch)
     elif main:
-        atomic_write_text(out / "steps.csv", ",".join(STEP_COLUMNS) + "\n")
+        atomic_write_text(out / "steps.csv", ",".join(step_columns(run.model)) + "\n")
     if main:
         write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
     _train(run, out, progress and main, checkpoint_every)
@@ -231,29 +255,35 @@ def fit(
 def train_step(
     run: Run, x: dict[str, torch.Tensor], y: torch.Tensor, groups: list, warmup_steps: int
 ) -> tuple[list[float], str]:
-    """One optimizer step in the method's mode; returns ([loss, s(m1|m0), s(m0|m1), d_speed], mode)."""
-    opt, dev = run.optimizer, run.device
+    """One optimizer step in the method's mode; returns ([loss, speeds (s_k or mu_k)..., d_speed], mode)."""
+    opt, dev, method, model = run.optimizer, run.device, run.method, run.model
     x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
     y = y.to(dev, non_blocking=True)
-    mode = run.method.mode
-    logits = run.net(x, mode)
-    loss = F.cross_entropy(logits[0], y) + F.cross_entropy(logits[1], y)
+    mode = method.mode
+    out = run.net(x, mode)
+    loss = method.loss(out, y, model)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    method.backward(loss, out, y, model)
+    method.on_after_backward(model)
     if mode == REGULAR:
         run.speed.update(groups)  # before the optimizer step: gradients and weights of this step
-    # one host sync a step: the loss (finite-loss guard, logs) and the four cumulative speed sums
+    # one host sync a step: the loss (finite-loss guard, logs), the cumulative speed sums and this step's mu
     logged = all_reduce_(loss.detach().double().view(1).clone(), "mean")  # the global batch's loss
-    vals = torch.cat([logged, run.speed.sums.double()]).tolist()
-    s10, s01 = log_speed(vals[3], vals[1]), log_speed(vals[4], vals[2])
+    vals = torch.cat([logged, run.speed.sums, run.speed.last]).tolist()
+    g = len(groups)
+    if run.speed.with_psi:
+        speeds = run.speed.speeds_from(vals[1 : 1 + g])
+        d = d_speed(speeds)
+    else:  # late fusion: this step's mu(theta_k), for diagnosis only
+        speeds, d = vals[1 + g :], math.nan
     if math.isfinite(vals[0]):
-        run.method.observe(StepInfo(run.step, mode, s10 - s01, warmup_steps))
+        method.observe(StepInfo(run.step, mode, d, warmup_steps, tuple(speeds), model.n_modalities))
         opt.step()
         with torch.no_grad():
-            hit = (TwoBranchNet.fuse(logits).argmax(1) == y).sum()
+            hit = (out.logits.argmax(1) == y).sum()
             extra = torch.tensor([float(len(y)), float(mode != REGULAR)], dtype=torch.float64, device=dev)
             run.epoch_stats += torch.cat([(loss.detach().double() * len(y)).view(1), hit.double().view(1), extra])
-    return [vals[0], s10, s01, s10 - s01], mode
+    return [vals[0], *speeds, d], mode
 
 
 def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
@@ -263,7 +293,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
     train = run.data.train
     steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    groups = [model.theta(0), model.theta(1), model.psi(0), model.psi(1)]
+    groups = model.speed_groups()
     bar = tqdm(
         total=cfg.epochs * steps_per_epoch,
         initial=run.step,
@@ -279,6 +309,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
         if run.batch == 0:
             model.reset_squeeze_sums()
             run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
+            run.method.on_epoch_start(EpochInfo(run.epoch, model, train, dev))
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
         for idx in order[run.batch :]:
             x, y = train.batch(idx.tensor_split(run.dist.world)[run.dist.rank], train=True)  # this rank's slice
@@ -289,13 +320,12 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
                     f"loss is {vals[0]} at step {run.step} (epoch {run.epoch}); the last good checkpoint is "
                     f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume."
                 )
-            loss_v, s10, s01, d_speed = vals
-            step_lines.append(f"{run.step},{run.epoch},{mode},{loss_v:.6g},{s10:.6g},{s01:.6g},{d_speed:.6g}\n")
+            step_lines.append(f"{run.step},{run.epoch},{mode}," + ",".join(f"{v:.6g}" for v in vals) + "\n")
             run.step += 1
             run.batch += 1
             bar.update(1)
             if run.step % 10 == 0:
-                bar.set_postfix(loss=f"{loss_v:.3f}", d_speed=f"{d_speed:+.3f}", refresh=False)
+                bar.set_postfix(loss=f"{vals[0]:.3f}", d_speed=f"{vals[-1]:+.3f}", refresh=False)
             if checkpoint_every and run.step % checkpoint_every == 0 and run.batch < len(order):
                 run.elapsed = time.time() - t_start
                 step_lines = _flush(run, out, step_lines, checkpoint=True)
@@ -322,15 +352,20 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
     loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
     rebal /= run.dist.world  # every rank counted the same re-balancing steps
     train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
+    run.method.on_epoch_end(EpochInfo(run.epoch, model, run.data.train, run.device))
     if cfg.squeeze_means == "exact":
         record_train_squeeze_means(
             model, run.data.train, subset=cfg.exact_subset, seed=cfg.data_seed, device=run.device
         )
     else:
         model.commit_squeeze_means()  # the mean over this epoch's training forwards: no extra pass
-    val = evaluate(model, run.data.val, device=run.device)
-    test = evaluate(model, run.data.test, device=run.device)
-    s10, s01, d_speed = run.speed.speeds()
+    val = evaluate(model, run.data.val, device=run.device, pairwise=cfg.pairwise_utilization)
+    test = evaluate(model, run.data.test, device=run.device, pairwise=cfg.pairwise_utilization)
+    speeds, d = run.speed.speeds()
+    if model.family == INTERMEDIATE:
+        speed = {**dict(zip(speed_names(model.n_modalities), speeds, strict=True)), "d_speed": d}
+    else:  # cumulative mu(theta_k) of each encoder
+        speed = {**{f"M_theta_m{k}": v for k, v in enumerate(speeds)}, "d_speed": d}
     if run.scheduler is not None:
         if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             run.scheduler.step(train_loss)
@@ -349,10 +384,12 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
         },
         "val": val,
         "test": test,
-        "speed": {"s_m1_given_m0": s10, "s_m0_given_m1": s01, "d_speed": d_speed},
+        "speed": speed,
         "lr": run.optimizer.param_groups[0]["lr"],
         "dataset": cfg.dataset,
         "method": cfg.method,
+        "fusion": model.fusion,
+        "family": model.family,
         "seed": cfg.seed,
         "modalities": list(run.data.modalities),
         "source": run.data.source,

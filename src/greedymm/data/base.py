@@ -6,8 +6,9 @@ fix the data order from (seed, epoch) alone and a resumed run sees the same batc
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any, Protocol
@@ -95,3 +96,39 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool 
 def eval_order(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[Tensor]:
     """Evaluation batches in order; with several ranks, rank r takes the r-th contiguous shard."""
     return list(torch.arange(n).tensor_split(world)[rank].split(batch_size))
+
+
+@dataclass(frozen=True)
+class _Subset:
+    """A split that hands out only some modalities (in a given order) of another split."""
+
+    split: Split
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def batch(self, idx: Tensor, train: bool = False) -> tuple[dict[str, Tensor], Tensor]:
+        x, y = self.split.batch(idx, train=train)
+        return {m: x[m] for m in self.names}, y
+
+    def __getattr__(self, name: str) -> Any:  # labels and other extras of the wrapped split
+        if name in ("split", "names") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.split, name)
+
+
+def select_modalities(data: MultiModalData, names: Sequence[str] | None) -> MultiModalData:
+    """The data set restricted to ``names`` (in that order: branch k reads names[k]); ``None`` keeps them all."""
+    if names is None or tuple(names) == data.modalities:
+        return data
+    unknown = [m for m in names if m not in data.modalities]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(
+            f"--modalities {','.join(names)}: data set {data.name} has modalities {','.join(data.modalities)}; "
+            "give distinct names from that list, e.g. --modalities " + data.modalities[-1]
+        )
+    names = tuple(names)
+    channels = tuple(data.in_channels[data.modalities.index(m)] for m in names)
+    splits = {s: _Subset(getattr(data, s), names) for s in ("train", "val", "test")}
+    return dataclasses.replace(data, modalities=names, in_channels=channels, **splits)

@@ -1,4 +1,4 @@
-"""NVGesture (NVIDIA Dynamic Hand Gesture, Molchanov et al. CVPR 2016), RGB (m0) + depth (m1); DATA.md.
+"""NVGesture (NVIDIA Dynamic Hand Gesture, Molchanov et al. CVPR 2016), RGB (m0) + depth (m1) [+ flow]; DATA.md.
 
 Layout read here, exactly as NVIDIA ships it (and as ``nvgesture_standin`` writes its synthetic stand-in)::
 
@@ -18,6 +18,13 @@ it would swap "move left" and "move right". Depth videos are 3-channel; channel 
 Decoding is slow, so by default every window is decoded once into ``<root>/.greedymm_cache/`` (uint8, one .npy
 per split and sensor, memory-mapped), keyed by a fingerprint of the list files, the videos they name (size,
 mtime) and ``size``; a changed source gives a new fingerprint and a rebuild.
+
+Optical flow, the third modality of the field's RGB + depth + flow models, is asked for with
+``modalities=("rgb", "depth", "flow")`` (any subset, in any order; "color", the list's sensor name, means
+"rgb"). It is computed from the decoded RGB window at the cache resolution (``flow.py``: Farneback, forward
+flow of frame t to t+1, the last frame repeating the flow before it, int8 in thousandths of the frame side) and
+cached once per split next to the frames; the default, rgb + depth, never computes it. All modalities of an item
+show the same frame indices, so flow[t] is the motion at the RGB frame t the model sees.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,144 +42,35 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import flow as of
 from .base import MultiModalData, register_dataset, stratified_split
 from .fetch import data_root
 from .idx import DataFormatError
+from .nvgesture_format import (  # noqa: F401  (also re-exported: the stand-in and tests import them from here)
+    LIST_FILES,
+    NUM_CLASSES,
+    SENSORS,
+    VIDEO_DIR,
+    WINDOW,
+    parse_list_line,
+    read_list,
+    read_window,
+)
 
-LIST_FILES = {"train": "nvgesture_train_correct_cvpr2016_v2.lst", "test": "nvgesture_test_correct_cvpr2016_v2.lst"}
-VIDEO_DIR = "Video_data"
-SENSORS = {"rgb": "color", "depth": "depth"}  # modality -> sensor token in the list lines
 STANDIN_FILE = "STANDIN.json"  # written by the stand-in generator; its presence means "not the real data"
 CACHE_DIR = ".greedymm_cache"
 CACHE_VERSION = 1  # bump when the cache layout or the decoding changes
-NUM_CLASSES = 25
-WINDOW = 80  # frames per gesture window (DATA.md)
-MODALITIES = ("rgb", "depth")  # m0, m1
+MODALITIES = ("rgb", "depth")  # m0, m1: the default
+CHANNELS = {"rgb": 3, "depth": 1, "flow": of.CHANNELS}  # every modality this loader can give, in channels
+ALIASES = {"color": "rgb"}  # the list files' sensor name for RGB
 # Normalization, one place per data set (SPEC.md section 6): RGB uses the ImageNet statistics, as for the other
 # image data sets here; depth (a single 8-bit channel) is centred and scaled to roughly unit range. Neither is
 # measured on NVGesture (not reachable here); re-measure on the real data before comparing to published numbers.
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEPTH_MEAN, DEPTH_STD = (0.5,), (0.25,)
-LINE_EXAMPLE = (
-    "path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218 "
-    "duo_left:duo_left:161:254 label:1"
-)
-_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only: int() would also take "١٢", "1_0" and " 7"
 
 
-# ------------------------------------------------------------------------------------------ list files
-
-
-def _number(text: str, what: str) -> int:
-    if not _DIGITS.fullmatch(text):
-        raise DataFormatError(f"{what} must be a non-negative integer of at most 9 digits, got {text!r}")
-    return int(text)
-
-
-def parse_list_line(line: str) -> dict[str, Any]:
-    """One list line -> {"path": str, "label": int (0-based), "sensors": {name: {"file", "start", "end"}}}.
-
-    Pure; any input gives either such a dict or a DataFormatError saying what is wrong (never another error).
-    """
-    if not isinstance(line, str):
-        raise DataFormatError(f"a list line must be text, got {type(line).__name__}")
-    tokens = line.split()
-    if not tokens:
-        raise DataFormatError("empty line")
-    path: str | None = None
-    label: int | None = None
-    sensors: dict[str, dict[str, Any]] = {}
-    for token in tokens:
-        key, sep, rest = token.partition(":")
-        if not sep or not key:
-            raise DataFormatError(f"token {token!r} is not <key>:<value>")
-        if key in ("path", "label") and (path if key == "path" else label) is not None:
-            raise DataFormatError(f"{key!r} appears twice")
-        if key == "path":
-            path = _check_path(rest)
-        elif key == "label":
-            label = _number(rest, "label")
-            if not 1 <= label <= NUM_CLASSES:
-                raise DataFormatError(f"label must be in 1..{NUM_CLASSES}, got {label}")
-        else:
-            parts = rest.split(":")
-            if len(parts) != 3:
-                raise DataFormatError(
-                    f"token {token!r} is neither path:, label: nor a sensor token <sensor>:<file stem>:<start>:<end>"
-                )
-            if key in sensors:
-                raise DataFormatError(f"sensor {key!r} appears twice")
-            stem, start, end = parts[0], _number(parts[1], f"{key} start"), _number(parts[2], f"{key} end")
-            if not stem or any(c in stem for c in "/\\\x00") or stem in (".", ".."):
-                raise DataFormatError(f"sensor {key!r} has a bad file stem {stem!r}")
-            if end <= start:
-                raise DataFormatError(f"sensor {key!r} window {start}:{end} is empty (end must exceed start)")
-            sensors[key] = {"file": stem, "start": start, "end": end}
-    missing = [k for k, v in (("path", path), ("label", label)) if v is None]
-    missing += [s for s in SENSORS.values() if s not in sensors]
-    if missing:
-        raise DataFormatError(f"missing {', '.join(repr(m) for m in missing)}")
-    assert path is not None and label is not None  # for the type checker; checked just above
-    return {"path": path, "label": label - 1, "sensors": sensors}
-
-
-def _check_path(value: str) -> str:
-    parts = value.split("/")
-    # The loader joins this under <root>: an absolute path or ".." would read outside the data set.
-    if not value or value.startswith("/") or ".." in parts or "\\" in value or "\x00" in value:
-        raise DataFormatError(f"path must be relative inside the data set (like ./Video_data/...), got {value!r}")
-    if not [p for p in parts if p not in ("", ".")]:
-        raise DataFormatError(f"path {value!r} names no folder")
-    return value
-
-
-def read_list(path: Path) -> list[dict[str, Any]]:
-    """Parse a .lst file; a bad line raises DataFormatError naming the file, the line number and the problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataFormatError(f"{path} is not UTF-8 text ({err}); is it an NVGesture list file?") from err
-    entries = []
-    for lineno, line in enumerate(text.split("\n"), start=1):  # numbered as editors number them
-        if not line.strip():
-            continue  # blank lines (a trailing newline, an empty last line) carry nothing
-        try:
-            entries.append(parse_list_line(line))
-        except DataFormatError as err:
-            raise DataFormatError(f"{path}, line {lineno}: {err}; a line looks like `{LINE_EXAMPLE}`") from err
-    if not entries:
-        raise DataFormatError(f"{path} holds no entries; restore it from the NVGesture archive")
-    return entries
-
-
-# --------------------------------------------------------------------------------------------- videos
-
-
-def read_window(avi: Path, start: int, end: int) -> np.ndarray:
-    """Frames start..end-1 of ``avi`` as stored, (end - start, H, W, 3) uint8 in OpenCV's BGR order."""
-    avi = Path(avi)
-    if not avi.is_file():
-        raise FileNotFoundError(f"missing video {avi}; the list file names it, so the data set is incomplete")
-    cap = cv2.VideoCapture(str(avi))
-    try:
-        if not cap.isOpened():
-            raise DataFormatError(f"OpenCV cannot open {avi}; is it a complete AVI file?")
-        if start > 0 and not cap.set(cv2.CAP_PROP_POS_FRAMES, start):
-            raise DataFormatError(f"cannot seek to frame {start} in {avi}")
-        frames = []
-        for _ in range(end - start):
-            ok, frame = cap.read()
-            if not ok:
-                raise DataFormatError(
-                    f"{avi} has fewer frames than the window {start}:{end} in its list line "
-                    f"(read {len(frames)} of {end - start} from frame {start}); the video is truncated or the "
-                    "list does not belong to it"
-                )
-            frames.append(frame)
-    finally:
-        cap.release()
-    return np.stack(frames)
+# --------------------------------------------------------------------------------------------- items
 
 
 def decode_item(root: Path, entry: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +84,23 @@ def decode_item(root: Path, entry: dict[str, Any], size: int) -> tuple[np.ndarra
         frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
         out.append(np.ascontiguousarray(frames[..., ::-1]) if sensor == SENSORS["rgb"] else frames[..., 0].copy())
     return out[0], out[1]
+
+
+def parse_modalities(value: Any) -> tuple[str, ...]:
+    """``modalities`` as given (names, or one comma-separated string) -> a tuple of known names, aliases resolved."""
+    example = "e.g. `--set data.modalities=rgb,depth,flow`"
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"modalities must be a list of names or a comma-separated string, got {value!r}; {example}")
+    out = tuple(ALIASES.get(n.strip(), n.strip()) for n in names)
+    unknown = [n for n in out if n not in CHANNELS]
+    if unknown or not out or len(set(out)) != len(out):
+        problem = f"unknown modality {unknown}" if unknown else "a modality twice" if out else "no modality"
+        raise ValueError(
+            f"modalities={value!r} names {problem}; choose one or more, each once, of {sorted(CHANNELS)} "
+            f"('color' also means 'rgb'); {example}"
+        )
+    return out
 
 
 def frame_indices(n: int, frames: int, train: bool) -> Tensor:
@@ -215,7 +129,8 @@ class NVGestureSplit:
     rows: np.ndarray  # (N,) indices into ``entries`` (and into the cache arrays)
     frames: int
     size: int
-    cache: tuple[np.ndarray, np.ndarray] | None  # (rgb (M, WINDOW, S, S, 3), depth (M, WINDOW, S, S)) or None
+    cache: dict[str, np.ndarray] | None  # rgb (M, WINDOW, S, S, 3), depth (M, WINDOW, S, S) [, flow (..., 2)]
+    modalities: tuple[str, ...] = MODALITIES  # what ``batch`` gives, in this order
 
     def __post_init__(self) -> None:
         if len(self.rows) == 0:
@@ -228,27 +143,36 @@ class NVGestureSplit:
     def labels(self) -> Tensor:
         return torch.tensor([self.entries[r]["label"] for r in self.rows], dtype=torch.long)
 
-    def raw_frames(self, idx: Tensor, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 RGB (B, T, S, S, 3) and depth (B, T, S, S) of the items ``idx`` (before normalization)."""
+    def raw_frames(self, idx: Tensor, train: bool = False) -> dict[str, np.ndarray]:
+        """Stored frames of the items ``idx`` (before normalization), one frame index draw for all modalities.
+
+        uint8 rgb (B, T, S, S, 3) and depth (B, T, S, S); int8 flow (B, T, S, S, 2) in ``flow.py``'s units.
+        """
         rows = self.rows[np.asarray(idx, dtype=np.int64).reshape(-1)]
         t = frame_indices(len(rows), self.frames, train).numpy()  # (B, T)
         if self.cache is not None:
             # fancy indexing a memmap reads only the pages of the chosen frames
-            return self.cache[0][rows[:, None], t], self.cache[1][rows[:, None], t]
-        rgb, depth = [], []
+            return {m: self.cache[m][rows[:, None], t] for m in self.modalities}
+        out: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
         for r, ti in zip(rows, t, strict=True):
-            c, d = decode_item(self.root, self.entries[r], self.size)
-            rgb.append(c[ti])
-            depth.append(d[ti])
-        return np.stack(rgb), np.stack(depth)
+            rgb, depth = decode_item(self.root, self.entries[r], self.size)
+            for m in self.modalities:  # flow only when asked (it costs more than decoding), at the frames ti only
+                out[m].append(rgb[ti] if m == "rgb" else depth[ti] if m == "depth" else of.clip_flow(rgb, ti))
+        return {m: np.stack(v) for m, v in out.items()}
 
     def batch(self, idx: Tensor, train: bool = False) -> tuple[dict[str, Tensor], Tensor]:
-        rgb, depth = self.raw_frames(idx, train)
-        x_rgb = torch.from_numpy(rgb).permute(0, 4, 1, 2, 3).float().div_(255)  # (B, 3, T, S, S)
-        x_depth = torch.from_numpy(depth).unsqueeze(1).float().div_(255)  # (B, 1, T, S, S)
-        x_rgb = (x_rgb - torch.tensor(RGB_MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(RGB_STD).view(1, 3, 1, 1, 1)
-        x_depth = (x_depth - DEPTH_MEAN[0]) / DEPTH_STD[0]
-        return {"rgb": x_rgb, "depth": x_depth}, self.labels[torch.as_tensor(idx).reshape(-1)]
+        raw = self.raw_frames(idx, train)
+        return {m: _to_input(m, raw[m]) for m in self.modalities}, self.labels[torch.as_tensor(idx).reshape(-1)]
+
+
+def _to_input(modality: str, a: np.ndarray) -> Tensor:
+    """Stored frames -> normalized network input (B, C, T, S, S) float32 (the statistics at the top of the file)."""
+    if modality == "flow":
+        return of.normalize(a)  # (B, 2, T, S, S)
+    if modality == "depth":
+        return (torch.from_numpy(a).unsqueeze(1).float().div_(255) - DEPTH_MEAN[0]) / DEPTH_STD[0]  # (B, 1, T, S, S)
+    x = torch.from_numpy(a).permute(0, 4, 1, 2, 3).float().div_(255)  # (B, 3, T, S, S)
+    return (x - torch.tensor(RGB_MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(RGB_STD).view(1, 3, 1, 1, 1)
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -268,25 +192,32 @@ def _fingerprint(root: Path, list_path: Path, entries: list[dict[str, Any]], siz
     return h.hexdigest()[:16]
 
 
-def load_cache(root: Path, split: str, entries: list[dict[str, Any]], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The decoded windows of one list, memory-mapped; built (with a progress bar) when missing or stale."""
-    from tqdm import tqdm
+def load_cache(
+    root: Path, split: str, entries: list[dict[str, Any]], size: int, flow: bool = False
+) -> dict[str, np.ndarray]:
+    """The decoded windows of one list, memory-mapped, keyed rgb, depth (and flow when ``flow``).
 
+    Each is built (with a progress bar) when missing or stale; flow is computed from the cached RGB frames.
+    """
     folder = root / CACHE_DIR
     key = _fingerprint(root, root / LIST_FILES[split], entries, size)
+    arrays = _frame_cache(root, folder, split, entries, size, key)
+    if flow:
+        arrays["flow"] = _flow_cache(folder, split, size, key, arrays["rgb"])
+    return arrays
+
+
+def _frame_cache(
+    root: Path, folder: Path, split: str, entries: list[dict[str, Any]], size: int, key: str
+) -> dict[str, np.ndarray]:
+    from tqdm import tqdm
+
     paths = {m: folder / f"{split}-{m}-{size}px-{key}.npy" for m in MODALITIES}
     shapes = {"rgb": (len(entries), WINDOW, size, size, 3), "depth": (len(entries), WINDOW, size, size)}
-    arrays = {m: _open_if_valid(paths[m], shapes[m]) for m in MODALITIES}
+    arrays = {m: _open_if_valid(paths[m], shapes[m], np.uint8) for m in MODALITIES}
     if all(a is not None for a in arrays.values()):
-        return arrays["rgb"], arrays["depth"]
-    try:
-        folder.mkdir(exist_ok=True)
-        tmp = {m: _temp_path(folder, paths[m].name) for m in MODALITIES}
-    except OSError as err:
-        raise OSError(
-            f"cannot write the NVGesture frame cache under {folder} ({err}); make it writable, or pass "
-            "cache=False (`--set data.cache=false`) to decode the videos for every batch"
-        ) from err
+        return arrays  # type: ignore[return-value]
+    tmp = dict(zip(MODALITIES, _temp_paths(folder, [paths[m].name for m in MODALITIES]), strict=True))
     try:
         out = {m: np.lib.format.open_memmap(tmp[m], mode="w+", dtype=np.uint8, shape=shapes[m]) for m in MODALITIES}
         for i, e in enumerate(tqdm(entries, desc=f"caching NVGesture {split} frames ({size}px)", unit="clip")):
@@ -299,25 +230,64 @@ def load_cache(root: Path, split: str, entries: list[dict[str, Any]], size: int)
         for t in tmp.values():
             Path(t).unlink(missing_ok=True)
     for old in folder.glob(f"{split}-*.npy"):
-        if old not in paths.values():
+        if f"-{key}" not in old.name:  # the key covers the size; a flow cache of this key stays valid
             old.unlink(missing_ok=True)  # a stale fingerprint or another size: drop it, it can be rebuilt
-    return tuple(np.load(paths[m], mmap_mode="r") for m in MODALITIES)  # type: ignore[return-value]
+    return {m: np.load(paths[m], mmap_mode="r") for m in MODALITIES}
 
 
-def _temp_path(folder: Path, name: str) -> str:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")  # same folder: rename is atomic
-    os.close(fd)
-    return tmp
+def _flow_cache(folder: Path, split: str, size: int, key: str, rgb: np.ndarray) -> np.ndarray:
+    """int8 flow (M, WINDOW, S, S, 2) of the cached RGB windows ``rgb``; computed once, then memory-mapped."""
+    from tqdm import tqdm
+
+    flow_key = hashlib.sha256(of.FLOW_KEY.encode()).hexdigest()[:8]  # new Farneback settings: a new file
+    path = folder / f"{split}-flow-{size}px-{key}-{flow_key}.npy"
+    shape = (*rgb.shape[:-1], of.CHANNELS)
+    cached = _open_if_valid(path, shape, np.int8)
+    if cached is not None:
+        return cached
+    (tmp,) = _temp_paths(folder, [path.name])
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=shape)
+        flows = of.clip_flows(rgb[i] for i in range(len(rgb)))
+        desc = f"computing NVGesture {split} optical flow ({size}px)"
+        for i, f in enumerate(tqdm(flows, total=len(rgb), desc=desc, unit="clip")):
+            out[i] = f
+        out.flush()
+        del out  # close the memmap before the rename
+        os.replace(tmp, path)  # atomic, as for the frames
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    for old in folder.glob(f"{split}-flow-*.npy"):
+        if old != path:
+            old.unlink(missing_ok=True)  # other Farneback settings, sources or sizes: stale
+    return np.load(path, mmap_mode="r")
 
 
-def _open_if_valid(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+def _temp_paths(folder: Path, names: list[str]) -> list[str]:
+    """Empty temporary files in ``folder`` (the cache's own: a rename there is atomic), one per name."""
+    try:
+        folder.mkdir(exist_ok=True)
+        out = []
+        for name in names:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            out.append(tmp)
+        return out
+    except OSError as err:
+        raise OSError(
+            f"cannot write the NVGesture frame cache under {folder} ({err}); make it writable, or pass "
+            "cache=False (`--set data.cache=false`) to decode the videos for every batch"
+        ) from err
+
+
+def _open_if_valid(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
         a = np.load(path, mmap_mode="r")
     except (ValueError, OSError):
         return None  # a damaged file: rebuild it
-    return a if a.shape == shape and a.dtype == np.uint8 else None
+    return a if a.shape == shape and a.dtype == dtype else None
 
 
 # --------------------------------------------------------------------------------------------- loader
@@ -339,8 +309,13 @@ def load_nvgesture_dir(
     size: int = 112,
     cache: bool = True,
     arch: str = "i3d",
+    modalities: Any = MODALITIES,
 ) -> MultiModalData:
-    """Load the NVGesture layout under ``root`` (real or stand-in) as train / validation / test splits."""
+    """Load the NVGesture layout under ``root`` (real or stand-in) as train / validation / test splits.
+
+    ``modalities``: names from CHANNELS (or one comma-separated string), in the order the branches read them.
+    """
+    modalities = parse_modalities(modalities)
     if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= WINDOW:
         raise ValueError(f"frames must be an integer in 1..{WINDOW} (recommended 8), got {frames!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
@@ -363,10 +338,11 @@ def load_nvgesture_dir(
             f"val_fraction={val_fraction} holds out no training item of any class ({len(train_labels)} items); "
             "raise val_fraction or use more clips per class"
         )
-    store = {s: (load_cache(root, s, lists[s], size) if cache else None) for s in lists}  # after the cheap checks
+    flow = "flow" in modalities
+    store = {s: (load_cache(root, s, lists[s], size, flow) if cache else None) for s in lists}  # after cheap checks
 
     def split(which: str, rows: np.ndarray) -> NVGestureSplit:
-        return NVGestureSplit(root, tuple(lists[which]), rows, frames, size, store[which])
+        return NVGestureSplit(root, tuple(lists[which]), rows, frames, size, store[which], modalities)
 
     standin = root / STANDIN_FILE
     if standin.is_file():
@@ -389,8 +365,8 @@ def load_nvgesture_dir(
     labels = [e["label"] for entries in lists.values() for e in entries]
     return MultiModalData(
         name=name,
-        modalities=MODALITIES,
-        in_channels=(3, 1),
+        modalities=modalities,
+        in_channels=tuple(CHANNELS[m] for m in modalities),
         num_classes=max(labels) + 1,
         arch=arch,
         train=split("train", keep.numpy()),
@@ -410,21 +386,23 @@ def _loader(name: str):
         cache: bool = True,
         root: str | Path | None = None,
         arch: str = "i3d",
+        modalities: Any = MODALITIES,
         **unknown: Any,
     ) -> MultiModalData:
         if unknown:
             raise ValueError(
                 f"unknown option(s) for data set {name}: {sorted(unknown)}; valid: data_dir, val_fraction, "
-                "data_seed, frames, size, cache, root, arch"
+                "data_seed, frames, size, cache, root, arch, modalities"
             )
         folder = Path(root) if root is not None else data_root(data_dir) / name
-        return load_nvgesture_dir(name, folder, val_fraction, data_seed, frames, size, cache, arch)
+        return load_nvgesture_dir(name, folder, val_fraction, data_seed, frames, size, cache, arch, modalities)
 
     return load
 
 
 load_nvgesture = register_dataset(
-    "nvgesture", "NVGesture RGB + depth clips (nvGesture_v1 unpacked under <data>/nvgesture; NVIDIA license)"
+    "nvgesture",
+    "NVGesture RGB + depth (+ optical flow) clips (nvGesture_v1 unpacked under <data>/nvgesture; NVIDIA license)",
 )(_loader("nvgesture"))
 load_nvgesture_standin = register_dataset(
     "nvgesture-standin", "synthetic RGB-D gesture clips in NVGesture's layout (`greedymm data make nvgesture-standin`)"

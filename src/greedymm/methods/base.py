@@ -1,20 +1,38 @@
-"""Training methods: one registry, one small hook of the training loop.
+"""The method contract: one registry, and the hooks of the one training loop (DESIGN.md section 4).
 
-A method only decides the mode of the next training step (SPEC.md section 5): "regular", or "rebalance0" /
-"rebalance1" (re-balancing step for branch k). The loop calls ``next_mode`` after each backward pass and
-never branches on which method it runs.
+A method changes one or more of these, and nothing else; the loop never asks which method runs:
+    next_mode(info)            the mode of the next step ("regular", "rebalance<k>": guided, random)
+    loss(out, y, model)        the loss from the outputs (default: the model family's own loss)
+    backward(loss, out, y, model)   how gradients are formed (default: loss.backward())
+    on_after_backward(model, info)  change gradients after backward, before the optimizer step
+    on_epoch_start / on_epoch_end(epoch)   work at epoch boundaries
+Per step the loop calls, in order: forward in ``mode`` -> ``loss`` -> ``backward`` -> ``on_after_backward`` ->
+conditional learning speed (regular steps) -> ``observe`` (which calls ``next_mode``) -> optimizer step.
+Everything a method keeps goes through ``state_dict`` (checkpoints resume it exactly) and must be identical on
+every rank under DDP (all-reduce what comes from a rank's own batch). ``extra_cost`` declares the extra forward
+and backward passes a step costs beyond the plain one; ``check`` refuses a model the method cannot apply to.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from typing import Any
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..models.network import MultiModalNet, Output
 
 REGULAR = "regular"
-REBALANCE = ("rebalance0", "rebalance1")
+
+
+def rebalance_mode(k: int) -> str:
+    """The mode of a re-balancing step for branch k (SPEC.md section 5)."""
+    return f"rebalance{k}"
 
 
 @dataclass(frozen=True)
@@ -23,30 +41,87 @@ class StepInfo:
 
     step: int
     mode: str  # the mode this step ran in
-    d_speed: float  # current d_speed (NaN if no regular step has been seen yet)
-    warmup_steps: int  # steps with index < warmup_steps are warm-up (regular only)
+    d_speed: float  # current d_speed (NaN before the first regular step, and for late fusion)
+    warmup_steps: int  # P * warmup_epochs; the first decision that may leave regular mode follows step P
+    speeds: tuple[float, ...] = ()  # s_k for every branch (MMTM), in modality order
+    n_modalities: int = 2
+
+    @property
+    def in_warmup(self) -> bool:
+        # the authors unlock re-balancing at the start of epoch 1 and decide after its first backward, so the
+        # first re-balancing step is global step P + 1 (0-based), never P
+        return self.step < self.warmup_steps
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """What a method may use at an epoch boundary: the model and the training split (never the test split)."""
+
+    epoch: int
+    model: MultiModalNet
+    train: Any = None  # the training split (data.base.Split)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 class Method:
-    """Base class: vanilla training (regular steps only)."""
+    """Base class: vanilla training (regular steps, the model's own loss, plain gradients)."""
 
     name = "vanilla"
     # hyper-parameters this method reads, with defaults; the registry checks --set names against these
-    hparams: dict[str, Any] = {}
-    rebalances = False  # whether the method ever asks for re-balancing steps
+    hparams: ClassVar[dict[str, Any]] = {}
+    # fusions the method is defined for (None: every fusion)
+    fusions: ClassVar[tuple[str, ...] | None] = None
+    # extra forward / backward passes per step beyond the plain one (the benchmark measures the real cost)
+    extra_cost: ClassVar[dict[str, float]] = {"forward": 0, "backward": 0}
+    # whether some steps leave parameters without a gradient (DDP must then be told)
+    leaves_unused_parameters = False
+    # whether the model needs a linear head per modality besides the fused one (late fusion)
+    needs_unimodal_heads = False
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         self.seed = seed
         self.h = {**self.hparams, **hparams}
+        for k, v in self.h.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{self.name}: hyper-parameter {k} must be a finite number, got {v}")
         self.mode = REGULAR  # mode of the next step
 
+    # -- set-up -----------------------------------------------------------------------------------------
+    def check(self, model: MultiModalNet) -> None:
+        """Raise ValueError if the method cannot apply to ``model``; the message names the fix."""
+        fusion = getattr(model, "fusion", "")
+        if self.fusions is not None and fusion not in self.fusions:
+            raise ValueError(
+                f"method {self.name!r} is defined for fusion {' / '.join(self.fusions)}, not {fusion!r}; "
+                f"train it with --fusion {self.fusions[0]}, or pick a method that supports {fusion!r} "
+                "(`greedymm list` shows each method's fusions)"
+            )
+
+    # -- per-step hooks ---------------------------------------------------------------------------------
     def next_mode(self, info: StepInfo) -> str:
         """Decide the mode of step ``info.step + 1``; called after each backward pass."""
         return REGULAR
 
+    def loss(self, out: Output, y: Tensor, model: MultiModalNet) -> Tensor:
+        return model.loss(out, y)
+
+    def backward(self, loss: Tensor, out: Output, y: Tensor, model: MultiModalNet) -> None:
+        loss.backward()
+
+    def on_after_backward(self, model: MultiModalNet, info: StepInfo | None = None) -> None:
+        """Change ``p.grad`` in place before the optimizer step (default: nothing)."""
+
     def observe(self, info: StepInfo) -> None:
         self.mode = self.next_mode(info)
 
+    # -- epoch hooks ------------------------------------------------------------------------------------
+    def on_epoch_start(self, info: EpochInfo) -> None:
+        """Before the first step of an epoch (also when a run resumes at an epoch start)."""
+
+    def on_epoch_end(self, info: EpochInfo) -> None:
+        """After the last step of an epoch, before evaluation."""
+
+    # -- state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"mode": self.mode}
 

@@ -1,39 +1,60 @@
 """Balanced multi-modal learning, guided by the conditional learning speed (Wu et al., ICML 2022, Alg. 1).
 
-SPEC.md section 5: after a regular step past warm-up, if |d_speed| > alpha, the next Q steps re-balance
-branch k = 0 if d_speed > 0 else 1 (branch k's gates are replaced by their running means, so it learns from
-m_k alone); after the Q-th re-balancing step the next step is regular again.
+SPEC.md section 5, for N branches as DESIGN.md section 3 extends it: after a regular step past warm-up, if
+d_speed > alpha (N = 2: |d_speed| > alpha), the next Q steps re-balance branch argmax_k s_k (N = 2: k = 0 when
+d_speed > 0, else 1: the paper's rule); re-balancing branch k replaces its MMTM gates by their running means, so
+it learns from m_k alone. After the Q-th re-balancing step the next step is regular again. Warm-up: as in the
+authors' code, the first re-balancing step is global step P * warmup_epochs + 1 (see ``StepInfo.in_warmup``).
+Needs MMTM gates: late-fusion models are refused.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .base import REBALANCE, REGULAR, Method, StepInfo, register_method
+from ..models.network import INTERMEDIATE, MultiModalNet
+from .base import REGULAR, Method, StepInfo, rebalance_mode, register_method
+
+
+def check_rebalancing(name: str, model: MultiModalNet) -> None:
+    if model.family != INTERMEDIATE:
+        raise ValueError(
+            f"method {name!r} re-balances a branch by freezing its MMTM gates; a {model.fusion!r}-fusion model has no "
+            "gates. Use --fusion mmtm (with two or more modalities), or a method for late fusion (`greedymm list`)"
+        )
 
 
 @register_method("guided")
 class Guided(Method):
-    rebalances = True
     hparams = {"alpha": 0.01, "Q": 5}
+    fusions = ("mmtm",)
+    leaves_unused_parameters = True  # the re-balanced branch's gate layer gets no gradient
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
         alpha, q = self.h["alpha"], self.h["Q"]
-        if not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ValueError(f"alpha must be a number >= 0 (recommended 0.01), got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0 (recommended 0.01), got {alpha!r}")
         if not isinstance(q, int) or isinstance(q, bool) or q < 1:
             raise ValueError(f"Q must be an integer >= 1 (recommended 5), got {q!r}")
         self.remaining = 0  # re-balancing steps still to run in the current window
+
+    def check(self, model: MultiModalNet) -> None:
+        check_rebalancing(self.name, model)
 
     def next_mode(self, info: StepInfo) -> str:
         if info.mode != REGULAR:
             self.remaining -= 1
             return info.mode if self.remaining > 0 else REGULAR
-        if info.step + 1 < info.warmup_steps or not abs(info.d_speed) > self.h["alpha"]:
-            return REGULAR  # (a NaN d_speed never triggers)
+        d = info.d_speed
+        triggered = abs(d) > self.h["alpha"] if info.n_modalities == 2 else d > self.h["alpha"]
+        if info.in_warmup or not triggered:  # (a NaN d_speed never triggers)
+            return REGULAR
         self.remaining = self.h["Q"]
-        return REBALANCE[0] if info.d_speed > 0 else REBALANCE[1]
+        if info.n_modalities == 2:
+            return rebalance_mode(0 if d > 0 else 1)
+        return rebalance_mode(max(range(len(info.speeds)), key=lambda k: info.speeds[k]))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "remaining": self.remaining}

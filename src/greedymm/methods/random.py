@@ -1,7 +1,8 @@
-"""The random variant of balanced learning (the authors' ablation, SPEC.md section 5).
+"""The random variant of balanced learning (the authors' ablation, SPEC.md section 5), for N branches.
 
-After warm-up each step is drawn uniformly from {regular, re-balance 0, re-balance 1}; no speeds, no alpha, no
-window. The draws come from the method's own seeded generator, which is part of its state.
+After warm-up each step is drawn uniformly from {regular, re-balance 0, ..., re-balance N-1}; no speeds, no alpha,
+no window. The draws come from the method's own seeded generator, which is part of its state (and identical on
+every rank, since every rank seeds it alike and draws once a step).
 """
 
 from __future__ import annotations
@@ -10,23 +11,28 @@ from typing import Any
 
 import torch
 
-from .base import REBALANCE, REGULAR, Method, StepInfo, register_method
-
-_CHOICES = (REGULAR, *REBALANCE)
+from ..models.network import MultiModalNet
+from .base import REGULAR, Method, StepInfo, rebalance_mode, register_method
+from .guided import check_rebalancing
 
 
 @register_method("random")
 class RandomRebalance(Method):
-    rebalances = True
+    fusions = ("mmtm",)
+    leaves_unused_parameters = True
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
         self.generator = torch.Generator().manual_seed(10_007 + seed)
 
+    def check(self, model: MultiModalNet) -> None:
+        check_rebalancing(self.name, model)
+
     def next_mode(self, info: StepInfo) -> str:
-        if info.step + 1 < info.warmup_steps:
+        if info.in_warmup:
             return REGULAR
-        return _CHOICES[int(torch.randint(3, (1,), generator=self.generator))]
+        choice = int(torch.randint(info.n_modalities + 1, (1,), generator=self.generator))
+        return REGULAR if choice == 0 else rebalance_mode(choice - 1)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "generator": self.generator.get_state()}

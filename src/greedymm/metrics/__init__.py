@@ -1,6 +1,18 @@
-"""Pure metrics: conditional utilization rate and conditional learning speed."""
+"""Pure metrics: conditional utilization rate and conditional learning speed, for any number of modalities."""
 
-from .speed import SpeedTracker, group_speed, log_speed
-from .utilization import Utilization, utilization_rate
+from .speed import SpeedTracker, d_speed, group_speed, log_speed, mu_names, speed_names, sum_sq
+from .utilization import pairwise_utilization, util_names, utilization_rate, utilization_summary
 
-__all__ = ["SpeedTracker", "Utilization", "group_speed", "log_speed", "utilization_rate"]
+__all__ = [
+    "SpeedTracker",
+    "d_speed",
+    "group_speed",
+    "log_speed",
+    "mu_names",
+    "pairwise_utilization",
+    "speed_names",
+    "sum_sq",
+    "util_names",
+    "utilization_rate",
+    "utilization_summary",
+]

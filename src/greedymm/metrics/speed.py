@@ -1,13 +1,15 @@
-"""Conditional learning speed, the online proxy of Wu et al. (ICML 2022), SPEC.md section 4.
+"""Conditional learning speed, the online proxy of Wu et al. (ICML 2022), SPEC.md section 4, for N modalities.
 
 After backward and before the optimizer step of a regular step:
     mu(P) = sum_{p in P} ||grad p||^2 / sum_{p in P} ||p||^2
     M_theta_k += mu(theta_k),  M_psi_k += mu(psi_k)                     (cumulative, regular steps only)
-    s(m1|m0) = log10(M_psi_0 / M_theta_0),  s(m0|m1) = log10(M_psi_1 / M_theta_1)
-    d_speed  = s(m1|m0) - s(m0|m1)
+    s_k = log10(M_psi_k / M_theta_k)                                    (N = 2: s_0 = s(m1|m0), s_1 = s(m0|m1))
+    d_speed = s_0 - s_1 (N = 2, signed)  or  max_k s_k - min_k s_k (N > 2)   (DESIGN.md section 3)
+Late-fusion models have no psi: the tracker then accumulates mu(theta_k) only, for diagnosis.
 
-The norms of a whole group are computed with fused multi-tensor kernels and stay on the device; the only host
-sync is one read of the four cumulative sums per step (the authors' code paid one per parameter tensor).
+Squared norms: one float32 reduction per tensor (torch's cascaded sums, relative error ~1e-8), summed over tensors
+and over steps in float64. ``torch._foreach_norm`` in float32 was 7.5e-5 off on a 2.4M-element tensor on CPU.
+The only host sync is one read of the cumulative sums per step.
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ import torch
 from torch import Tensor, nn
 
 
-def _sum_sq(tensors: Sequence[Tensor]) -> Tensor:
-    norms = torch._foreach_norm(list(tensors))  # one fused kernel per device/dtype
-    return torch.stack(norms).float().square().sum()
+def sum_sq(tensors: Sequence[Tensor]) -> Tensor:
+    """sum_t ||t||^2 as a float64 0-d tensor."""
+    return torch.stack([t.detach().square().sum() for t in tensors]).double().sum()
 
 
 def group_speed(params: Sequence[nn.Parameter]) -> Tensor:
-    """mu(P) as a 0-d tensor: sum of squared gradient norms over sum of squared weight norms."""
+    """mu(P) as a float64 0-d tensor: sum of squared gradient norms over sum of squared weight norms."""
     with torch.no_grad():
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
-            return torch.zeros((), device=params[0].device)
-        return _sum_sq(grads) / _sum_sq([p for p in params]).clamp_min(1e-30)
+            return torch.zeros((), dtype=torch.float64, device=params[0].device)
+        return sum_sq(grads) / sum_sq(params).clamp_min(1e-30)
 
 
 def log_speed(m_psi: float, m_theta: float) -> float:
@@ -40,20 +42,59 @@ def log_speed(m_psi: float, m_theta: float) -> float:
     return math.log10(m_psi / m_theta)
 
 
-class SpeedTracker(nn.Module):
-    """Cumulative sums M_theta_0, M_theta_1, M_psi_0, M_psi_1 as a buffer (saved with the method state)."""
+def d_speed(s: Sequence[float]) -> float:
+    """N = 2: s_0 - s_1 (signed, the paper's); N > 2: max - min; NaN if any s_k is NaN or N < 2."""
+    if len(s) < 2 or any(math.isnan(v) for v in s):
+        return math.nan
+    return s[0] - s[1] if len(s) == 2 else max(s) - min(s)
 
-    def __init__(self) -> None:
+
+def speed_names(n: int) -> tuple[str, ...]:
+    """Log names of s_k: the paper's for N = 2, ``s_others_given_m<k>`` otherwise."""
+    if n == 2:
+        return ("s_m1_given_m0", "s_m0_given_m1")
+    return tuple(f"s_others_given_m{k}" for k in range(n))
+
+
+def mu_names(n: int) -> tuple[str, ...]:
+    """Log names of the per-branch mu(theta_k) of late-fusion models."""
+    return tuple(f"mu_m{k}" for k in range(n))
+
+
+class SpeedTracker(nn.Module):
+    """Cumulative sums M of ``n_groups`` groups as a float64 buffer (saved in checkpoints).
+
+    Groups come from ``model.speed_groups()``: theta_0..theta_{N-1}, psi_0..psi_{N-1} (MMTM) or theta_k only.
+    """
+
+    def __init__(self, n_groups: int = 4, with_psi: bool = True) -> None:
         super().__init__()
-        self.register_buffer("sums", torch.zeros(4, dtype=torch.float64))  # theta0, theta1, psi0, psi1
+        if with_psi and n_groups % 2:
+            raise ValueError(f"theta and psi groups come in pairs, got {n_groups} groups")
+        self.with_psi = with_psi
+        self.register_buffer("sums", torch.zeros(n_groups, dtype=torch.float64))
+        # this step's mu per group (logged for late fusion; not state: the next step overwrites it)
+        self.register_buffer("last", torch.zeros(n_groups, dtype=torch.float64), persistent=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.sums) // 2 if self.with_psi else len(self.sums)
 
     def update(self, groups: Sequence[Sequence[nn.Parameter]]) -> None:
-        """Add mu of each group (theta_0, theta_1, psi_0, psi_1, in that order)."""
-        mus = torch.stack([group_speed(g) for g in groups]).to(self.sums)
-        self.sums += mus
+        """Add mu of each group, in ``speed_groups`` order."""
+        if len(groups) != len(self.sums):
+            raise ValueError(f"the tracker holds {len(self.sums)} groups, got {len(groups)}")
+        self.last.copy_(torch.stack([group_speed(g) for g in groups]).to(self.sums))
+        self.sums += self.last
 
-    def speeds(self) -> tuple[float, float, float]:
-        """(s(m1|m0), s(m0|m1), d_speed) from the sums; one host sync."""
-        t0, t1, p0, p1 = self.sums.tolist()
-        s10, s01 = log_speed(p0, t0), log_speed(p1, t1)
-        return s10, s01, s10 - s01
+    def speeds_from(self, sums: Sequence[float]) -> list[float]:
+        """s_k from host copies of the sums (MMTM); the cumulative M_theta_k themselves without psi groups."""
+        if self.with_psi:
+            n = self.n
+            return [log_speed(sums[n + k], sums[k]) for k in range(n)]
+        return list(sums)
+
+    def speeds(self) -> tuple[list[float], float]:
+        """([s_k] or [M_theta_k], d_speed) from the sums; one host sync. d_speed is NaN without psi groups."""
+        s = self.speeds_from(self.sums.tolist())
+        return s, d_speed(s) if self.with_psi else math.nan

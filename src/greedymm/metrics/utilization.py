@@ -1,17 +1,21 @@
-"""Conditional utilization rate (Wu et al., ICML 2022, SPEC.md section 3).
+"""Conditional utilization rate (Wu et al., ICML 2022, SPEC.md section 3) for N modalities (DESIGN.md section 2).
 
-    u(m1|m0) = (A(f_0) - A(f_0')) / A(f_0)      what m1 adds to head 0, given m0
-    u(m0|m1) = (A(f_1) - A(f_1')) / A(f_1)
-    d_util   = u(m1|m0) - u(m0|m1)
+    u = (A(f) - A(f')) / A(f)       never clipped; NaN when A(f) = 0
 
-f_k' is head k with the other modality's squeeze input to every MMTM replaced by its train-split mean.
-Values are never clipped: A(f_k') can exceed A(f_k), which makes u negative.
+Family (a), MMTM: f_k' is head k with every other modality's squeeze input replaced by its train-split mean
+("cut all others"); u(others|m_k) is what the other modalities add to head k. For N = 2: u(m1|m0) = u(others|m0),
+u(m0|m1) = u(others|m1) and d_util = u(m1|m0) - u(m0|m1) (the paper's, signed). The least-used modality is the
+one whose own head leans most on the others: argmax_k u(others|m_k) (N = 2: m0 when d_util > 0).
+Family (b), late fusion: u(m_j) = (A(f) - A(f^{-j})) / A(f), f^{-j} with z_j replaced by its train-split mean.
+For N = 2, d_util = u(m1) - u(m0), so d_util > 0 again means m0 is the under-used one; least used: argmin_j u(m_j).
+For any N the spread max - min summarizes the imbalance.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 
 def utilization_rate(acc_full: float, acc_cut: float) -> float:
@@ -21,28 +25,36 @@ def utilization_rate(acc_full: float, acc_cut: float) -> float:
     return (acc_full - acc_cut) / acc_full
 
 
-@dataclass(frozen=True)
-class Utilization:
-    acc_head0: float  # A(f_0)
-    acc_head1: float  # A(f_1)
-    acc_head0_cut: float  # A(f_0')
-    acc_head1_cut: float  # A(f_1')
+def util_names(n: int, family: str) -> tuple[str, ...]:
+    """Log names of the per-modality rates: the paper's for MMTM with N = 2."""
+    if family == "intermediate":
+        if n == 2:
+            return ("u_m1_given_m0", "u_m0_given_m1")
+        return tuple(f"u_others_given_m{k}" for k in range(n))
+    return tuple(f"u_m{j}" for j in range(n))
 
-    @property
-    def u_m1_given_m0(self) -> float:
-        return utilization_rate(self.acc_head0, self.acc_head0_cut)
 
-    @property
-    def u_m0_given_m1(self) -> float:
-        return utilization_rate(self.acc_head1, self.acc_head1_cut)
+def utilization_summary(u: Sequence[float], family: str) -> dict[str, Any]:
+    """d_util (N = 2), spread (max - min) and the index of the least-used modality (None if undefined)."""
+    out: dict[str, Any] = {}
+    defined = not any(math.isnan(v) for v in u)
+    if len(u) == 2:
+        out["d_util"] = u[0] - u[1] if family == "intermediate" else u[1] - u[0]
+    out["util_spread"] = max(u) - min(u) if defined and u else math.nan
+    if defined and len(u) >= 2:
+        pick = max if family == "intermediate" else min
+        out["least_used"] = pick(range(len(u)), key=lambda k: u[k])
+    else:
+        out["least_used"] = None
+    return out
 
-    @property
-    def d_util(self) -> float:
-        return self.u_m1_given_m0 - self.u_m0_given_m1
 
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "u_m1_given_m0": self.u_m1_given_m0,
-            "u_m0_given_m1": self.u_m0_given_m1,
-            "d_util": self.d_util,
-        }
+def pairwise_utilization(acc_heads: Sequence[float], acc_removed: Sequence[Sequence[float]]) -> dict[str, float]:
+    """MMTM, optional: u(m_j|m_k) = (A(f_k) - A(f_k^{-j})) / A(f_k) for j != k; acc_removed[j][k] = A(f_k^{-j})."""
+    n = len(acc_heads)
+    return {
+        f"u_m{j}_given_m{k}": utilization_rate(acc_heads[k], acc_removed[j][k])
+        for j in range(n)
+        for k in range(n)
+        if j != k
+    }

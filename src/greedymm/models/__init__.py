@@ -1,22 +1,30 @@
-"""Backbones, MMTM fusion and the two-branch network; ``build_model`` makes one from an architecture name."""
+"""Backbones, fusion and the two model families of DESIGN.md; ``build_model`` makes one from names.
+
+family (a) ``MMTMNet``: N branches joined by N-way MMTM, one head per branch (the paper's network for N = 2);
+family (b) ``LateFusionNet``: encoders + concat / sum / FiLM / gated fusion, one fused head (N = 1: uni-modal).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .branch import Branch, count_parameters
 from .cnn import SMALL_CNN_FUSE_AFTER, small_cnn
 from .i3d import I3D_FUSE_AFTER, i3d_branch
+from .intermediate import MMTMNet
+from .late import LATE_FUSIONS, LateFusionNet
 from .mmtm import MMTM
+from .network import INTERMEDIATE, LATE, MultiModalNet, Output
 from .resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
-from .twobranch import Branch, TwoBranchNet
 
-# name -> (branch builder(in_channels, num_classes, width), stages followed by MMTM)
+# name -> (branch builder(in_channels, num_classes or None, width), stages followed by MMTM)
 ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
     "small-cnn": (small_cnn, SMALL_CNN_FUSE_AFTER),
     "i3d": (i3d_branch, I3D_FUSE_AFTER),
     "resnet18": (resnet18_branch, RESNET18_FUSE_AFTER),
     "resnet18-small": (resnet18_small_branch, RESNET18_FUSE_AFTER),  # 3x3 stride-1 stem for tiny CPU images
 }
+FUSIONS = ("mmtm", *LATE_FUSIONS)
 
 
 def build_model(
@@ -27,14 +35,42 @@ def build_model(
     width: float = 1.0,
     gate: str = "sigmoid",
     ratio: float = 4.0,
-) -> TwoBranchNet:
+    fusion: str = "mmtm",
+    unimodal_heads: bool = False,
+) -> MultiModalNet:
+    """A family (a) network for ``fusion="mmtm"`` (two or more modalities), family (b) otherwise.
+
+    With one modality the model is uni-modal (family (b): encoder and one linear head) whatever ``fusion`` says.
+    ``unimodal_heads`` adds a linear head per modality to a late-fusion model (methods that train them ask).
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    if width <= 0:
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+    if not width > 0:
         raise ValueError(f"width must be > 0 (1.0 is the paper's size), got {width}")
+    if len(in_channels) != len(modalities):
+        raise ValueError(f"one channel count per modality: {list(in_channels)} for {list(modalities)}")
     make, fuse_after = ARCHITECTURES[arch]
-    branches = [make(c, num_classes, width=width) for c in in_channels]
-    return TwoBranchNet(branches, fuse_after, modalities, ratio=ratio, gate=gate)
+    if fusion == "mmtm" and len(modalities) >= 2:
+        branches = [make(c, num_classes, width=width) for c in in_channels]
+        return MMTMNet(branches, fuse_after, modalities, ratio=ratio, gate=gate)
+    encoders = [make(c, None, width=width) for c in in_channels]
+    late = "concat" if fusion == "mmtm" else fusion  # one modality: a single linear head
+    return LateFusionNet(encoders, modalities, num_classes, fusion=late, unimodal_heads=unimodal_heads)
 
 
-__all__ = ["ARCHITECTURES", "MMTM", "Branch", "TwoBranchNet", "build_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "FUSIONS",
+    "INTERMEDIATE",
+    "LATE",
+    "MMTM",
+    "Branch",
+    "LateFusionNet",
+    "MMTMNet",
+    "MultiModalNet",
+    "Output",
+    "build_model",
+    "count_parameters",
+]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .twobranch import Branch
+from .branch import Branch
 
 
-def small_cnn(in_channels: int, num_classes: int, width: float = 1.0) -> Branch:
+def small_cnn(in_channels: int, num_classes: int | None, width: float = 1.0) -> Branch:
     c1, c2 = max(1, round(32 * width)), max(1, round(64 * width))
     stages = [
         nn.Sequential(

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .twobranch import Branch
+from .branch import Branch
 
 # Inception block name -> (1^3, 3^3 reduce, 3^3, 3^3 reduce, 3^3, pool projection), Inception-v1 Table 1.
 INCEPTION_CHANNELS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -116,14 +116,14 @@ class InceptionBlock3d(nn.Module):
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
 
 
-def i3d_branch(in_channels: int, num_classes: int, width: float = 1.0) -> Branch:
+def i3d_branch(in_channels: int, num_classes: int | None, width: float = 1.0) -> Branch:
     """An I3D branch for (B, in_channels, T, H, W) clips, ending in a ``num_classes`` linear head.
 
     (T, H, W) through the stages for an 8 x 112 x 112 clip: stem and Mixed_3b/3c (4, 14, 14), Mixed_4b..4f
     (2, 7, 7), Mixed_5b/5c (1, 4, 4). At full width the branch has 12,697,264 parameters with a 400-way head
     (Quo Vadis, Table 1: "12M" per I3D stream).
     """
-    if in_channels < 1 or num_classes < 1:
+    if in_channels < 1 or (num_classes is not None and num_classes < 1):
         raise ValueError(f"i3d_branch needs in_channels >= 1 and num_classes >= 1, got {in_channels}, {num_classes}")
     if width <= 0:
         raise ValueError(f"width must be > 0 (1.0 is the published I3D), got {width}")

@@ -1,28 +1,45 @@
-"""MMTM fusion (Joze et al., CVPR 2020) with the bookkeeping the greedy-learning method needs.
+"""MMTM fusion (Joze et al., CVPR 2020) for N branches, with the bookkeeping the greedy-learning method needs.
 
-SPEC.md sections 1-3 (Wu et al., ICML 2022):
-    S_A = mean of A over non-channel dims, S_B likewise                     # (B, C_a), (B, C_b)
-    Z   = ReLU(W_s [S_A ; S_B] + b_s)                                       # (B, int(2 (C_a + C_b) / ratio))
-    g_A = sigma(W_A Z + b_A),  g_B = sigma(W_B Z + b_B)
-    A'  = g_A * A,  B' = g_B * B                                            # channel-wise
+SPEC.md sections 1-3 (Wu et al., ICML 2022), generalized as in DESIGN.md sections 1-2:
+    S_k = mean of branch k's map over its non-channel dims                    # (B, C_k)
+    Z   = ReLU(W_s [S_1; ...; S_N] + b_s)                                     # (B, int(2 sum_k C_k / ratio))
+    g_k = sigma(W_k Z + b_k)                                                  # (2 sigma as an option)
+    X_k' = g_k * X_k                                                          # channel-wise
+For two branches this is the paper's module exactly (same layers, created in the same order).
 
 Modes (one per forward, chosen by the network):
     "regular"      the equations above.
-    "rebalance0/1" branch k's gates are replaced by their detached running means (re-balancing step for
+    "rebalance<k>" branch k's gates are replaced by their detached running means (re-balancing step for
                    branch k, SPEC section 5); the gate layer into branch k then gets no gradient.
-    "cut"          conditional-utilization pass (section 3): Z_A from [S_A ; mean(S_B)], Z_B from
-                   [mean(S_A) ; S_B], so branch k's output depends on m_k alone.
+    "cut"          conditional-utilization pass "cut all others" (DESIGN section 2a): branch k's gate comes from
+                   Z_k = ReLU(W_s [mean S_1; ...; S_k; ...; mean S_N]), so branch k depends on m_k alone. For two
+                   branches this is SPEC section 3's single cut pass.
+    "remove<j>"    the pairwise pass: S_j is replaced by its train-split mean in Z, and every gate comes from that Z,
+                   so no branch other than j depends on m_j.
+Running gate means and squeeze sums are float64 buffers: float32 sums drift over the ~10^5 forwards of a run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..distributed import all_reduce_
 
-MODES = ("regular", "rebalance0", "rebalance1", "cut")
 GATE_FUNCTIONS = ("sigmoid", "2sigmoid")
+
+
+def parse_mode(mode: str, n: int) -> tuple[str, int]:
+    """("regular"|"cut"|"rebalance"|"remove", branch index or -1); a clear error for anything else."""
+    if mode in ("regular", "cut"):
+        return mode, -1
+    for kind in ("rebalance", "remove"):
+        if mode.startswith(kind) and mode[len(kind) :].isdigit() and int(mode[len(kind) :]) < n:
+            return kind, int(mode[len(kind) :])
+    valid = ["regular", "cut", *(f"rebalance{k}" for k in range(n)), *(f"remove{k}" for k in range(n))]
+    raise ValueError(f"unknown MMTM mode {mode!r}; choose one of {valid}")
 
 
 def _squeeze(x: Tensor) -> Tensor:
@@ -36,103 +53,113 @@ def _expand(g: Tensor, like: Tensor) -> Tensor:
 
 
 class MMTM(nn.Module):
-    """Multi-modal transfer module between feature maps of branch 0 (channels c0) and branch 1 (c1).
+    """Multi-modal transfer module between the feature maps of N >= 2 branches with ``channels`` channels.
 
-    Buffers (saved in state_dict, follow ``.to``):
-        gate_mean0/1  running mean over training forwards of the batch-mean gates (SPEC section 2)
+    ``MMTM(c0, c1)`` is the paper's two-branch module. Buffers (saved in state_dict, follow ``.to``):
+        gate_mean<k>  running mean over training forwards of branch k's batch-mean gates (SPEC section 2)
         gate_count    number of training forwards folded into gate_mean
-        sq_mean0/1    train-split mean of the squeeze vectors S_A / S_B, used by the "cut" mode
-        sq_sum0/1, sq_count   accumulators that ``commit_squeeze_means`` turns into sq_mean
+        sq_mean<k>    train-split mean of S_k, used by the "cut" and "remove" modes
+        sq_sum<k>, sq_count   accumulators that ``commit_squeeze_means`` turns into sq_mean
     """
 
-    def __init__(self, c0: int, c1: int, ratio: float = 4.0, gate: str = "sigmoid") -> None:
+    def __init__(self, *channels: int, ratio: float = 4.0, gate: str = "sigmoid") -> None:
         super().__init__()
+        if len(channels) < 2 or any(not isinstance(c, int) or c < 1 for c in channels):
+            raise ValueError(f"MMTM joins two or more branches with >= 1 channels each, got channels {channels}")
         if gate not in GATE_FUNCTIONS:
             raise ValueError(f"unknown MMTM gate {gate!r}; choose one of {GATE_FUNCTIONS}")
-        if ratio <= 0:
+        if not ratio > 0:
             raise ValueError(f"MMTM ratio must be > 0, got {ratio}")
-        dim_z = int(2 * (c0 + c1) / ratio)
-        self.channels = (c0, c1)
+        dim_z = int(2 * sum(channels) / ratio)
+        if dim_z < 1:
+            raise ValueError(f"MMTM ratio {ratio} leaves no squeeze units for channels {channels}; lower the ratio")
+        self.channels = tuple(channels)
         self.gate_fn = gate
-        self.squeeze = nn.Linear(c0 + c1, dim_z)  # W_s: shared, in psi_0 and psi_1
-        self.gates = nn.ModuleList([nn.Linear(dim_z, c0), nn.Linear(dim_z, c1)])  # W_A (psi_0), W_B (psi_1)
-        for k, c in enumerate(self.channels):
-            self.register_buffer(f"gate_mean{k}", torch.zeros(c))
-            self.register_buffer(f"sq_mean{k}", torch.zeros(c))
-            self.register_buffer(f"sq_sum{k}", torch.zeros(c))
+        self.squeeze = nn.Linear(sum(channels), dim_z)  # W_s: shared, in every psi_k
+        self.gates = nn.ModuleList(nn.Linear(dim_z, c) for c in channels)  # W_k: in psi_k only
+        for k, c in enumerate(channels):
+            self.register_buffer(f"gate_mean{k}", torch.zeros(c, dtype=torch.float64))
+            self.register_buffer(f"sq_mean{k}", torch.zeros(c, dtype=torch.float64))
+            self.register_buffer(f"sq_sum{k}", torch.zeros(c, dtype=torch.float64))
         self.register_buffer("gate_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("sq_count", torch.zeros((), dtype=torch.long))
-        self.record_squeeze = False  # set by TwoBranchNet.recording_squeeze() for the exact pass
+        self.record_squeeze = False  # set by the network's recording_squeeze() for the exact pass
 
-    def _act(self, x: Tensor) -> Tensor:
-        return 2.0 * torch.sigmoid(x) if self.gate_fn == "2sigmoid" else torch.sigmoid(x)
+    @property
+    def n(self) -> int:
+        return len(self.channels)
 
     def _gate(self, k: int, z: Tensor) -> Tensor:
-        return self._act(self.gates[k](z))
+        x = self.gates[k](z)
+        return 2.0 * torch.sigmoid(x) if self.gate_fn == "2sigmoid" else torch.sigmoid(x)
 
     def buffer(self, name: str, k: int) -> Tensor:
         return getattr(self, f"{name}{k}")
 
-    def forward(self, a: Tensor, b: Tensor, mode: str = "regular") -> tuple[Tensor, Tensor]:
-        s = (_squeeze(a), _squeeze(b))  # (B, c0), (B, c1)
+    def _means(self, s: Sequence[Tensor]) -> list[Tensor]:
+        return [self.buffer("sq_mean", k).to(s[k].dtype).expand_as(s[k]) for k in range(self.n)]
+
+    def forward(self, *xs: Tensor, mode: str = "regular") -> tuple[Tensor, ...]:
+        if len(xs) != self.n:
+            raise ValueError(f"this MMTM joins {self.n} branches, got {len(xs)} feature maps")
+        kind, j = parse_mode(mode, self.n)
+        s = [_squeeze(x) for x in xs]  # (B, C_k) each
         if self.training or self.record_squeeze:
             self._accumulate_squeeze(s)
-        if mode == "cut":
-            n = a.shape[0]
-            m0 = self.sq_mean0.to(a.dtype).expand(n, -1)
-            m1 = self.sq_mean1.to(b.dtype).expand(n, -1)
-            z0 = torch.relu(self.squeeze(torch.cat([s[0], m1], dim=1)))
-            z1 = torch.relu(self.squeeze(torch.cat([m0, s[1]], dim=1)))
-            g = (self._gate(0, z0), self._gate(1, z1))
+        if kind == "cut":
+            means = self._means(s)
+            g = []
+            for k in range(self.n):
+                parts = [s[i] if i == k else means[i] for i in range(self.n)]
+                g.append(self._gate(k, torch.relu(self.squeeze(torch.cat(parts, dim=1)))))
+        elif kind == "remove":
+            parts = [self._means(s)[i] if i == j else s[i] for i in range(self.n)]
+            z = torch.relu(self.squeeze(torch.cat(parts, dim=1)))
+            g = [self._gate(k, z) for k in range(self.n)]
         else:
             z = torch.relu(self.squeeze(torch.cat(s, dim=1)))
-            rebalanced = {"rebalance0": 0, "rebalance1": 1}.get(mode)
-            if rebalanced is None and mode != "regular":
-                raise ValueError(f"unknown MMTM mode {mode!r}; choose one of {MODES}")
             g = []
-            for k in range(2):
-                if k == rebalanced:
-                    with torch.no_grad():  # still computed for the running mean, but no gradient to W_k
-                        gk = self._gate(k, z)
+            for k in range(self.n):
+                if k == j:  # re-balanced: still computed for the running mean, but no gradient to W_k
+                    with torch.no_grad():
+                        g.append(self._gate(k, z))
                 else:
-                    gk = self._gate(k, z)
-                g.append(gk)
+                    g.append(self._gate(k, z))
             if self.training:
                 self._update_gate_means(g)
-            if rebalanced is not None:
-                mean = self.buffer("gate_mean", rebalanced).detach()
-                g[rebalanced] = mean.to(g[rebalanced].dtype).expand_as(g[rebalanced])
-        return a * _expand(g[0], a), b * _expand(g[1], b)
+            if kind == "rebalance":
+                g[j] = self.buffer("gate_mean", j).detach().to(g[j].dtype).expand_as(g[j])
+        return tuple(x * _expand(gk, x) for x, gk in zip(xs, g, strict=True))
 
     @torch.no_grad()
     def _update_gate_means(self, g: list[Tensor]) -> None:
         # cumulative mean of batch-mean gates; each branch tracks its own gates (the authors' code used
         # branch 0's gates for both, a defect SPEC section 2 fixes)
         self.gate_count += 1
-        batch_means = all_reduce_(torch.cat([g[0].float().mean(dim=0), g[1].float().mean(dim=0)]), "mean")
+        batch_means = all_reduce_(torch.cat([gk.double().mean(dim=0) for gk in g]), "mean")
         for k, bm in enumerate(batch_means.split(self.channels)):
             mean = self.buffer("gate_mean", k)
             mean += (bm - mean) / self.gate_count
 
     @torch.no_grad()
-    def _accumulate_squeeze(self, s: tuple[Tensor, Tensor]) -> None:
+    def _accumulate_squeeze(self, s: Sequence[Tensor]) -> None:
         self.sq_count += s[0].shape[0]
-        for k in range(2):
-            self.buffer("sq_sum", k).add_(s[k].detach().float().sum(dim=0))
+        for k in range(self.n):
+            self.buffer("sq_sum", k).add_(s[k].detach().double().sum(dim=0))
 
     @torch.no_grad()
     def reset_squeeze_sums(self) -> None:
         self.sq_count.zero_()
-        for k in range(2):
+        for k in range(self.n):
             self.buffer("sq_sum", k).zero_()
 
     @torch.no_grad()
     def commit_squeeze_means(self) -> bool:
         """Set sq_mean from the accumulated sums; returns False (and keeps sq_mean) if nothing was seen."""
-        for t in (self.sq_count, self.sq_sum0, self.sq_sum1):
+        for t in (self.sq_count, *(self.buffer("sq_sum", k) for k in range(self.n))):
             all_reduce_(t)  # every rank saw its own slice of the split
         if int(self.sq_count) == 0:
             return False
-        for k in range(2):
+        for k in range(self.n):
             self.buffer("sq_mean", k).copy_(self.buffer("sq_sum", k) / self.sq_count)
         return True

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .twobranch import Branch
+from .branch import Branch
 
 RESNET18_CHANNELS = (64, 128, 256, 512)
 RESNET18_BLOCKS = (2, 2, 2, 2)
@@ -72,7 +72,7 @@ def resnet18_channels(width: float = 1.0) -> tuple[int, ...]:
     return tuple(max(1, round(c * width)) for c in RESNET18_CHANNELS)
 
 
-def _resnet18(in_channels: int, num_classes: int, width: float, small_input: bool) -> Branch:
+def _resnet18(in_channels: int, num_classes: int | None, width: float, small_input: bool) -> Branch:
     c = resnet18_channels(width)
     if small_input:
         stem = [nn.Conv2d(in_channels, c[0], 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU()]
@@ -91,11 +91,11 @@ def _resnet18(in_channels: int, num_classes: int, width: float, small_input: boo
     return branch
 
 
-def resnet18_branch(in_channels: int, num_classes: int, width: float = 1.0) -> Branch:
+def resnet18_branch(in_channels: int, num_classes: int | None, width: float = 1.0) -> Branch:
     """ResNet-18 branch (ImageNet stem): stages [stem + layer1, layer2, layer3, layer4], channels 64..512 * width."""
     return _resnet18(in_channels, num_classes, width, small_input=False)
 
 
-def resnet18_small_branch(in_channels: int, num_classes: int, width: float = 1.0) -> Branch:
+def resnet18_small_branch(in_channels: int, num_classes: int | None, width: float = 1.0) -> Branch:
     """ResNet-18 branch for tiny images: conv3x3 stride-1 stem, no max-pool (4x less downsampling)."""
     return _resnet18(in_channels, num_classes, width, small_input=True)
