@@ -26,6 +26,10 @@ Knobs (``load_dataset("synthetic", **options)``, or ``--set data.<name>=<json>``
 Measured at the defaults (N = 2, data seeds 0-2), a logistic regression on the flattened pixels of one modality
 gets 88-93% test accuracy on m0 and 40-43% on m1 (sklearn, C = 1; 93-95% and 48-52% with C = 0.01); on both
 modalities' pixels 94-97%. Chance is 10%. So m0 is strong, m1 weak but useful, and fusion can beat either.
+A small CNN on both modalities stacked as channels (Adam 1e-3, 15 epochs, seed 0) gets 88% test without a
+shortcut. With ``shortcut=1`` the shortcut is far easier than the class patterns: at strength 1.0 (default) and
+0.5 that CNN reaches 100% validation and 10% (chance) test; at 0.3 25%, at 0.2 54%, at 0.1 87%. Use about 0.2
+for a partial, Colored-and-gray-like drop.
 
 Generation is deterministic for ``data_seed`` and takes well under a second at the defaults. Each random stream
 (labels, each modality's prototypes and noise, the shortcut) has its own seed, so modality k's images do not
