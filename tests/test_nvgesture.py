@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from greedymm.data import flow as of
 from greedymm.data.base import load_dataset
 from greedymm.data.idx import DataFormatError
 from greedymm.data.nvgesture import (
@@ -201,13 +202,15 @@ def test_sampling_uniform_in_test_and_seeded_random_offset_in_train(standin):
     assert ((a[:, 1:] - a[:, :-1]) == 10).all() and a.min() >= 0 and a.max() < WINDOW
     assert len(set(a[:, 0].tolist())) > 1
     data = _load(standin)
-    rgb, depth = data.test.raw_frames(torch.tensor([1]))
+    raw = data.test.raw_frames(torch.tensor([1]))
+    assert list(raw) == ["rgb", "depth"]
     full_rgb, full_depth = decode_item(standin, data.test.entries[1], 32)
-    assert np.array_equal(rgb[0], full_rgb[5::10]) and np.array_equal(depth[0], full_depth[5::10])
+    assert np.array_equal(raw["rgb"][0], full_rgb[5::10]) and np.array_equal(raw["depth"][0], full_depth[5::10])
 
 
-def test_cache_equals_direct_decoding(standin):
-    cached, direct = _load(standin, cache=True), _load(standin, cache=False)
+@pytest.mark.parametrize("modalities", [("rgb", "depth"), ("flow", "rgb", "depth")])
+def test_cache_equals_direct_decoding(standin, modalities):
+    cached, direct = (_load(standin, cache=c, modalities=modalities) for c in (True, False))
     assert direct.test.cache is None and cached.test.cache is not None
     for split in ("train", "val", "test"):
         idx = torch.arange(len(getattr(cached, split)))
@@ -216,7 +219,8 @@ def test_cache_equals_direct_decoding(standin):
             a = getattr(cached, split).batch(idx, train=train)
             torch.manual_seed(7)
             b = getattr(direct, split).batch(idx, train=train)
-            assert all(torch.equal(a[0][m], b[0][m]) for m in ("rgb", "depth")) and torch.equal(a[1], b[1])
+            assert list(a[0]) == list(b[0]) == list(modalities) and torch.equal(a[1], b[1])
+            assert all(torch.equal(a[0][m], b[0][m]) for m in modalities)
 
 
 def test_cache_is_rebuilt_when_the_source_changes(standin, tmp_path):
@@ -299,3 +303,77 @@ def test_generator_replaces_a_stand_in_but_not_foreign_data(tmp_path):
     with pytest.raises(ValueError, match="classes"):
         make_nvgesture_standin(tmp_path / "x", classes=26, progress=False)
     assert len(set(class_table(25))) == 25
+
+
+# ------------------------------------------------------------------------------------------ optical flow
+
+
+def test_three_modalities_keys_shapes_channels_and_order(standin):
+    data = _load(standin, modalities=["color", "depth", "flow"])  # "color": the list files' name for rgb
+    assert data.modalities == ("rgb", "depth", "flow") and data.in_channels == (3, 1, 2)
+    x, y = data.test.batch(torch.arange(6))
+    assert list(x) == ["rgb", "depth", "flow"] and len(y) == 6
+    assert x["flow"].shape == (6, 2, 8, 32, 32) and x["flow"].dtype == torch.float32
+    assert torch.isfinite(x["flow"]).all() and x["flow"].abs().max() <= of.FLOW_CLIP / of.FLOW_STD
+    assert x["rgb"].shape == (6, 3, 8, 32, 32) and x["depth"].shape == (6, 1, 8, 32, 32)
+    again = load_dataset("nvgesture-standin", root=standin, val_fraction=0.5, size=32, modalities="flow, rgb")
+    assert again.modalities == ("flow", "rgb") and again.in_channels == (2, 3)  # the order asked for
+    assert list(again.test.batch(torch.tensor([0]))[0]) == ["flow", "rgb"]
+
+
+def test_flow_is_the_motion_at_the_sampled_rgb_frames(standin):
+    data = _load(standin, modalities=("rgb", "flow"))
+    for train in (False, True):
+        torch.manual_seed(3)
+        raw = data.test.raw_frames(torch.arange(6), train=train)
+        torch.manual_seed(3)
+        t = frame_indices(6, 8, train).numpy()  # the draw raw_frames made, shared by both modalities
+        for i in range(6):
+            full_rgb, _ = decode_item(standin, data.test.entries[data.test.rows[i]], 32)
+            assert np.array_equal(raw["rgb"][i], full_rgb[t[i]])
+            assert np.array_equal(raw["flow"][i], of.clip_flow(full_rgb)[t[i]])
+    # the stand-in's first classes move right: in the moving pixels, dx is clearly positive and dy about 0
+    flow = data.test.cache["flow"]
+    moving = np.abs(flow).max(-1) >= 2  # (M, WINDOW, S, S): at least 0.2 % of the side per frame
+    dx, dy = flow[..., 0][moving].astype(float), flow[..., 1][moving].astype(float)
+    assert moving.any() and dx.mean() > 2 and abs(dy.mean()) < dx.mean() / 4
+
+
+def test_flow_cache_is_built_once_and_reused(standin, tmp_path, monkeypatch):
+    root = _copy(standin, tmp_path)
+    _load(root)
+    assert not list((root / CACHE_DIR).glob("*flow*"))  # the default never computes flow
+    _load(root, modalities="rgb,depth,flow")
+    flows = sorted((root / CACHE_DIR).glob("*-flow-*.npy"))
+    assert [p.name.split("-")[0] for p in flows] == ["test", "train"] and len(list((root / CACHE_DIR).glob("*"))) == 6
+    stamps = [p.stat().st_mtime_ns for p in flows]
+    assert np.load(flows[0], mmap_mode="r").dtype == np.int8
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("flow was computed again")
+
+    monkeypatch.setattr(of, "clip_flow", no_flow)
+    data = _load(root, modalities="rgb,depth,flow")
+    data.train.batch(torch.arange(len(data.train)), train=True)
+    assert sorted((root / CACHE_DIR).glob("*-flow-*.npy")) == flows
+    assert [p.stat().st_mtime_ns for p in flows] == stamps
+    assert not list((root / CACHE_DIR).glob(".*.tmp"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("modalities", "match"),
+    [
+        (["rgb", "optical_flow"], r"unknown modality \['optical_flow'\]; choose one or more, each once, of \['depth'"),
+        ("rgb,depth,rgb", "a modality twice"),
+        ("color,rgb", "a modality twice"),
+        ([], "no modality"),
+        ("", "unknown modality"),
+        (3, "list of names or a comma-separated string"),
+        ([1, 2], "list of names or a comma-separated string"),
+    ],
+)
+def test_bad_modalities_are_refused_with_the_choices(standin, modalities, match):
+    with pytest.raises(ValueError, match=match):
+        _load(standin, modalities=modalities)
+    with pytest.raises(ValueError, match="data.modalities=rgb,depth,flow"):
+        load_dataset("nvgesture-standin", root=standin, modalities=modalities)
