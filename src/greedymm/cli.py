@@ -16,6 +16,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--dataset", help="data set name (see `greedymm list`); recommended: cg-mnist")
     g.add_argument("--method", help="vanilla | guided | random; recommended: guided (the paper's algorithm)")
+    g.add_argument(
+        "--fusion",
+        help="mmtm (default; the paper's: one head per branch, needed by guided and random) | concat | sum | film | "
+        "gated (late fusion, one fused head; film and gated take two modalities, the first conditions the second)",
+    )
+    g.add_argument(
+        "--modalities",
+        type=_modality_list,
+        help="train on these modalities, in this order, e.g. gray (a uni-modal baseline) or gray,colored "
+        "(default: all of the data set's; a run's report names them)",
+    )
     g.add_argument("--epochs", type=int, help="epochs to train (default: the data set's reproduction config)")
     g.add_argument("--seed", type=int, help="training seed (default 0); data splits and colors use --set data_seed")
     g.add_argument("--batch-size", type=int, dest="batch_size", help="batch size (recommended 64 for CG data)")
@@ -35,13 +46,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _modality_list(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated modality names, e.g. gray,colored; got {text!r}")
+    return names
+
+
 def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
     from .config import TrainConfig, parse_set, preset
     from .methods import method_class
 
     given = {
         k: getattr(args, k)
-        for k in ("dataset", "method", "epochs", "seed", "batch_size", "optimizer", "lr", "width", "device", "data_dir")
+        for k in (
+            "dataset",
+            "method",
+            "fusion",
+            "modalities",
+            "epochs",
+            "seed",
+            "batch_size",
+            "optimizer",
+            "lr",
+            "width",
+            "device",
+            "data_dir",
+        )
         if getattr(args, k, None) is not None
     }
     if base is None:
@@ -102,8 +133,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("methods:")
     for name in list_methods(args.pattern):
         cls = method_class(name)
-        extra = "; warm-up: --set warmup_epochs=1 (recommended)" if cls.rebalances else ""
+        extra = "; warm-up: --set warmup_epochs=1 (recommended)" if cls.leaves_unused_parameters else ""
+        fusions = " | ".join(cls.fusions) if cls.fusions else "any"
         print(f"  {name:20s} hyper-parameters (recommended): {cls.hparams or 'none'}{extra}")
+        print(f"  {'':20s} fusions: {fusions}; extra passes per step: {cls.extra_cost}")
     return 0
 
 

@@ -94,6 +94,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cg-digits": {"epochs": 30, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     "cg-mnist": {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     "cg-fashion": {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
+    # generated data (greedymm.data.synthetic): seconds an epoch on a CPU
+    "synthetic": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     # the authors' protocol (SPEC section 6); epochs is a cap, training stops after 5 epochs at 100% train acc
     "modelnet40": {
         "epochs": 200,
@@ -170,6 +172,8 @@ def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[st
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
                 raise ValueError(f"--set {key}: expected {expected.__name__}, got {raw!r}")
             hparams[key] = value
+        elif key == "modalities" and isinstance(value, str):  # modalities=gray,colored
+            config[key] = [m.strip() for m in value.split(",")]
         elif key in CONFIG_FIELDS and key not in ("hparams", "data_options"):
             config[key] = value
         else:

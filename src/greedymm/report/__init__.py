@@ -8,19 +8,36 @@ import math
 from pathlib import Path
 from typing import Any
 
-# (label, split, key) rows of the side-by-side table
-TABLE_ROWS = [
-    ("test accuracy, fused", "test", "acc"),
-    ("test accuracy, head 0 (m0)", "test", "acc_head0"),
-    ("test accuracy, head 1 (m1)", "test", "acc_head1"),
-    ("val accuracy, fused", "val", "acc"),
-    ("u(m1\\|m0), val", "val", "u_m1_given_m0"),
-    ("u(m0\\|m1), val", "val", "u_m0_given_m1"),
-    ("d_util, val", "val", "d_util"),
-    ("u(m1\\|m0), test", "test", "u_m1_given_m0"),
-    ("u(m0\\|m1), test", "test", "u_m0_given_m1"),
-    ("d_util, test", "test", "d_util"),
-]
+
+def _util_label(key: str, modalities: list[str]) -> str:
+    """u_m1_given_m0 -> u(m1|m0) (the paper's notation for two modalities); u_others_given_m2 -> u(others|flow);
+    u_m1 -> u(gray)."""
+    body = key[2:].replace("_given_", "|")
+    if len(modalities) != 2 or body.startswith("others") or "|" not in body:
+        for k in reversed(range(len(modalities))):  # m10 before m1
+            body = body.replace(f"m{k}", modalities[k])
+    return f"u({body})".replace("|", "\\|")
+
+
+def table_rows(record: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, split, key) rows of the side-by-side table for a run's record: the paper's rows for two modalities
+    with MMTM; per-head accuracies and per-modality utilization (and their spread) for any other model."""
+    from ..metrics.utilization import util_names
+
+    mods = list(record.get("modalities", ["m0", "m1"]))
+    test = record["test"]
+    rows = [("test accuracy, fused", "test", "acc")]
+    rows += [(f"test accuracy, head {k} ({m})", "test", f"acc_head{k}") for k, m in enumerate(mods)]
+    rows = [r for r in rows if r[2] in test]
+    rows.append(("val accuracy, fused", "val", "acc"))
+    u_keys = util_names(len(mods), record.get("family", "intermediate"))
+    for split in ("val", "test"):
+        rows += [(f"{_util_label(k, mods)}, {split}", split, k) for k in u_keys]
+        if "d_util" in test:
+            rows.append((f"d_util, {split}", split, "d_util"))
+        elif len(mods) > 2:
+            rows.append((f"utilization spread (max - min), {split}", split, "util_spread"))
+    return rows
 
 
 def load_records(run: Path) -> list[dict[str, Any]]:
@@ -75,14 +92,22 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
     def row(label: str, values: list[Any]) -> None:
         lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
 
-    for label, split, key in TABLE_ROWS:
+    for label, split, key in table_rows(next(iter(summaries.values()))["last"]):
         row(label + " (best val)", [s["best"][split].get(key, math.nan) for s in summaries.values()])
     row("test accuracy, fused (last epoch)", [s["last"]["test"]["acc"] for s in summaries.values()])
-    row("d_util, val (last epoch)", [s["last"]["val"]["d_util"] for s in summaries.values()])
+    if all("d_util" in s["last"]["val"] for s in summaries.values()):
+        row("d_util, val (last epoch)", [s["last"]["val"]["d_util"] for s in summaries.values()])
+    row("least-used modality, val (best val)", [_least_used(s["best"], "val") for s in summaries.values()])
     row("last d_speed", [s["last_d_speed"] for s in summaries.values()])
     row("steps re-balancing", [f"{s['rebalance_steps']} / {s['steps']}" for s in summaries.values()])
     row("best epoch", [s["best"]["epoch"] for s in summaries.values()])
     return "\n".join(lines)
+
+
+def _least_used(record: dict[str, Any], split: str) -> str:
+    k = record[split].get("least_used")
+    mods = record.get("modalities", [])
+    return "-" if k is None else (mods[k] if k < len(mods) else f"m{k}")
 
 
 def source_line(summary: dict[str, Any]) -> str:
@@ -93,10 +118,12 @@ def source_line(summary: dict[str, Any]) -> str:
 
 def summarize_run(run: Path) -> str:
     s = run_summary(run)
-    m0, m1 = s["last"].get("modalities", ["m0", "m1"])
+    mods = s["last"].get("modalities", ["m0", "m1"])
+    model = f"{s['last'].get('fusion', 'mmtm')} fusion" if len(mods) > 1 else "uni-modal"
+    names = ", ".join(f"m{k} = {m}" for k, m in enumerate(mods))
     return "\n".join(
         [
-            f"run {run}: {s['method']} seed {s['seed']}; m0 = {m0}, m1 = {m1}",
+            f"run {run}: {s['method']} seed {s['seed']}, {model}; {names}",
             source_line(s),
             "",
             comparison_table({s["method"]: s}),
@@ -121,26 +148,13 @@ def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "save
         "checkpoint": checkpoint,
         "epoch": state["epoch"] - 1,
         "squeeze_means": squeeze_means,
-        "val": evaluate(r.model, r.data.val, device=r.device),
-        "test": evaluate(r.model, r.data.test, device=r.device),
+        "val": evaluate(r.model, r.data.val, device=r.device, pairwise=cfg.pairwise_utilization),
+        "test": evaluate(r.model, r.data.test, device=r.device, pairwise=cfg.pairwise_utilization),
     }
     write_json(Path(run) / f"eval_{checkpoint}.json", out)
-    lines = [
-        f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}",
-        "| split | acc | head 0 | head 1 | head 0 cut | head 1 cut | u(m1\\|m0) | u(m0\\|m1) | d_util |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}"]
+    keys = [k for k in out["test"] if k.startswith(("acc", "u_")) or k in ("d_util", "util_spread")]
+    lines += ["| split | " + " | ".join(k.replace("|", "\\|") for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for split in ("val", "test"):
-        m = out[split]
-        keys = [
-            "acc",
-            "acc_head0",
-            "acc_head1",
-            "acc_head0_cut",
-            "acc_head1_cut",
-            "u_m1_given_m0",
-            "u_m0_given_m1",
-            "d_util",
-        ]
-        lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in keys) + " |")
+        lines.append(f"| {split} | " + " | ".join(_fmt(out[split].get(k, math.nan)) for k in keys) + " |")
     return "\n".join(lines)

@@ -129,7 +129,27 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
     total = records[-1]["step"]
     out["rebalance_share"] = sum(r["train"]["rebalance_steps"] for r in records) / total if total else math.nan
     out["best_epoch"] = float(best["epoch"])
+    for split in ("val", "test"):  # heads and utilization beyond the paper's two-modality names
+        for name, v in best[split].items():
+            spread_of_two = name == "util_spread" and "d_util" in best[split]  # d_util says it, signed
+            if _is_extra(name) and not spread_of_two and f"{split}.{name}" not in out and isinstance(v, (int, float)):
+                out[f"{split}.{name}"] = float(v)
     return out
+
+
+def _is_extra(name: str) -> bool:
+    """Per-head accuracies and utilization rates other models log (N != 2, late fusion), and their spread."""
+    head = name.startswith("acc_head") and name[len("acc_head") :].isdigit()
+    return head or (name.startswith("u_") and name not in ("u_m1_given_m0", "u_m0_given_m1")) or name == "util_spread"
+
+
+def extra_label(key: str) -> str:
+    split, name = key.split(".", 1)
+    if name.startswith("acc_head"):
+        return f"{split} acc head {name[len('acc_head') :]}"
+    if name == "util_spread":
+        return f"u spread {split}"
+    return f"u({name[2:].replace('_given_', '|')}) {split}"
 
 
 def _text(v: Any) -> str:
@@ -193,10 +213,17 @@ def aggregate(
                 seeds=tuple(int(last[n]["seed"]) for n in names),
                 sources=tuple(dict.fromkeys(source_label(s) for s in sources)),
                 source_notes=tuple(dict.fromkeys(f"{s.get('source', '?')}: {s.get('note', '')}" for s in sources)),
-                stats={key: Stat(tuple(values[n][key] for n in names)) for key, _ in METRICS},
+                stats={key: Stat(tuple(values[n].get(key, math.nan) for n in names)) for key in _keys(values.values())},
             )
         )
     return rows
+
+
+def _keys(values: Sequence[Mapping[str, float]] | Any) -> list[str]:
+    """The paper's metrics first, then any extra ones the runs logged, in a stable order."""
+    values = list(values)
+    extra = sorted({k for v in values for k in v if k not in LABELS})
+    return [k for k, _ in METRICS] + extra
 
 
 def format_stat(stat: Stat, key: str = "") -> str:
@@ -221,26 +248,34 @@ def tables(rows: Sequence[Row]) -> list[Table]:
     out = []
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
-        m0, m1 = (list(mine[0].modalities) + ["m0", "m1"])[:2]
+        names = ", ".join(f"m{k} = {m}" for k, m in enumerate(mine[0].modalities))
         lead = ("method", "settings", "n")
+        extra = [k for k in dict.fromkeys(k for r in mine for k in r.stats) if k not in LABELS]
+        extra = [k for k in extra if any(not math.isnan(r.stats[k].mean) for r in mine if k in r.stats)]
+        acc_cols = [*ACCURACY_COLUMNS[:3], *(k for k in extra if ".acc_head" in k), *ACCURACY_COLUMNS[3:]]
+        u_extra = [k for k in extra if ".acc_head" not in k]
+        paper = any(not math.isnan(r.stats["val.d_util"].mean) for r in mine)
+        util_cols = list(UTILIZATION_COLUMNS) + u_extra if paper or not u_extra else [*u_extra, "d_speed"]
+        label = {**LABELS, **{k: extra_label(k) for k in extra}}
 
         def cells(r: Row, keys: Sequence[str]) -> tuple[str, ...]:
-            return (r.method, r.settings or "-", str(r.n), *(format_stat(r.stats[k], k) for k in keys))
+            stat = {k: r.stats.get(k, Stat(())) for k in keys}
+            return (r.method, r.settings or "-", str(r.n), *(format_stat(stat[k], k) for k in keys))
 
         out.append(
             Table(
                 dataset,
-                f"{dataset} (m0 = {m0}, m1 = {m1}): accuracy at the best-validation epoch",
-                (*lead, *(LABELS[k] for k in ACCURACY_COLUMNS), "data"),
-                tuple((*cells(r, ACCURACY_COLUMNS), "; ".join(r.sources)) for r in mine),
+                f"{dataset} ({names}): accuracy at the best-validation epoch",
+                (*lead, *(label[k] for k in acc_cols), "data"),
+                tuple((*cells(r, acc_cols), "; ".join(r.sources)) for r in mine),
             )
         )
         out.append(
             Table(
                 dataset,
                 f"{dataset}: conditional utilization (same epoch) and conditional learning speed",
-                (*lead, *(LABELS[k] for k in UTILIZATION_COLUMNS)),
-                tuple(cells(r, UTILIZATION_COLUMNS) for r in mine),
+                (*lead, *(label[k] for k in util_cols)),
+                tuple(cells(r, util_cols) for r in mine),
             )
         )
     return out
