@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from greedymm.models.i3d import I3D_FUSE_AFTER, I3D_STAGE_NAMES, SamePadMaxPool3d, i3d_branch
-from greedymm.models.twobranch import TwoBranchNet, count_parameters
+from greedymm.models import MMTMNet, count_parameters
 
 CLASSES = 5
 
@@ -27,7 +27,7 @@ def _ids(params):
 def net():
     torch.manual_seed(0)
     branches = [i3d_branch(3, CLASSES, width=0.125), i3d_branch(1, CLASSES, width=0.125)]
-    return TwoBranchNet(branches, I3D_FUSE_AFTER, ("rgb", "depth"))
+    return MMTMNet(branches, I3D_FUSE_AFTER, ("rgb", "depth"))
 
 
 def _inputs(batch=2, seed=0):
@@ -44,7 +44,7 @@ def test_fuse_after_names_the_last_three_inception_blocks():
 
 def test_forward_backward_no_nan_and_every_parameter_gets_a_gradient(net):
     net.train()
-    l0, l1 = net(_inputs())
+    l0, l1 = net(_inputs()).heads
     assert l0.shape == l1.shape == (2, CLASSES)
     assert torch.isfinite(l0).all() and torch.isfinite(l1).all()
     y = torch.tensor([0, 3])
@@ -78,11 +78,11 @@ def test_cut_mode_head0_ignores_depth_and_head1_ignores_rgb(net):
     assert net.commit_squeeze_means()
     net.eval()
     x = _inputs(2, seed=2)
-    y0, y1 = net(x, mode="cut")
-    assert torch.allclose(net({**x, "depth": torch.randn_like(x["depth"])}, mode="cut")[0], y0)
-    assert torch.allclose(net({**x, "rgb": torch.randn_like(x["rgb"])}, mode="cut")[1], y1)
+    y0, y1 = net(x, mode="cut").heads
+    assert torch.allclose(net({**x, "depth": torch.randn_like(x["depth"])}, mode="cut").heads[0], y0)
+    assert torch.allclose(net({**x, "rgb": torch.randn_like(x["rgb"])}, mode="cut").heads[1], y1)
     # in regular mode depth does reach head 0, so the check above could fail
-    assert not torch.allclose(net({**x, "depth": torch.randn_like(x["depth"])})[0], net(x)[0])
+    assert not torch.allclose(net({**x, "depth": torch.randn_like(x["depth"])}).heads[0], net(x).heads[0])
 
 
 def _published_i3d_parameters(in_channels: int, classes: int) -> int:

@@ -60,8 +60,8 @@ def test_running_gate_means_per_branch_training_only():
     m(A, B)
     m(A, B)
     assert int(m.gate_count) == 2
-    assert torch.allclose(m.gate_mean0, torch.tensor([sig(2), 0.5]))
-    assert torch.allclose(m.gate_mean1, torch.tensor([0.5, sig(1)]))  # its own gates, not branch 0's
+    assert torch.allclose(m.gate_mean0.float(), torch.tensor([sig(2), 0.5]))
+    assert torch.allclose(m.gate_mean1.float(), torch.tensor([0.5, sig(1)]))  # its own gates, not branch 0's
     m.eval()
     m(A * 5, B)
     assert int(m.gate_count) == 2  # evaluation forwards leave the running means alone
@@ -74,7 +74,7 @@ def test_rebalance_mode_uses_running_mean_and_cuts_gradient():
         m.gate_count.fill_(1000)  # one more forward barely moves the mean
     a = A.clone().requires_grad_()
     a2, b2 = m(a, B, mode="rebalance0")
-    assert torch.allclose(a2, A * m.gate_mean0[None, :, None], atol=1e-3)
+    assert torch.allclose(a2, A * m.gate_mean0.float()[None, :, None], atol=1e-3)
     (a2.sum() + b2.sum()).backward()
     assert m.gates[0].weight.grad is None  # the gate layer into branch 0 gets no gradient
     assert m.gates[1].weight.grad is not None and m.squeeze.weight.grad is not None
@@ -99,5 +99,69 @@ def test_squeeze_means_from_training_forwards():
     m(A, B)
     m(A + 1, B - 1)
     assert m.commit_squeeze_means()
-    assert torch.allclose(m.sq_mean0, torch.tensor([3.5, 2.5]))
-    assert torch.allclose(m.sq_mean1, torch.tensor([1.5, -0.5]))
+    assert torch.allclose(m.sq_mean0.float(), torch.tensor([3.5, 2.5]))
+    assert torch.allclose(m.sq_mean1.float(), torch.tensor([1.5, -0.5]))
+
+
+def hand_mmtm3():
+    """Three branches with one channel each; dim(Z) = int(2 * 3 / 3) = 2."""
+    m = MMTM(1, 1, 1, ratio=3)
+    with torch.no_grad():
+        m.squeeze.weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]))
+        m.squeeze.bias.zero_()
+        for k, w in enumerate(([1.0, 0.0], [0.0, 1.0], [1.0, -1.0])):
+            m.gates[k].weight.copy_(torch.tensor([w]))
+            m.gates[k].bias.zero_()
+    return m
+
+
+# three maps of one channel at 2 positions: S = (1, 2, 3)
+X3 = [torch.tensor([[[0.0, 2.0]]]), torch.tensor([[[1.0, 3.0]]]), torch.tensor([[[3.0, 3.0]]])]
+
+
+def test_three_way_mmtm_matches_hand_computation():
+    m = hand_mmtm3().eval()
+    assert m.squeeze.out_features == 2 and len(m.gates) == 3
+    # Z = ReLU([1 + 2, 2 + 3]) = [3, 5]; g = sigma(3), sigma(5), sigma(3 - 5)
+    out = m(*X3)
+    for x, o, g in zip(X3, out, (sig(3), sig(5), sig(-2)), strict=True):
+        assert torch.allclose(o, x * g)
+
+
+def test_three_way_cut_keeps_each_branch_on_its_own_modality():
+    m = hand_mmtm3().eval()
+    with torch.no_grad():
+        for k, v in enumerate((10.0, 20.0, 30.0)):
+            m.buffer("sq_mean", k).fill_(v)
+    out = m(*X3, mode="cut")
+    # branch 0: [S_0; mean_1; mean_2] = [1, 20, 30] -> Z = [21, 50] -> g_0 = sigma(21)
+    # branch 1: [10, 2, 30] -> Z = [12, 32] -> g_1 = sigma(32)
+    # branch 2: [10, 20, 3] -> Z = [30, 23] -> g_2 = sigma(30 - 23) = sigma(7)
+    for x, o, g in zip(X3, out, (sig(21), sig(32), sig(7)), strict=True):
+        assert torch.allclose(o, x * g)
+    # "remove1": S_1 replaced by its mean in Z for every gate: [1, 20, 3] -> Z = [21, 23]
+    out = m(*X3, mode="remove1")
+    for x, o, g in zip(X3, out, (sig(21), sig(23), sig(-2)), strict=True):
+        assert torch.allclose(o, x * g)
+
+
+def test_three_way_rebalance_freezes_only_that_gate():
+    m = hand_mmtm3().train()
+    with torch.no_grad():
+        m.gate_mean2.fill_(0.25)
+        m.gate_count.fill_(10**6)
+    out = m(*X3, mode="rebalance2")
+    assert torch.allclose(out[2], X3[2] * 0.25, atol=1e-5)
+    sum(o.sum() for o in out).backward()
+    assert m.gates[2].weight.grad is None
+    assert m.gates[0].weight.grad is not None and m.gates[1].weight.grad is not None
+
+
+def test_unknown_modes_and_counts_are_refused():
+    m = hand_mmtm3()
+    with pytest.raises(ValueError, match="rebalance2"):
+        m(*X3, mode="rebalance3")
+    with pytest.raises(ValueError, match="joins 3 branches"):
+        m(*X3[:2])
+    with pytest.raises(ValueError, match="two or more"):
+        MMTM(4)

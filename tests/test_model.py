@@ -47,11 +47,11 @@ def test_cut_head0_ignores_m1_and_head1_ignores_m0(tiny_model):
     x = tiny_inputs(4, seed=2)
     x_new_m1 = {**x, "gray": torch.rand_like(x["gray"])}
     x_new_m0 = {**x, "colored": torch.rand_like(x["colored"])}
-    y0, y1 = m(x, mode="cut")
-    assert torch.allclose(m(x_new_m1, mode="cut")[0], y0)
-    assert torch.allclose(m(x_new_m0, mode="cut")[1], y1)
+    y0, y1 = m(x, mode="cut").heads
+    assert torch.allclose(m(x_new_m1, mode="cut").heads[0], y0)
+    assert torch.allclose(m(x_new_m0, mode="cut").heads[1], y1)
     # and in regular mode the other modality does matter, so the test above can fail
-    assert not torch.allclose(m(x_new_m1)[0], m(x)[0])
+    assert not torch.allclose(m(x_new_m1).heads[0], m(x).heads[0])
 
 
 def test_forward_modes_shares_the_stem_and_matches_separate_passes(tiny_model):
@@ -61,7 +61,7 @@ def test_forward_modes_shares_the_stem_and_matches_separate_passes(tiny_model):
     x = tiny_inputs(4, seed=3)
     both = m.forward_modes(x, ["regular", "cut"])
     for mode in ("regular", "cut"):
-        assert all(torch.allclose(a, b) for a, b in zip(both[mode], m(x, mode=mode), strict=True))
+        assert all(torch.allclose(a, b) for a, b in zip(both[mode].heads, m(x, mode=mode).heads, strict=True))
 
 
 def test_rebalance0_head0_ignores_m1_and_gate0_gets_no_gradient(tiny_model):
@@ -69,13 +69,13 @@ def test_rebalance0_head0_ignores_m1_and_gate0_gets_no_gradient(tiny_model):
     _prime(m)
     x = tiny_inputs(4, seed=4)
     m.train()
-    y0 = m(x, mode="rebalance0")[0]
-    y0_new = m({**x, "gray": torch.rand_like(x["gray"])}, mode="rebalance0")[0]
+    y0 = m(x, mode="rebalance0").heads[0]
+    y0_new = m({**x, "gray": torch.rand_like(x["gray"])}, mode="rebalance0").heads[0]
     # BatchNorm in train mode mixes a batch, but only within its own branch: head 0 stays m0-only
     assert torch.allclose(y0, y0_new, atol=1e-6)
     m.zero_grad(set_to_none=True)
     y = torch.tensor([0, 1, 2, 3])
-    l0, l1 = m(x, mode="rebalance0")
+    l0, l1 = m(x, mode="rebalance0").heads
     (F.cross_entropy(l0, y) + F.cross_entropy(l1, y)).backward()
     for f in m.fusions:
         assert f.gates[0].weight.grad is None
@@ -84,7 +84,7 @@ def test_rebalance0_head0_ignores_m1_and_gate0_gets_no_gradient(tiny_model):
 
 def test_every_parameter_gets_a_gradient_in_regular_mode(tiny_model):
     m = tiny_model.train()
-    l0, l1 = m(tiny_inputs(4))
+    l0, l1 = m(tiny_inputs(4)).heads
     y = torch.tensor([0, 1, 2, 3])
     (F.cross_entropy(l0, y) + F.cross_entropy(l1, y)).backward()
     for name, p in m.named_parameters():

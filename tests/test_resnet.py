@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from greedymm.models.resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
-from greedymm.models.twobranch import TwoBranchNet, count_parameters
+from greedymm.models import MMTMNet, count_parameters
 
 
 def test_parameter_count_matches_the_standard_resnet18():
@@ -29,10 +29,10 @@ def test_stage_shapes_and_width():
     assert resnet18_branch(1, 5, width=0.001).channels == (1, 1, 1, 1)
 
 
-def _net(builder=resnet18_branch) -> TwoBranchNet:
+def _net(builder=resnet18_branch) -> MMTMNet:
     torch.manual_seed(0)
     branches = [builder(3, 5, width=0.125) for _ in range(2)]
-    return TwoBranchNet(branches, RESNET18_FUSE_AFTER, ("view0", "view6"))
+    return MMTMNet(branches, RESNET18_FUSE_AFTER, ("view0", "view6"))
 
 
 def test_two_branch_resnet_forward_backward():
@@ -41,7 +41,7 @@ def test_two_branch_resnet_forward_backward():
         g = torch.Generator().manual_seed(1)
         x = {"view0": torch.randn(2, 3, 32, 32, generator=g), "view6": torch.randn(2, 3, 32, 32, generator=g)}
         y = torch.tensor([1, 3])
-        l0, l1 = model(x)
+        l0, l1 = model(x).heads
         assert l0.shape == l1.shape == (2, 5)
         loss = torch.nn.functional.cross_entropy(l0, y) + torch.nn.functional.cross_entropy(l1, y)
         loss.backward()
@@ -75,7 +75,7 @@ def test_cut_mode_isolates_head0_from_view6():
     model.commit_squeeze_means()
     model.eval()
     with torch.no_grad():
-        cut = model(x, mode="cut")[0]
+        cut = model(x, mode="cut").heads[0]
         x2 = {**x, "view6": torch.randn(4, 3, 32, 32, generator=g)}
-        assert torch.equal(model(x2, mode="cut")[0], cut)
+        assert torch.equal(model(x2, mode="cut").heads[0], cut)
         assert not torch.equal(model(x2)[0], model(x)[0])  # in regular mode view6 does reach head 0
