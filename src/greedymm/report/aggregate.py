@@ -132,8 +132,9 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
     for split in ("val", "test"):  # heads and utilization beyond the paper's two-modality names
         for name, v in best[split].items():
             spread_of_two = name == "util_spread" and "d_util" in best[split]  # d_util says it, signed
-            if _is_extra(name) and not spread_of_two and f"{split}.{name}" not in out and isinstance(v, (int, float)):
-                out[f"{split}.{name}"] = float(v)
+            val_head = split == "val" and name.startswith("acc_head")  # the table shows test heads only
+            if _is_extra(name) and not (spread_of_two or val_head) and f"{split}.{name}" not in out:
+                out[f"{split}.{name}"] = float(v) if isinstance(v, (int, float)) else math.nan
     return out
 
 
