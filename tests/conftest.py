@@ -25,6 +25,16 @@ def tiny_colored_data(n_train: int = 96, n_test: int = 32, size: int = 12, seed:
     return make_colored_data("tiny", tx, ty, sx, sy, source, val_fraction=0.25, data_seed=seed)
 
 
+def tiny_three_data(seed: int = 0):
+    """A tiny three-modality data set (the synthetic generator), 72 training items of 4 classes, 12 px."""
+    from greedymm.data import load_dataset
+
+    return load_dataset(
+        "synthetic", modalities=3, size=96, test_size=32, classes=4, image_size=12, val_fraction=0.25,
+        signal=[1.0, 0.6, 0.3], data_seed=seed,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def tiny_data():
     return tiny_colored_data()

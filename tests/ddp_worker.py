@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import tiny_colored_data  # noqa: E402
+from conftest import tiny_colored_data, tiny_three_data  # noqa: E402
 from greedymm.config import TrainConfig  # noqa: E402
 from greedymm.distributed import rank  # noqa: E402
 from greedymm.methods import Method  # noqa: E402
@@ -68,9 +68,10 @@ if __name__ == "__main__":
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
     augment = len(sys.argv) > 5 and sys.argv[5] == "augment"
+    three = len(sys.argv) > 6 and sys.argv[6] == "three"
     torch.set_num_threads(1)
     cfg = config(method, epochs)
-    data = tiny_colored_data()
+    data = tiny_three_data() if three else tiny_colored_data()
     if augment:
         data = dataclasses.replace(data, train=NoisySplit(data.train))
     fit(cfg, out, resume=resume, progress=False, data=data)

@@ -25,19 +25,25 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["guided", "random"])
-def test_two_processes_match_one(tmp_path, method):
+@pytest.mark.parametrize(
+    "method, modalities",
+    [("guided", "two"), ("random", "two"), ("guided", "three")],
+    ids=["guided", "random", "guided-3"],
+)
+def test_two_processes_match_one(tmp_path, method, modalities):
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([], one, method)
-    _run(TORCHRUN, two, method)
+    _run([], one, method, "2", "fresh", "plain", modalities)
+    _run(TORCHRUN, two, method, "2", "fresh", "plain", modalities)
     # re-balancing decisions: identical on both ranks, and the same as in one process
     modes = [json.loads((two / f"modes_rank{r}.json").read_text()) for r in (0, 1)]
     assert modes[0] == modes[1] == json.loads((one / "modes_rank0.json").read_text())
-    assert {"rebalance0", "rebalance1"} & set(modes[0])
+    assert {"rebalance0", "rebalance1", "rebalance2"} & set(modes[0])
     for a, b in zip(_records(one), _records(two), strict=True):
         assert a["step"] == b["step"]
         for split in ("val", "test"):
-            for key in ("acc", "acc_head0", "acc_head1", "acc_head0_cut", "acc_head1_cut", "n"):
+            keys = [k for k in a[split] if k.startswith("acc")] + ["n"]
+            assert len(keys) == (6 if modalities == "two" else 8)  # fused, heads, cut heads, n
+            for key in keys:
                 assert a[split][key] == b[split][key], (split, key)
             assert a[split]["loss"] == pytest.approx(b[split]["loss"], rel=1e-4)
         assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-4)

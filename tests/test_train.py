@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_colored_data
+from conftest import tiny_colored_data, tiny_three_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.train import RunError, fit
@@ -70,6 +70,62 @@ def test_resume_equals_straight_run(tmp_path, method):
     assert a["step"] == b["step"] and a["method"]["mode"] == b["method"]["mode"]
     assert str(a["optimizer"]["state"]) == str(b["optimizer"]["state"])
     assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"method": "guided"},  # three branches, N-way MMTM
+        {"method": "random", "hparams": {}},
+        {"method": "vanilla", "hparams": {}, "fusion": "concat"},  # late fusion
+    ],
+    ids=["guided", "random", "vanilla-concat"],
+)
+def test_three_modalities_resume_equals_straight_run(tmp_path, kw):
+    data = tiny_three_data()
+    c = cfg(**kw)
+    fit(c, tmp_path / "a", progress=False, data=data)
+    fit(c.replace(epochs=1), tmp_path / "b", progress=False, data=data)
+    fit(c, tmp_path / "b", resume=True, progress=False, data=data)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    _state_equal(a["model"], b["model"])
+    assert torch.equal(a["speed"]["sums"], b["speed"]["sums"]) and a["method"].keys() == b["method"].keys()
+    assert all(str(a["method"][k]) == str(b["method"][k]) for k in a["method"])  # the random generator too
+    assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
+    header = (tmp_path / "a" / "steps.csv").read_text().splitlines()[0]
+    rec = json.loads((tmp_path / "a" / "results.jsonl").read_text().splitlines()[-1])
+    assert rec["modalities"] == ["m0", "m1", "m2"]
+    if kw.get("fusion") == "concat":
+        assert header == "step,epoch,mode,loss,mu_m0,mu_m1,mu_m2,d_speed"
+        assert {"u_m0", "u_m1", "u_m2", "util_spread", "least_used", "acc_drop2"} <= rec["test"].keys()
+    else:
+        assert header.endswith("s_others_given_m0,s_others_given_m1,s_others_given_m2,d_speed")
+        assert {"u_others_given_m2", "acc_head2_cut", "util_spread"} <= rec["test"].keys()
+        assert set(rec["speed"]) == {"s_others_given_m0", "s_others_given_m1", "s_others_given_m2", "d_speed"}
+    if kw["method"] == "guided":  # alpha 0: every decision after warm-up re-balances some branch
+        modes = {ln.split(",")[2] for ln in (tmp_path / "a" / "steps.csv").read_text().splitlines()[1:]}
+        assert modes & {"rebalance0", "rebalance1", "rebalance2"}
+
+
+@pytest.mark.parametrize("method", ["guided", "random"])
+def test_first_rebalancing_step_is_p_plus_one(tmp_path, method):
+    # 72 training items, batch 16: P = 4 steps an epoch. The authors unlock re-balancing at the start of the
+    # second epoch and decide after its first backward, so step P + 1 = 5 (0-based) is the first that may
+    # re-balance; steps 0..4 are regular. guided with alpha 0 re-balances from exactly there.
+    hp = {"alpha": 0.0, "Q": 2} if method == "guided" else {}
+    out = fit(cfg(method=method, warmup_epochs=1.0, epochs=3, hparams=hp), tmp_path / "r", progress=False,
+              data=tiny_colored_data())  # fmt: skip
+    modes = [ln.split(",")[2] for ln in (out / "steps.csv").read_text().splitlines()[1:]]
+    assert modes[:5] == ["regular"] * 5
+    if method == "guided":
+        assert modes[5] != "regular"
+    assert set(modes[5:]) - {"regular"}
+
+
+def test_guided_refuses_late_fusion_before_training(tmp_path):
+    with pytest.raises(ValueError, match="--fusion mmtm"):
+        fit(cfg(fusion="sum"), tmp_path / "r", progress=False, data=tiny_colored_data())
+    assert not (tmp_path / "r").exists()
 
 
 class Crash(Exception):
