@@ -107,3 +107,40 @@ def test_report_with_claims_on_checked_in_records(tmp_path, capsys):
     assert main(["report", str(sweep), "--out", str(tmp_path / "report.md"), "--claims"]) == 0
     out = capsys.readouterr().out
     assert "claim 1:" in out and "claim 3b:" in out and (tmp_path / "report.md").exists()
+
+
+SMALL_SYNTHETIC = ["--set", "data.size=96", "--set", "data.test_size=32", "--set", "data.image_size=12"]
+
+
+def test_train_synthetic_three_modalities_reports_each(tmp_path, capsys):
+    out = tmp_path / "three"
+    args = ["train", "--dataset", "synthetic", "--set", "data.modalities=3", "--method", "guided", "--epochs", "1"]
+    assert main([*args, *SMALL_SYNTHETIC, "--width", "0.25", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "m0 = m0, m1 = m1, m2 = m2" in text and "STAND-IN" in text
+    for k in range(3):
+        assert f"u(others|m{k}), val" in text and f"test accuracy, head {k} (m{k})" in text
+    assert "utilization spread (max - min), test" in text and "least-used modality" in text
+
+
+def test_uni_modal_and_late_fusion_from_the_command_line(tmp_path, capsys):
+    base = ["train", "--dataset", "synthetic", "--method", "vanilla", "--epochs", "1", "--width", "0.25"]
+    uni = tmp_path / "uni"
+    assert main([*base, *SMALL_SYNTHETIC, "--modalities", "m1", "--out", str(uni), "--no-progress"]) == 0
+    rec = json.loads((uni / "results.jsonl").read_text().splitlines()[-1])
+    assert rec["modalities"] == ["m1"] and rec["fusion"] == "none" and rec["family"] == "late"
+    assert "uni-modal" in capsys.readouterr().out
+    film = tmp_path / "film"
+    args = [*base, *SMALL_SYNTHETIC, "--fusion", "film", "--modalities", "m1,m0", "--out", str(film), "--no-progress"]
+    assert main(args) == 0
+    rec = json.loads((film / "results.jsonl").read_text().splitlines()[-1])
+    assert rec["modalities"] == ["m1", "m0"] and rec["fusion"] == "film" and "d_util" in rec["val"]
+    assert "film fusion; m0 = m1, m1 = m0" in capsys.readouterr().out
+
+
+def test_guided_with_late_fusion_is_refused_with_the_fix(tmp_path, capsys):
+    args = ["train", "--dataset", "synthetic", "--method", "guided", "--fusion", "concat", "--epochs", "1"]
+    assert main([*args, *SMALL_SYNTHETIC, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "--fusion mmtm" in capsys.readouterr().err
+    assert main(["train", "--dataset", "synthetic", "--modalities", "m7", "--out", str(tmp_path / "s")]) == 2
+    assert "has modalities m0,m1" in capsys.readouterr().err
