@@ -56,7 +56,7 @@ def bench_training(data, steps: int, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {m: [] for m in runs}
     for r in range(rounds + 1):
         for method, run in runs.items():
-            groups = [run.model.theta(0), run.model.theta(1), run.model.psi(0), run.model.psi(1)]
+            groups = run.model.speed_groups()
             t = time.perf_counter()
             for i in range(steps):
                 x, y = batches[i % len(batches)]
@@ -70,9 +70,8 @@ def bench_training(data, steps: int, rounds: int) -> dict[str, float]:
 def bench_speed_computation(data, reps: int = 50) -> dict[str, float]:
     run = build_run(preset("cg-mnist", device="cpu"), data)
     x, y = data.train.batch(torch.arange(64))
-    l0, l1 = run.model(x)
-    (torch.nn.functional.cross_entropy(l0, y) + torch.nn.functional.cross_entropy(l1, y)).backward()
-    groups = [run.model.theta(0), run.model.theta(1), run.model.psi(0), run.model.psi(1)]
+    run.model.loss(run.model(x), y).backward()
+    groups = run.model.speed_groups()
     out = {}
     for name, fn in (
         ("fused_ms", lambda: (run.speed.update(groups), run.speed.speeds())),
