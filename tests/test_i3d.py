@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from greedymm.models.i3d import I3D_FUSE_AFTER, I3D_STAGE_NAMES, SamePadMaxPool3d, i3d_branch
 from greedymm.models import MMTMNet, count_parameters
+from greedymm.models.i3d import I3D_FUSE_AFTER, I3D_STAGE_NAMES, SamePadMaxPool3d, i3d_branch
 
 CLASSES = 5
 

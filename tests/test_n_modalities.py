@@ -124,7 +124,7 @@ def test_film_and_gated_need_two_modalities_and_uni_modal_is_late():
             build_model("small-cnn", ("a", "b", "c"), (1, 1, 1), 3, width=0.25, fusion=fusion)
     uni = build_model("small-cnn", ("gray",), (1,), 3, width=0.25)  # fusion mmtm asked, one modality
     assert isinstance(uni, LateFusionNet) and uni.fusion == "none"
-    assert uni(({"gray": torch.rand(2, 1, 12, 12)})).logits.shape == (2, 3)
+    assert uni({"gray": torch.rand(2, 1, 12, 12)}).logits.shape == (2, 3)
     assert isinstance(build_model("small-cnn", ("a", "b", "c"), (1, 1, 1), 3, width=0.25), MMTMNet)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from greedymm.models.resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
 from greedymm.models import MMTMNet, count_parameters
+from greedymm.models.resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
 
 
 def test_parameter_count_matches_the_standard_resnet18():
