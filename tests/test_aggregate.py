@@ -136,3 +136,25 @@ def test_report_of_a_real_run(tmp_path):
         sum(r["train"]["rebalance_steps"] for r in recs) / recs[-1]["step"]
     )
     assert (out.parent / "report_figures" / "tiny_d_speed.png").is_file()
+
+
+def test_report_of_three_modality_runs_shows_each_modality(tmp_path):
+    from conftest import tiny_three_data
+    from greedymm.config import TrainConfig
+    from greedymm.train import fit
+
+    data = tiny_three_data()
+    for method, fusion in (("guided", "mmtm"), ("vanilla", "concat")):
+        cfg = TrainConfig(dataset="tiny3", method=method, fusion=fusion, epochs=1, batch_size=16, optimizer="adam",
+                          lr=3e-3, width=0.25, device="cpu")  # fmt: skip
+        fit(cfg, tmp_path / "sweep" / f"{method}-{fusion}", progress=False, data=data)
+    path, rows = write_report(tmp_path / "sweep", "md")
+    text = path.read_text()
+    assert "m0 = m0, m1 = m1, m2 = m2" in text
+    for k in range(3):
+        assert f"u(others\\|m{k}) val" in text and f"u(m{k}) test" in text and f"test acc head {k}" in text
+    assert "u spread val" in text
+    assert (path.parent / "report_figures" / "tiny3_utilization.png").is_file()
+    by_method = {r.method: r for r in rows}
+    assert by_method["guided"].stats["test.u_others_given_m2"].n == 1
+    assert by_method["vanilla"].stats["test.u_m2"].n == 1

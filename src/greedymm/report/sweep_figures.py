@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,7 +72,8 @@ def plot_d_speed(rows: Sequence[Row], steps_by_run: Mapping[str, Mapping[str, Se
         return None
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("training step")
-    ax.set_ylabel("d_speed = s(m1|m0) - s(m0|m1)")
+    two = len(rows[0].modalities) == 2
+    ax.set_ylabel("d_speed = s(m1|m0) - s(m0|m1)" if two else "d_speed = max_k s_k - min_k s_k")
     ax.set_title(f"{rows[0].dataset}: conditional learning speed (mean, min-max over seeds)")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -89,7 +91,7 @@ def plot_epoch_metric(
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for row in rows:
         for split, key, ls in keys:
-            arr = _aligned([[r[split][key] for r in records_by_run[run]] for run in row.runs])
+            arr = _aligned([[r[split].get(key, math.nan) for r in records_by_run[run]] for run in row.runs])
             suffix = f", {key.replace('acc_', '')}" if len(keys) > 1 else ""
             _band(ax, np.arange(1, arr.shape[1] + 1), arr, _color(row, rows), row.label + suffix, ls)
     if any(k == "d_util" for _, k, _ in keys):
@@ -127,25 +129,41 @@ def dataset_figures(
     out: dict[str, Path] = {}
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
-        m0, m1 = (list(mine[0].modalities) + ["m0", "m1"])[:2]
+        mods = list(mine[0].modalities)
+        first = records_by_run[mine[0].runs[0]][-1]["val"]
         p = plot_d_speed(mine, steps_by_run, folder / f"{dataset}_d_speed.png")
         if p:
             out[f"{dataset}: d_speed over training steps"] = p
-        out[f"{dataset}: validation d_util over epochs"] = plot_epoch_metric(
-            mine,
-            records_by_run,
-            folder / f"{dataset}_d_util.png",
-            [("val", "d_util", "-")],
-            "d_util = u(m1|m0) - u(m0|m1)",
-            "validation d_util (mean, min-max over seeds)",
-        )
-        out[f"{dataset}: per-head validation accuracy over epochs"] = plot_epoch_metric(
-            mine,
-            records_by_run,
-            folder / f"{dataset}_head_acc.png",
-            [("val", "acc_head0", "-"), ("val", "acc_head1", "--")],
-            "validation accuracy",
-            f"head 0 ({m0}) solid, head 1 ({m1}) dashed",
-        )
+        if "d_util" in first:
+            out[f"{dataset}: validation d_util over epochs"] = plot_epoch_metric(
+                mine,
+                records_by_run,
+                folder / f"{dataset}_d_util.png",
+                [("val", "d_util", "-")],
+                "d_util = u(m1|m0) - u(m0|m1)" if "u_m1_given_m0" in first else "d_util = u(m1) - u(m0)",
+                "validation d_util (mean, min-max over seeds)",
+            )
+        else:  # more than two modalities: one line per modality's utilization rate
+            u_keys = [k for k in first if k.startswith("u_") and "_given_m" not in k.replace("others_given", "")]
+            styles = ["-", "--", ":", "-."]
+            out[f"{dataset}: validation utilization per modality over epochs"] = plot_epoch_metric(
+                mine,
+                records_by_run,
+                folder / f"{dataset}_utilization.png",
+                [("val", k, styles[i % 4]) for i, k in enumerate(u_keys)],
+                "utilization rate",
+                ", ".join(f"{k} ({styles[i % 4]})" for i, k in enumerate(u_keys)) + f"; m_k: {', '.join(mods)}",
+            )
+        heads = [k for k in (f"acc_head{i}" for i in range(len(mods))) if k in first]
+        if heads:
+            styles = ["-", "--", ":", "-."]
+            out[f"{dataset}: per-head validation accuracy over epochs"] = plot_epoch_metric(
+                mine,
+                records_by_run,
+                folder / f"{dataset}_head_acc.png",
+                [("val", k, styles[i % 4]) for i, k in enumerate(heads)],
+                "validation accuracy",
+                ", ".join(f"head {i} ({mods[i]}) {styles[i % 4]}" for i in range(len(heads))),
+            )
         out[f"{dataset}: share of steps re-balancing"] = plot_rebalance_share(mine, folder / f"{dataset}_rebalance.png")
     return out
