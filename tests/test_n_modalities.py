@@ -155,3 +155,19 @@ def test_select_modalities_reorders_and_refuses_unknown_names():
     assert select_modalities(data, None) is data
     assert isinstance(sub, MultiModalData)
     assert math.isfinite(float(x["m2"].sum()))
+
+
+@pytest.mark.parametrize("arch", ["small-cnn", "resnet18", "resnet18-small", "i3d"])
+@pytest.mark.parametrize("fusion", ["mmtm", "sum"])
+def test_every_backbone_in_both_families_with_three_modalities(arch, fusion):
+    torch.manual_seed(0)
+    net = build_model(arch, ("a", "b", "c"), (3, 1, 2), 4, width=0.125, fusion=fusion)
+    shape = (2, 8, 32, 32) if arch == "i3d" else (2, 32, 32)
+    x = {m: torch.randn(2, c, *shape[1:]) for m, c in zip(("a", "b", "c"), (3, 1, 2), strict=True)}
+    out = net.train()(x)
+    assert out.logits.shape == (2, 4) and len(out.features) == 3
+    net.loss(out, torch.tensor([0, 3])).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.eval()
+    modes = net.forward_modes(x, ["regular", *net.utilization_modes()])
+    assert all(torch.isfinite(o.logits).all() for o in modes.values())
