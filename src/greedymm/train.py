@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import MultiModalData, epoch_order, load_dataset, select_modalities
 from .distributed import DistContext, all_reduce_, barrier, gather_rng_states, setup, sync_batchnorm
 from .evaluate import evaluate, record_train_squeeze_means
-from .methods import REGULAR, EpochInfo, StepInfo, create_method, method_class
+from .methods import REGULAR, EpochInfo, StepContext, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, d_speed, mu_names, speed_names
 from .models import INTERMEDIATE, MultiModalNet, build_model
 
@@ -260,10 +260,11 @@ def train_step(
     y = y.to(dev, non_blocking=True)
     mode = method.mode
     out = run.net(x, mode)
-    loss = method.loss(out, y, model)
+    ctx = StepContext(x, y, out, model, run.net, mode, run.step, run.epoch)
+    loss = method.loss(ctx)
     opt.zero_grad(set_to_none=True)
-    method.backward(loss, out, y, model)
-    method.on_after_backward(model)
+    method.backward(loss, ctx)
+    method.on_after_backward(ctx)
     if mode == REGULAR:
         run.speed.update(groups)  # before the optimizer step: gradients and weights of this step
     # one host sync a step: the loss (finite-loss guard, logs), the cumulative speed sums and this step's mu
@@ -308,7 +309,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
         if run.batch == 0:
             model.reset_squeeze_sums()
             run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
-            run.method.on_epoch_start(EpochInfo(run.epoch, model, train, dev))
+            run.method.on_epoch_start(_epoch_info(run))
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
         for idx in order[run.batch :]:
             x, y = train.batch(idx.tensor_split(run.dist.world)[run.dist.rank], train=True)  # this rank's slice
@@ -345,13 +346,18 @@ def _flush(run: Run, out: Path, step_lines: list[str], checkpoint: bool) -> list
     return []
 
 
+def _epoch_info(run: Run) -> EpochInfo:
+    c = run.cfg
+    return EpochInfo(run.epoch, run.model, run.data.train, run.data.val, run.device, c.batch_size, c.seed)
+
+
 def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> None:
     run.elapsed = elapsed
     cfg, model = run.cfg, run.model
     loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
     rebal /= run.dist.world  # every rank counted the same re-balancing steps
     train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
-    run.method.on_epoch_end(EpochInfo(run.epoch, model, run.data.train, run.device))
+    run.method.on_epoch_end(_epoch_info(run))
     if cfg.squeeze_means == "exact":
         record_train_squeeze_means(
             model, run.data.train, subset=cfg.exact_subset, seed=cfg.data_seed, device=run.device
@@ -395,6 +401,7 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
         "squeeze_means": cfg.squeeze_means,
         "config": cfg.to_dict(),
         "hparams": run.method.h,
+        "method_log": run.method.epoch_log(),
         "versions": versions(),
     }
     run.epoch += 1

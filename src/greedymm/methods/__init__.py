@@ -1,10 +1,13 @@
-"""Training methods (vanilla, guided balanced learning, its random variant) behind one registry and contract."""
+"""Training methods behind one registry and contract; every module in this package registers its method."""
 
-from . import guided, random, vanilla  # noqa: F401  (registers the methods)
+import importlib
+import pkgutil
+
 from .base import (
     REGULAR,
     EpochInfo,
     Method,
+    StepContext,
     StepInfo,
     create_method,
     list_methods,
@@ -13,10 +16,15 @@ from .base import (
     register_method,
 )
 
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
     "REGULAR",
     "EpochInfo",
     "Method",
+    "StepContext",
     "StepInfo",
     "create_method",
     "list_methods",

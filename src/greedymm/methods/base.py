@@ -2,12 +2,13 @@
 
 A method changes one or more of these, and nothing else; the loop never asks which method runs:
     next_mode(info)            the mode of the next step ("regular", "rebalance<k>": guided, random)
-    loss(out, y, model)        the loss from the outputs (default: the model family's own loss)
-    backward(loss, out, y, model)   how gradients are formed (default: loss.backward())
-    on_after_backward(model, info)  change gradients after backward, before the optimizer step
-    on_epoch_start / on_epoch_end(epoch)   work at epoch boundaries
+    loss(ctx)                  the loss from the outputs (default: the model family's own loss)
+    backward(loss, ctx)        how gradients are formed (default: loss.backward())
+    on_after_backward(ctx)     change gradients after backward, before the optimizer step
+    on_epoch_start / on_epoch_end(info)   work at epoch boundaries
 Per step the loop calls, in order: forward in ``mode`` -> ``loss`` -> ``backward`` -> ``on_after_backward`` ->
 conditional learning speed (regular steps) -> ``observe`` (which calls ``next_mode``) -> optimizer step.
+``ctx`` (a ``StepContext``) holds the step's inputs, labels, outputs, the model and what forward passes call.
 Everything a method keeps goes through ``state_dict`` (checkpoints resume it exactly) and must be identical on
 every rank under DDP (all-reduce what comes from a rank's own batch). ``extra_cost`` declares the extra forward
 and backward passes a step costs beyond the plain one; ``check`` refuses a model the method cannot apply to.
@@ -23,7 +24,7 @@ from fnmatch import fnmatch
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..models.network import MultiModalNet, Output
 
@@ -53,14 +54,32 @@ class StepInfo:
         return self.step < self.warmup_steps
 
 
+@dataclass
+class StepContext:
+    """One training step as a method sees it."""
+
+    x: dict[str, Tensor]  # inputs by modality, on the device
+    y: Tensor  # labels (B,)
+    out: Output  # the forward pass in ``mode``
+    model: MultiModalNet  # the bare model: heads, encoders, parameter groups
+    net: nn.Module  # what forward passes call: the model, or its DistributedDataParallel wrapper
+    mode: str
+    step: int  # global step, 0-based
+    epoch: int
+
+
 @dataclass(frozen=True)
 class EpochInfo:
-    """What a method may use at an epoch boundary: the model and the training split (never the test split)."""
+    """What a method may use at an epoch boundary: the model, the training and validation splits (never the
+    test split), and the settings to read them with."""
 
     epoch: int
     model: MultiModalNet
     train: Any = None  # the training split (data.base.Split)
+    val: Any = None  # the validation split, held out from the training split
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 64
+    seed: int = 0
 
 
 class Method:
@@ -102,13 +121,13 @@ class Method:
         """Decide the mode of step ``info.step + 1``; called after each backward pass."""
         return REGULAR
 
-    def loss(self, out: Output, y: Tensor, model: MultiModalNet) -> Tensor:
-        return model.loss(out, y)
+    def loss(self, ctx: StepContext) -> Tensor:
+        return ctx.model.loss(ctx.out, ctx.y)
 
-    def backward(self, loss: Tensor, out: Output, y: Tensor, model: MultiModalNet) -> None:
+    def backward(self, loss: Tensor, ctx: StepContext) -> None:
         loss.backward()
 
-    def on_after_backward(self, model: MultiModalNet, info: StepInfo | None = None) -> None:
+    def on_after_backward(self, ctx: StepContext) -> None:
         """Change ``p.grad`` in place before the optimizer step (default: nothing)."""
 
     def observe(self, info: StepInfo) -> None:
@@ -120,6 +139,10 @@ class Method:
 
     def on_epoch_end(self, info: EpochInfo) -> None:
         """After the last step of an epoch, before evaluation."""
+
+    def epoch_log(self) -> dict[str, Any]:
+        """Numbers the method adds to each epoch's record (results.jsonl, key "method_log"); JSON-serializable."""
+        return {}
 
     # -- state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
