@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under torchrun (and alone): train the tiny fixture, dump per-rank decisions."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import tiny_colored_data, tiny_three_data  # noqa: E402
 from greedymm.config import TrainConfig  # noqa: E402
-from greedymm.distributed import rank  # noqa: E402
 from greedymm.methods import Method  # noqa: E402
 from greedymm.train import fit  # noqa: E402
 
@@ -75,4 +75,8 @@ if __name__ == "__main__":
     if augment:
         data = dataclasses.replace(data, train=NoisySplit(data.train))
     fit(cfg, out, resume=resume, progress=False, data=data)
-    (out / f"modes_rank{rank()}.json").write_text(json.dumps(modes))
+    # fit ends the process group it started, so the rank comes from torchrun's environment
+    r = os.environ.get("RANK", "0")
+    (out / f"modes_rank{r}.json").write_text(json.dumps(modes))
+    # whether the process group is still up after fit (it must not be: fit ends what it started)
+    (out / f"group_alive_rank{r}.json").write_text(json.dumps(torch.distributed.is_initialized()))

@@ -14,11 +14,24 @@ WORKER = Path(__file__).parent / "ddp_worker.py"
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
+# torchrun's own start-up failures (rendezvous, ports): not greedymm's; retried once, then reported as such
+LAUNCHER_FAILURES = ("RendezvousError", "RendezvousConnectionError", "Address already in use", "EADDRINUSE")
+
+
 def _run(launcher: list[str], out: Path, method: str, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, *launcher, str(WORKER), str(out), method, *extra]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    for attempt in (1, 2):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        log = r.stdout[-2000:] + r.stderr[-4000:]
+        launcher_failed = any(m in log for m in LAUNCHER_FAILURES) and not (out / "results.jsonl").exists()
+        if r.returncode == 0 or not launcher_failed:
+            break
+        if attempt == 2:
+            pytest.fail(f"torchrun itself failed to start twice (outside greedymm: rendezvous or port):\n{log}")
+    # a rank that trained fine but aborts at exit (gloo threads torn down by interpreter shutdown) fails here
+    assert "terminate called" not in log, log
+    assert r.returncode == 0, log
 
 
 def _records(out: Path) -> list[dict]:
@@ -38,6 +51,8 @@ def test_two_processes_match_one(tmp_path, method, modalities):
     modes = [json.loads((two / f"modes_rank{r}.json").read_text()) for r in (0, 1)]
     assert modes[0] == modes[1] == json.loads((one / "modes_rank0.json").read_text())
     assert {"rebalance0", "rebalance1", "rebalance2"} & set(modes[0])
+    # the process group is ended by fit on every rank, so no gloo thread is left for interpreter shutdown
+    assert [json.loads((two / f"group_alive_rank{r}.json").read_text()) for r in (0, 1)] == [False, False]
     for a, b in zip(_records(one), _records(two), strict=True):
         assert a["step"] == b["step"]
         for split in ("val", "test"):

@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; `greedymm train --resume <run folder>` continues a run", file=sys.stderr)
         return 130
+    finally:
+        from .distributed import teardown
+
+        teardown()  # `eval` under torchrun joins the process group too
 
 
 if __name__ == "__main__":

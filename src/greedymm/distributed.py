@@ -64,6 +64,33 @@ class DistContext:
         return self.rank == 0
 
 
+_OWNED = False  # whether greedymm started the process group (and so must end it)
+
+
+def teardown() -> None:
+    """End the process group greedymm started, so no communication thread outlives the command.
+
+    Left to interpreter shutdown, gloo's (or nccl's) background threads can still be alive when the process exits,
+    and a rank that trained fine then aborts ("terminate called without an active exception", exit -6), which a
+    scheduler reports as a failed job. Safe to call twice, after an error, and when nothing was started."""
+    global _OWNED
+    if _OWNED and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _OWNED = False
+
+
+def ddp_buffer_kwargs() -> dict:
+    """DistributedDataParallel arguments that keep buffers rank-local during forwards (greedymm all-reduces them
+    itself); ``forward_sync_buffers`` where this torch has it (``broadcast_buffers`` is deprecated there)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}  # it still syncs once at construction: every rank's buffers agree then
+    return {"broadcast_buffers": False}
+
+
 def setup(device: str) -> DistContext:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -78,6 +105,8 @@ def setup(device: str) -> DistContext:
         dev = torch.device("cuda", local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        global _OWNED
+        _OWNED = True
     return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), device=dev)
 
 

@@ -27,7 +27,16 @@ from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import MultiModalData, epoch_order, load_dataset, select_modalities
-from .distributed import DistContext, all_reduce_, barrier, gather_rng_states, setup, sync_batchnorm
+from .distributed import (
+    DistContext,
+    all_reduce_,
+    barrier,
+    ddp_buffer_kwargs,
+    gather_rng_states,
+    setup,
+    sync_batchnorm,
+    teardown,
+)
 from .evaluate import evaluate, record_train_squeeze_means
 from .methods import REGULAR, EpochInfo, StepContext, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, d_speed, mu_names, speed_names
@@ -157,7 +166,7 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         # a re-balancing step leaves a gate layer unused, which DDP must be told about
         net = DistributedDataParallel(
             model,
-            broadcast_buffers=False,
+            **ddp_buffer_kwargs(),
             find_unused_parameters=method.leaves_unused_parameters,
             device_ids=[device.index] if device.type == "cuda" else None,
         )
@@ -228,7 +237,15 @@ def fit(
     data: MultiModalData | None = None,
 ) -> Path:
     """Train (or resume) one run in ``out``; returns ``out``. ``checkpoint_every`` adds mid-epoch checkpoints."""
-    out = Path(out)
+    try:
+        return _fit(cfg, Path(out), resume, progress, checkpoint_every, data)
+    finally:
+        teardown()  # also after an error or an interrupt: no gloo/nccl thread outlives the run
+
+
+def _fit(
+    cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int, data: MultiModalData | None
+) -> Path:
     _check_out_dir(out, cfg, resume)
     run = build_run(cfg, data)
     barrier()  # every rank has checked the folder before rank 0 writes to it
