@@ -124,7 +124,8 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
     for key, _ in METRICS:
         if "." in key:
             split, name = key.split(".", 1)
-            out[key] = float(best[split].get(name, math.nan))
+            if name in best[split]:  # a model without this number (e.g. no heads) shows "-", not nan
+                out[key] = float(best[split][name])
     out["d_speed"] = late_d_speed(steps, best["step"]) if steps else math.nan
     total = records[-1]["step"]
     out["rebalance_share"] = sum(r["train"]["rebalance_steps"] for r in records) / total if total else math.nan
@@ -214,7 +215,10 @@ def aggregate(
                 seeds=tuple(int(last[n]["seed"]) for n in names),
                 sources=tuple(dict.fromkeys(source_label(s) for s in sources)),
                 source_notes=tuple(dict.fromkeys(f"{s.get('source', '?')}: {s.get('note', '')}" for s in sources)),
-                stats={key: Stat(tuple(values[n].get(key, math.nan) for n in names)) for key in _keys(values.values())},
+                stats={
+                    key: Stat(tuple(values[n][key] for n in names if key in values[n]))
+                    for key in _keys(values.values())
+                },
             )
         )
     return rows
@@ -223,7 +227,7 @@ def aggregate(
 def _keys(values: Sequence[Mapping[str, float]] | Any) -> list[str]:
     """The paper's metrics first, then any extra ones the runs logged, in a stable order."""
     values = list(values)
-    extra = sorted({k for v in values for k in v if k not in LABELS})
+    extra = sorted({k for v in values for k in v if k not in LABELS}, key=lambda k: (k.startswith("test."), k))
     return [k for k, _ in METRICS] + extra
 
 
