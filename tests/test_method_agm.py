@@ -150,8 +150,8 @@ def test_gradient_is_the_scaled_responses(fusion):
     model = tiny(fusion)
     ref = copy.deepcopy(model)
     x, y = batch(model)
-    method = create_method("agm", alpha=10.0)
-    method.running, method.scale = [0.5, 3.0], [1.0, 1.0]
+    method = create_method("agm", alpha=1.0)
+    method.running, method.scale = [1.0, 1.8], [1.0, 1.0]  # r* = (e^0.8, e^-0.8): c ~ (3.3, 0.6)
     step(method, model, x, y, step=3)
     c = method.scale
     assert abs(c[0] - c[1]) > 0.5  # modulated
@@ -225,7 +225,7 @@ def test_refusals_and_bad_hparams():
     for bad, match in [
         ({"alpha": -1.0}, "alpha"),
         ({"alpha": "1"}, "alpha"),
-        ({"alpha": 80.0}, r"\[0, 50\]"),
+        ({"alpha": 9.0}, r"\[0, 8\]"),
         ({"modulation_starts": 1.5}, "integer"),
         ({"modulation_ends": -1}, "integer"),
         ({"modulation_starts": 5, "modulation_ends": 4}, "modulation_ends"),
@@ -262,7 +262,8 @@ def _ddp_steps(rank, world, init, fusion, out):
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     model = tiny(fusion)
-    method = create_method("agm", alpha=20.0)
+    method = create_method("agm", alpha=1.0)
+    method.running, method.scale = [1.0, 1.8], [1.0, 1.0]
     net = model
     if world > 1:
         sync_batchnorm(model, torch.device("cpu"))
@@ -272,7 +273,7 @@ def _ddp_steps(rank, world, init, fusion, out):
         x, y = batch(model, seed=i)
         part = slice(rank * 8 // world, (rank + 1) * 8 // world)
         x, y = {k: v[part] for k, v in x.items()}, y[part]
-        ctx = StepContext(x, y, net(x), model, net, "regular", i, 0)
+        ctx = StepContext(x, y, net(x), model, net, "regular", 5 + i, 0)
         loss = method.loss(ctx)
         opt.zero_grad()
         method.backward(loss, ctx)
@@ -293,7 +294,7 @@ def test_two_processes_equal_one(tmp_path):
     mp.start_processes(_ddp_steps, args=(2, init, "concat", tmp_path / "two.pt"), nprocs=2, start_method="fork")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one["method"]["scale"] == approx(two["method"]["scale"], rel=1e-6)
-    assert abs(one["method"]["scale"][0] - 1) > 0.01  # the coefficients did act
+    assert abs(one["method"]["scale"][0] - 1) > 0.5  # the coefficients did act
     for k, p in one["params"].items():
         assert torch.allclose(p, two["params"][k], atol=1e-6), k
 

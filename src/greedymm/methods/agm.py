@@ -24,10 +24,15 @@ The scales c_k are set only on steps of epochs in [modulation_starts, modulation
 counts (our epoch e is the code's e + 1); the running targets update on every step. [our reading] As in the code,
 outside the window the scales keep the value they last had: 1 before the window opens, the window's last c_k after
 it closes (the code calls update_scale only inside the window and the hooks stay on).
-After the backward pass: if any gradient entry of the output layer's weight (concat: head.fc; sum: every head.fcs;
-FiLM and gated: head.fc_out; MMTM: every branch head) lies outside [-1, 1], clip_grad_norm_(all parameters, 1.0)
-(the code checks fusion_module.fc_out, the concat classifier). The clip runs on every step, window or not.
+After the backward pass: if any gradient entry of the output layer's weight lies outside [-1, 1],
+clip_grad_norm_(all parameters, 1.0). The code checks fusion_module.fc_out, the concat classifier (head.fc here);
+[our reading] for the other heads: sum, every head.fcs; FiLM and gated, head.fc_out; MMTM, every branch head.
+The clip runs on every step, window or not, as in the code.
 Prediction and evaluation use the plain forward f(full); for MMTM f is the mean of the heads' logits [proposal].
+Hyper-parameters: alpha 1.0 (in [0, 8]: c = exp(alpha cap) must stay finite in float32), modulation_starts 0,
+modulation_ends 20. Scores are computed in float64 from log_softmax (the code: float32 softmax, then log).
+Extra cost: 2^M - 1 forwards; the backward runs through the 2^M - 1 graphs that carry gradient (METHODS.md counts
+2^M, including f({}), which the loss does not use), i.e. 2^M - 2 extra backward passes.
 
 Not copied from the code: model selection on the test split; the audio-accuracy bug of test(); the constant
 -log(1e-8) is kept (it is the code's clamp, not a bug). BalanceBenchmark's AGM (flipped sign, no empty coalition,
@@ -173,9 +178,10 @@ class AGM(Method):
         alpha, start, end = self.h["alpha"], self.h["modulation_starts"], self.h["modulation_ends"]
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
             raise ValueError(f"agm: alpha must be a finite number (recommended 1.0), got {alpha!r}")
-        if not 0 <= alpha <= 50:
+        if not 0 <= alpha <= 8:
             raise ValueError(
-                f"agm: alpha must lie in [0, 50] (exp(alpha * cap) must stay finite; 1.0 is the code's), got {alpha}"
+                f"agm: alpha must lie in [0, 8] so that c = exp(alpha * cap), cap 10, stays finite in float32 "
+                f"(the code's default is 1.0, its README uses 2.5), got {alpha}"
             )
         for name, v in (("modulation_starts", start), ("modulation_ends", end)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

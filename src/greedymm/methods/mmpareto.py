@@ -29,6 +29,12 @@ Differences from the code, on purpose:
 M > 2: each encoder sees only (L_mm, L_k), a two-task problem, so the rule applies per encoder unchanged.
 MMTM [proposal]: L_mm = CE(mean of the heads' logits), L_k = CE(head k); encoder k is branch k without its head
 (so dL_j/dtheta_k, j != k, reaches theta_k through the MMTM modules and is part of g_sum only).
+Late fusion: any head (concat, sum, FiLM, gated), with the uni-modal heads the method asks for
+(needs_unimodal_heads; for sum fusion these are separate from the head's own per-modality layers, as in the code).
+Hyper-parameter: gamma 1.5 (> 0; BalanceBenchmark calls it alpha). Extra cost: no extra forward; M + 1 extra
+backward passes (autograd.grad of L_mm on all encoders, of each L_k on encoder k, then the summed backward: the
+code's 3 retained + 1 for M = 2), plus float64 dot products and per-tensor norms. epoch_log: per encoder the mean
+cos, the share of conflicting steps (cos <= 0) and the mean weight l1 of L_mm.
 Under DDP the autograd.grad gradients are rank-local: they are averaged over ranks (one all-reduce) before use, as
 DDP averages the summed-loss gradient in its one backward, so every rank computes the same final gradient and it
 equals the single-process one.
