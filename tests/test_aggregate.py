@@ -50,6 +50,7 @@ def test_aggregate_matches_hand_computed_numbers(loaded):
     # seed 1: -0.1 -0.2 -0.3 -0.2 -> -0.2
     assert v.stats["d_speed"].values == pytest.approx((-0.4, -0.2))
     assert v.stats["rebalance_share"].mean == 0
+    assert v.stats["s_per_epoch"].values == (12.5, 12.5)  # elapsed 12.5 s per epoch in the fixture
     g = _row(rows, "guided", "alpha=0.01")
     # seed 0 best epoch 0 (step 4): d_speed over steps 2, 3 = (-0.3 - 0.1) / 2; seed 1: (0 - 0.2 - 0.2 - 0.4) / 4
     assert g.stats["d_speed"].values == pytest.approx((-0.2, -0.2))

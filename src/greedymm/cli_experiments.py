@@ -69,6 +69,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             workers=_workers(args.workers),
             out=args.out,
             data_dir=args.data_dir,
+            methods=args.methods,
         )
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
@@ -85,7 +86,11 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--datasets", nargs="+", required=True, help="data sets (recommended: cg-mnist)")
     s.add_argument(
-        "--methods", nargs="+", default=METHODS, help="methods (default and recommended: vanilla guided random)"
+        "--methods",
+        nargs="+",
+        default=METHODS,
+        help="methods, each optionally on a fusion: method@fusion, e.g. vanilla vanilla@concat ogm-ge@concat "
+        "(default and recommended: vanilla guided random; `greedymm list` shows each method's fusions)",
     )
     s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (recommended: 0 1 2)")
     s.add_argument("--out", required=True, help="sweep folder, e.g. runs/sweep1")
@@ -140,6 +145,12 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         "data is absent. Indicative only",
     )
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default 0 1 2; --quick: 0 1)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        help="methods to compare, each optionally on a fusion (method@fusion), e.g. vanilla guided random "
+        "vanilla@concat pmr@concat (default: vanilla guided random, whose runs the claims are judged on)",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="runs at a time (default 1; recommended: 2 on a 2-core CPU, 1 per GPU)"
     )

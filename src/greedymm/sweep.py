@@ -146,7 +146,6 @@ def plan_sweep(
 ) -> list[Job]:
     """The jobs of a sweep, in (data set, method, seed) order; every setting is checked before anything runs."""
     from .data import list_datasets
-    from .methods import method_class
 
     if not datasets or not methods or not seeds:
         raise ValueError("a sweep needs at least one data set, one method and one seed")
@@ -160,20 +159,53 @@ def plan_sweep(
             close = difflib.get_close_matches(d, list(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown data set {d!r}; choose one of {sorted(known)}.{hint}")
-    for m in methods:
-        method_class(m)  # raises with a suggestion
-    used = {item.split("=", 1)[0] for m in methods for item in sets_for_method(sets, m)}
+    specs = [split_method(m) for m in methods]  # "ogm-ge@concat": a method on a chosen fusion
+    for name, fusion in specs:
+        _check_fusion(name, fusion or _set_value(sets, "fusion") or "mmtm")
+    used = {item.split("=", 1)[0] for name, _ in specs for item in sets_for_method(sets, name)}
     if stray := sorted({_split_set(item)[0] for item in sets} - used):
         raise ValueError(f"--set {', '.join(stray)}: a hyper-parameter of none of the methods {list(methods)}")
     jobs: dict[Path, Job] = {}
     for d in datasets:
-        for m in methods:
+        for (m, fusion), spec in zip(specs, methods, strict=True):
             own = sets_for_method(sets, m)
+            if fusion:
+                own = tuple(sorted([*(i for i in own if not i.startswith("fusion=")), f"fusion={fusion}"]))
             for s in seeds:
                 cfg = resolve_config(d, m, int(s), own, epochs)  # raises on a bad --set, before any launch
-                folder = Path(out) / f"{d}_{m}_s{s}_{run_hash(cfg)}"
+                folder = Path(out) / f"{d}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
                 jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir))
     return list(jobs.values())
+
+
+def split_method(spec: str) -> tuple[str, str | None]:
+    """"guided" -> ("guided", None); "ogm-ge@concat" -> ("ogm-ge", "concat"); the method must exist."""
+    from .methods import method_class
+
+    name, _, fusion = spec.partition("@")
+    method_class(name)  # raises with a suggestion
+    if "@" in spec:
+        from .config import FUSIONS
+
+        if fusion not in FUSIONS:
+            raise ValueError(f"{spec!r}: unknown fusion {fusion!r}; write method@fusion with one of {FUSIONS}")
+    return name, fusion or None
+
+
+def _set_value(sets: Sequence[str], key: str) -> str | None:
+    values = [raw for k, raw in map(_split_set, sets) if k == key]
+    return values[-1] if values else None
+
+
+def _check_fusion(method: str, fusion: str) -> None:
+    from .methods import method_class
+
+    supported = method_class(method).fusions
+    if supported is not None and fusion not in supported:
+        raise ValueError(
+            f"method {method!r} is defined for fusion {' / '.join(supported)}, not {fusion!r}; "
+            f"write {method}@{supported[0]} in --methods to run it on its own fusion"
+        )
 
 
 def clean_run_folder(folder: Path) -> None:

@@ -33,9 +33,18 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("d_speed", "d_speed"),
     ("rebalance_share", "re-balancing share"),
     ("best_epoch", "best epoch"),
+    ("s_per_epoch", "s / epoch"),
 )
 LABELS = dict(METRICS)
-ACCURACY_COLUMNS = ("test.acc", "test.acc_head0", "test.acc_head1", "val.acc", "best_epoch", "rebalance_share")
+ACCURACY_COLUMNS = (
+    "test.acc",
+    "test.acc_head0",
+    "test.acc_head1",
+    "val.acc",
+    "best_epoch",
+    "rebalance_share",
+    "s_per_epoch",
+)
 UTILIZATION_COLUMNS = (
     "val.u_m1_given_m0",
     "val.u_m0_given_m1",
@@ -56,7 +65,8 @@ EXPLANATION = (
     "to select. d_util = u(m1|m0) - u(m0|m1): > 0 means m0 is under-used, < 0 means m1 is. d_speed is the mean "
     "logged d_speed = s(m1|m0) - s(m0|m1) over the second half of the steps that trained the best-validation "
     "checkpoint. Re-balancing share: re-balancing steps / all steps of the run. `settings` lists the settings "
-    "that differ between runs of a data set (method hyper-parameters: between runs of a method)."
+    "that differ between runs of a data set (method hyper-parameters: between runs of a method). s / epoch: the run's "
+    "wall time per epoch, evaluations included (runs that shared a machine slow each other down)."
 )
 
 
@@ -130,6 +140,10 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
     total = records[-1]["step"]
     out["rebalance_share"] = sum(r["train"]["rebalance_steps"] for r in records) / total if total else math.nan
     out["best_epoch"] = float(best["epoch"])
+    # the cost: training wall time per epoch (evaluations included), from the elapsed time carried over resumes
+    last = records[-1]
+    if "elapsed_s" in last:
+        out["s_per_epoch"] = float(last["elapsed_s"]) / (last["epoch"] + 1)
     for split in ("val", "test"):  # heads and utilization beyond the paper's two-modality names
         for name, v in best[split].items():
             spread_of_two = name == "util_spread" and "d_util" in best[split]  # d_util says it, signed
