@@ -15,10 +15,11 @@ from greedymm.methods import Method  # noqa: E402
 from greedymm.train import fit  # noqa: E402
 
 
-def config(method: str, epochs: int) -> TrainConfig:
+def config(method: str, epochs: int, fusion: str = "mmtm") -> TrainConfig:
     return TrainConfig(
         dataset="tiny",
         method=method,
+        fusion=fusion,
         epochs=epochs,
         batch_size=16,
         optimizer="adam",
@@ -69,8 +70,9 @@ if __name__ == "__main__":
     resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
     augment = len(sys.argv) > 5 and sys.argv[5] == "augment"
     three = len(sys.argv) > 6 and sys.argv[6] == "three"
+    fusion = sys.argv[7] if len(sys.argv) > 7 else "mmtm"
     torch.set_num_threads(1)
-    cfg = config(method, epochs)
+    cfg = config(method, epochs, fusion)
     data = tiny_three_data() if three else tiny_colored_data()
     if augment:
         data = dataclasses.replace(data, train=NoisySplit(data.train))

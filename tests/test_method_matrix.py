@@ -1,0 +1,129 @@
+"""Every registered method on the same harness: through the CLI on cg-digits and synthetic (2 and 3 modalities
+where defined), exact resume after a crash mid-epoch, and 2 processes under torchrun equal to one."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_colored_data
+from greedymm.checkpoint import load_checkpoint
+from greedymm.cli import main
+from greedymm.config import TrainConfig
+from greedymm.methods import list_methods, method_class
+from greedymm.train import fit
+
+METHODS = list_methods()
+SMALL = ["--width", "0.25", "--epochs", "1", "--no-progress"]
+SMALL_SYNTHETIC = ["--set", "data.size=96", "--set", "data.test_size=32", "--set", "data.image_size=12"]
+WORKER = Path(__file__).parent / "ddp_worker.py"
+
+
+def fusion_for(name: str) -> str:
+    """The method's first fusion; late fusion (concat) for methods defined for every fusion, so both families are
+    exercised across the matrix."""
+    fusions = method_class(name).fusions
+    return fusions[0] if fusions else "concat"
+
+
+def _refusal(capsys) -> str:
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_trains_through_the_cli(tmp_path, name, capsys):
+    fusion = ["--fusion", fusion_for(name)]
+    out = tmp_path / "digits"
+    assert main(["train", "--dataset", "cg-digits", "--method", name, *fusion, *SMALL, "--out", str(out)]) == 0
+    rec = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+    assert rec["method"] == name and rec["train"]["loss"] == rec["train"]["loss"]  # finite, not NaN
+    for n in (2, 3):
+        out = tmp_path / f"synthetic{n}"
+        args = ["train", "--dataset", "synthetic", "--set", f"data.modalities={n}", "--method", name, *fusion]
+        code = main([*args, *SMALL, *SMALL_SYNTHETIC, "--out", str(out)])
+        if code == 2:  # a method not defined for n modalities must say so, naming the count
+            assert n == 3 and "modalit" in _refusal(capsys)
+            continue
+        assert code == 0, _refusal(capsys)
+        rec = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+        assert len(rec["modalities"]) == n and "util_spread" in rec["test"]
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingSplit:
+    """Raises after ``n`` batches: a run killed in the middle of an epoch."""
+
+    def __init__(self, split, n):
+        self.split, self.n = split, n
+
+    def __len__(self):
+        return len(self.split)
+
+    def batch(self, idx, train=False):
+        self.n -= 1
+        if self.n < 0:
+            raise Crash
+        return self.split.batch(idx, train)
+
+    def __getattr__(self, name):
+        if name in ("split", "n"):
+            raise AttributeError(name)
+        return getattr(self.split, name)
+
+
+def _cfg(name: str, epochs: int = 3) -> TrainConfig:
+    return TrainConfig(
+        dataset="tiny", method=name, fusion=fusion_for(name), epochs=epochs, batch_size=16, optimizer="adam",
+        lr=3e-3, width=0.25, warmup_epochs=0.5, device="cpu",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_resumes_exactly_after_a_crash_mid_epoch(tmp_path, name):
+    data = tiny_colored_data()  # 72 training items, batch 16: 4 steps an epoch
+    fit(_cfg(name), tmp_path / "a", progress=False, data=data)
+    crashing = dataclasses.replace(data, train=CrashingSplit(data.train, 6))
+    with pytest.raises(Crash):
+        fit(_cfg(name), tmp_path / "b", progress=False, data=crashing, checkpoint_every=1)
+    fit(_cfg(name), tmp_path / "b", resume=True, progress=False, data=data)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert str(a["method"]) == str(b["method"])
+    assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
+    ra, rb = ((p / "results.jsonl").read_text().splitlines() for p in (tmp_path / "a", tmp_path / "b"))
+    assert [json.loads(x)["test"] for x in ra] == [json.loads(x)["test"] for x in rb]
+
+
+def _launch(out: Path, name: str, processes: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+    cmd = [sys.executable, *(torchrun if processes > 1 else []), str(WORKER), str(out), name, "2", "fresh", "plain"]
+    r = subprocess.run([*cmd, "two", fusion_for(name)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "terminate called" not in r.stderr, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m not in ("guided", "random")])  # those: test_distributed
+def test_every_method_on_two_processes_equals_one(tmp_path, name):
+    _launch(tmp_path / "one", name, 1)
+    _launch(tmp_path / "two", name, 2)
+    one = [json.loads(x) for x in (tmp_path / "one" / "results.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+    for a, b in zip(one, two, strict=True):
+        for split in ("val", "test"):
+            for key in (k for k in a[split] if k.startswith("acc")):
+                assert a[split][key] == b[split][key], (split, key)
+        assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-4)
+    wa = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "two" / "last.pt")["model"]
+    for k in wa:
+        if wa[k].is_floating_point():
+            assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5), k
