@@ -291,8 +291,8 @@ def _ddp_worker(rank, port, path):
 
     from greedymm.distributed import sync_batchnorm
 
+    torch.set_num_threads(1)  # a forked child: one thread (OpenMP after fork is slow)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         model = sync_batchnorm(tiny("concat"), torch.device("cpu"))
