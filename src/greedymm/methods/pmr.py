@@ -34,7 +34,7 @@ What we follow and where we differ from the official code (PMR ``main_Prototype_
     epochs < per_epochs, L += per_mu * mean_i sum_k p_ik log p_ik (the negative entropy of softmax(sim_m)) for every
     dominant m (rho_m > 1; for M = 2 the stronger modality).
 
-DDP: prototype sums and counts are all-reduced (each rank reads its slice of every subset batch), and so are the
+DDP: prototype sums and counts are all-reduced (each rank reads its shard of the subset), and so are the
 scores s_m before the comparison, so every rank adds the same terms. Cost: no extra pass per step (B x C distances
 per modality); per epoch one no-grad forward over ``proto_fraction`` of the training split (0.1 forward per step on
 average, declared in ``extra_cost``).
@@ -155,8 +155,10 @@ class PMR(Method):
         """Per-class feature sums (float64, per modality) and counts over ``idx_all``, summed over ranks."""
         sums: list[Tensor] = []
         counts = torch.zeros(0)
-        for idx in idx_all.split(info.batch_size):
-            x, y = info.train.batch(idx.tensor_split(world_size())[rank()])  # this rank's slice
+        local = idx_all.tensor_split(world_size())[rank()]  # this rank's shard of the items
+        # a rank with no item (fewer items than ranks) still needs the shapes for the all-reduce: one item, weight 0
+        for idx, weight in [(b, 1.0) for b in local.split(info.batch_size)] or [(idx_all[:1], 0.0)]:
+            x, y = info.train.batch(idx)
             x = {k: v.to(info.device) for k, v in x.items()}
             y = y.to(info.device)
             out = model(x)
@@ -165,8 +167,8 @@ class PMR(Method):
                 sums = [torch.zeros(c, z.shape[1], dtype=torch.float64, device=info.device) for z in out.features]
                 counts = torch.zeros(c, dtype=torch.float64, device=info.device)
             for s, z in zip(sums, out.features, strict=True):
-                s.index_add_(0, y, z.double())
-            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+                s.index_add_(0, y, z.double() * weight)
+            counts.index_add_(0, y, torch.full_like(y, weight, dtype=torch.float64))
         flat = all_reduce_(torch.cat([counts, *(s.flatten() for s in sums)]))
         counts, rest = flat[: len(counts)], flat[len(counts) :]
         return [r.view_as(s) for r, s in zip(rest.split([s.numel() for s in sums]), sums, strict=True)], counts
