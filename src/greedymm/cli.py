@@ -135,7 +135,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         cls = method_class(name)
         extra = "; warm-up: --set warmup_epochs=1 (recommended)" if cls.leaves_unused_parameters else ""
         fusions = " | ".join(cls.fusions) if cls.fusions else "any"
-        print(f"  {name:20s} hyper-parameters (recommended): {cls.hparams or 'none'}{extra}")
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        print(f"  {name:20s} {doc[0] if doc else ''}")
+        print(f"  {'':20s} hyper-parameters (recommended): {cls.hparams or 'none'}{extra}")
         print(f"  {'':20s} fusions: {fusions}; extra passes per step: {cls.extra_cost}")
     return 0
 
