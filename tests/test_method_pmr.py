@@ -263,25 +263,51 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+class _Killed(Exception):
+    pass
+
+
+def _fit_killed(monkeypatch, c, out, data, steps):
+    """Train with a checkpoint after every step, and die after ``steps`` steps (mid-epoch), as a killed run."""
+    import greedymm.train as train
+
+    step, calls = train.train_step, [0]
+
+    def dying(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > steps:
+            raise _Killed
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", dying)
+    with pytest.raises(_Killed):
+        fit(c, out, progress=False, data=data, checkpoint_every=1)
+    monkeypatch.setattr(train, "train_step", step)
+
+
 @pytest.mark.parametrize("fusion, data", [("concat", tiny_colored_data), ("mmtm", tiny_three_data)],
                          ids=["concat", "mmtm-3"])  # fmt: skip
-def test_trains_and_resume_equals_straight_run(tmp_path, fusion, data):
+def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch, fusion, data):
     import json
 
     d = data()
     c = _cfg(fusion=fusion)
     fit(c, tmp_path / "a", progress=False, data=d)
-    fit(c.replace(epochs=1), tmp_path / "b", progress=False, data=d)
+    fit(c.replace(epochs=1), tmp_path / "b", progress=False, data=d)  # stopped at the epoch boundary
     fit(c, tmp_path / "b", resume=True, progress=False, data=d)
-    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert all(torch.equal(p, q) for p, q in zip(a["method"]["prototypes"], b["method"]["prototypes"], strict=True))
-    assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
+    _fit_killed(monkeypatch, c, tmp_path / "c", d, steps=6)  # killed in epoch 1 (4 steps an epoch)
+    fit(c, tmp_path / "c", resume=True, progress=False, data=d)
     recs = [json.loads(line) for line in (tmp_path / "a" / "results.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train"]["loss"]) for r in recs)
     assert sum(r["method_log"][f"pce_share_m{k}"] for r in recs for k in range(len(d.modalities))) > 0
-    recs_b = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
-    assert [r["method_log"] for r in recs] == [r["method_log"] for r in recs_b]
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    for run in ("b", "c"):
+        b = load_checkpoint(tmp_path / run / "last.pt")
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert str(a["method"]) == str(b["method"])  # prototypes and the epoch's log
+        assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / run / "steps.csv").read_text()
+        recs_b = [json.loads(line) for line in (tmp_path / run / "results.jsonl").read_text().splitlines()]
+        assert [r["method_log"] for r in recs] == [r["method_log"] for r in recs_b]
 
 
 @pytest.mark.slow
