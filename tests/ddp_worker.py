@@ -26,7 +26,7 @@ def config(method: str, epochs: int, fusion: str = "mmtm") -> TrainConfig:
         lr=3e-3,
         width=0.25,
         warmup_epochs=0.5,
-        hparams={"alpha": 0.0, "Q": 2} if method == "guided" else {},
+        hparams={"guided": {"alpha": 0.0, "Q": 2}, "gblending": {"super_epoch": 1}}.get(method, {}),
         device="cpu",
     )
 
