@@ -62,6 +62,9 @@ def record_modes() -> list[str]:
 
 if __name__ == "__main__":
     import dataclasses
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)  # an abort (SIGABRT) prints every thread's Python stack to stderr
 
     modes = record_modes()
 

@@ -23,7 +23,7 @@ def _run(launcher: list[str], out: Path, method: str, *extra: str) -> None:
     cmd = [sys.executable, *launcher, str(WORKER), str(out), method, *extra]
     for attempt in (1, 2):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        log = r.stdout[-2000:] + r.stderr[-4000:]
+        log = r.stdout[-2000:] + r.stderr[-12000:]
         launcher_failed = any(m in log for m in LAUNCHER_FAILURES) and not (out / "results.jsonl").exists()
         if r.returncode == 0 or not launcher_failed:
             break
