@@ -82,8 +82,8 @@ def main() -> None:
         methods = ["vanilla", *methods]
     data = synthetic_cg(n_train=4096, n_test=256)
     runs = _runs(data, methods)
+    hooks = bench_epoch_hooks(runs)  # first, as in training: some methods set up their state there
     ms = bench_steps(runs, data, args.steps, args.rounds)
-    hooks = bench_epoch_hooks(runs)
     steps_per_epoch = len(data.train) // 64
     rows = []
     for (name, fusion), t in ms.items():
