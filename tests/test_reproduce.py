@@ -145,3 +145,36 @@ def test_a_failed_run_stops_before_the_verdicts(tmp_path):
     code = reproduce("cg-digits", quick=True, seeds=[0], out=tmp_path / "r", launcher=FailAll(), echo=lines.append)
     assert code == 1 and "3 of 3 launched runs failed" in "\n".join(lines)
     assert not (tmp_path / "r" / "claims.md").exists()
+
+
+def test_reproduce_compares_any_methods(tmp_path):
+    """--methods adds any method on any fusion to the comparison; the claims are still judged on the MMTM rows of
+    vanilla, guided and random."""
+    import json
+
+    class CopyAsMethod(CopyRecords):
+        """The checked-in vanilla records stand in for a uniform@concat run."""
+
+        def run(self, jobs, workers, progress):
+            other = [j for j in jobs if j.method == "uniform"]
+            codes = super().run([j for j in jobs if j.method != "uniform"], workers, progress)
+            for job in other:
+                shutil.copytree(next(iter(sorted(SWEEP.glob("tiny_vanilla_s0_*")))), job.folder)
+                recs = [json.loads(x) for x in (job.folder / "results.jsonl").read_text().splitlines()]
+                for r in recs:
+                    r["method"], r["config"]["fusion"] = "uniform", "concat"
+                (job.folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+                (job.folder / "done").write_text("{}\n")
+                codes[job] = 0
+            return codes
+
+    lines = []
+    methods = ["vanilla", "guided", "random", "uniform@concat"]
+    code = reproduce("cg-digits", quick=True, seeds=[0, 1], out=tmp_path / "r", launcher=CopyAsMethod(),
+                     echo=lines.append, methods=methods)  # fmt: skip
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir() and p.name.startswith("cg-digits_"))
+    assert sum(n.startswith("cg-digits_uniform-concat_s") for n in names) == 2 and len(names) == 8
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| uniform |" in report and "s / epoch" in report
+    assert "claim 3: HOLDS" in "\n".join(lines)

@@ -170,3 +170,21 @@ def test_cli_sweep_dry_run_and_report(tmp_path, capsys):
     assert (out / "report.csv").is_file() and "report:" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--workers"):
         _cli(["sweep", "--datasets", "cg-digits", "--out", str(out), "--workers", "0"])
+
+
+def test_methods_on_chosen_fusions(tmp_path):
+    """method@fusion runs a method on a fusion of its own; a method not defined for a fusion is refused up front."""
+    from greedymm.cli import _config, build_parser
+
+    jobs = {j.name.split("_")[1]: j for j in plan(tmp_path, methods=["vanilla", "vanilla@concat", "ogm-ge@sum"])}
+    assert set(jobs) == {"vanilla", "vanilla-concat", "ogm-ge-sum"}
+    assert jobs["vanilla"].folder != jobs["vanilla-concat"].folder
+    for name, fusion in (("vanilla", "mmtm"), ("vanilla-concat", "concat"), ("ogm-ge-sum", "sum")):
+        cfg = _config(build_parser().parse_args(jobs[name].command()[3:]))
+        assert cfg.fusion == fusion and jobs[name].name.endswith(run_hash(cfg))
+    with pytest.raises(ValueError, match="write guided@mmtm"):
+        plan(tmp_path, methods=["guided@concat"])
+    with pytest.raises(ValueError, match="write guided@mmtm"):
+        plan(tmp_path, methods=["vanilla", "guided"], sets=["fusion=sum"])
+    with pytest.raises(ValueError, match="unknown fusion 'cat'"):
+        plan(tmp_path, methods=["vanilla@cat"])
