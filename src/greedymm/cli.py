@@ -15,6 +15,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that trains (one parent parser, as DINO does)."""
     g = p.add_argument_group("training")
     g.add_argument("--dataset", help="data set name (see `greedymm list`); recommended: cg-mnist")
+    g.add_argument(
+        "--preset",
+        help="a named protocol of another paper on our data (pmr-protocol: PMR's CG-MNIST encoder, optimizer, "
+        "schedule and colors; `greedymm list` shows them); other options override it",
+    )
     g.add_argument("--method", help="vanilla | guided | random; recommended: guided (the paper's algorithm)")
     g.add_argument(
         "--fusion",
@@ -54,7 +59,7 @@ def _modality_list(text: str) -> list[str]:
 
 
 def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
-    from .config import TrainConfig, parse_set, preset
+    from .config import TrainConfig, parse_set, preset, protocol
     from .methods import method_class
 
     given = {
@@ -75,7 +80,9 @@ def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
         )
         if getattr(args, k, None) is not None
     }
-    if base is None:
+    if base is None and getattr(args, "preset", None):
+        cfg = protocol(args.preset, **given)
+    elif base is None:
         cfg = preset(given.get("dataset", "cg-mnist"))
         cfg = cfg.replace(**{k: v for k, v in given.items() if k != "dataset"})
     else:
@@ -130,6 +137,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:20s} {desc}")
         if name in PRESETS:
             print(f"  {'':20s} reproduction config: {PRESETS[name]}")
+    from .config import PROTOCOLS
+
+    print("presets (--preset NAME; other options override them):")
+    for name, settings in PROTOCOLS.items():
+        print(f"  {name:20s} {settings}")
     print("methods:")
     for name in list_methods(args.pattern):
         cls = method_class(name)

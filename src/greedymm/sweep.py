@@ -76,7 +76,13 @@ def resolve_config(dataset: str, method: str, seed: int, sets: Sequence[str], ep
     return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
 
 
-LATER_SETTINGS = {"fusion": "mmtm", "modalities": None, "pairwise_utilization": False}  # with their defaults
+LATER_SETTINGS = {  # with their defaults
+    "fusion": "mmtm",
+    "modalities": None,
+    "pairwise_utilization": False,
+    "step_size": 70,
+    "gamma": 0.1,
+}
 
 
 def run_hash(cfg: TrainConfig) -> str:

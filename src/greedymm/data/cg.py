@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,10 @@ DIGITS_TEST_FRACTION = 0.25
 
 def _reject(unknown: dict) -> None:
     if unknown:
-        raise ValueError(f"Colored-and-gray data sets take no options {sorted(unknown)}; they take random_color_val")
+        raise ValueError(
+            f"Colored-and-gray data sets take no options {sorted(unknown)}; they take random_color_val, "
+            "colors (ours | pmr) and arch (small-cnn | pmr-convnet)"
+        )
 
 
 def _digits_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,14 +72,19 @@ def _colored_loader(name: str, raw: Callable[[str | Path | None, int], Raw]) -> 
         val_fraction: float = 0.1,
         data_seed: int = 0,
         random_color_val: bool = False,
+        colors: str = "ours",
+        arch: str = "small-cnn",
         **unknown,
     ) -> MultiModalData:
         _reject(unknown)
+        if arch not in ("small-cnn", "pmr-convnet"):
+            raise ValueError(f"arch must be small-cnn or pmr-convnet for {name}, got {arch!r}")
         tx, ty, sx, sy, source = raw(data_dir, data_seed)
-        return make_colored_data(
-            name, tx, ty, sx, sy, source,
-            val_fraction=val_fraction, data_seed=data_seed, random_color_val=random_color_val,
+        data = make_colored_data(
+            name, tx, ty, sx, sy, {**source, "colors": colors},
+            val_fraction=val_fraction, data_seed=data_seed, random_color_val=random_color_val, colors=colors,
         )  # fmt: skip
+        return dataclasses.replace(data, arch=arch)
 
     return load
 

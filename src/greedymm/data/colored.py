@@ -2,8 +2,14 @@
 
 Construction (Kim et al. 2019 colored MNIST, paired as later work does): 10 class colors whose R, G and B
 channels are each a permutation of {0.05, 0.15, ..., 0.95}. Training and validation items get
-clamp(class_color + sqrt(0.02) N(0, I_3), 0, 1), strongly tied to the label; test items get a uniform random
-color, unrelated to the label. A pixel is colored where the gray value >= 0.3 and black elsewhere.
+clamp(class_color + sqrt(color_var) N(0, I_3), 0, 1), strongly tied to the label; test items get a color
+unrelated to the label. A pixel is colored where the gray value >= 0.3 and black elsewhere.
+
+Two constructions (the ``colors`` option of the CG data sets):
+    "ours" (default)  color_var 0.020; test colors uniform random in [0, 1]^3.
+    "pmr"             as PMR's CG-MNIST file is built (jitter variance 0.030, Kim et al.'s protocol) [our
+                      reading of it: the file is not public]: color_var 0.030; each test item gets the palette
+                      color of a class drawn at random, independent of its label, with the same jitter.
 """
 
 from __future__ import annotations
@@ -33,15 +39,23 @@ PALETTE = torch.tensor(
     ]
 )
 COLOR_STD = math.sqrt(0.02)
+COLOR_SCHEMES = {"ours": (0.02, "uniform"), "pmr": (0.03, "palette")}  # (jitter variance, test colors)
 MASK_THRESHOLD = 0.3
 MODALITIES = ("colored", "gray")  # m0, m1
 
 
-def class_colors(labels: Tensor, seed: int) -> Tensor:
-    """Label-correlated colors (N, 3) for training/validation items."""
+def class_colors(labels: Tensor, seed: int, var: float = 0.02) -> Tensor:
+    """Label-correlated colors (N, 3) for training/validation items: palette color + N(0, var) jitter."""
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(len(labels), 3, generator=g) * COLOR_STD
+    noise = torch.randn(len(labels), 3, generator=g) * math.sqrt(var)
     return (PALETTE[labels] + noise).clamp(0, 1)
+
+
+def palette_colors(n: int, seed: int, var: float) -> Tensor:
+    """Colors (N, 3) of classes drawn at random, independent of the label, with the training jitter."""
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.randint(len(PALETTE), (n,), generator=g)
+    return class_colors(classes, seed + 7, var)
 
 
 def random_colors(n: int, seed: int) -> Tensor:
@@ -88,12 +102,20 @@ def make_colored_data(
     val_fraction: float = 0.1,
     data_seed: int = 0,
     random_color_val: bool = False,
+    colors: str = "ours",
 ) -> MultiModalData:
     """Build the train / validation / test splits; validation keeps the training colors by default."""
+    if colors not in COLOR_SCHEMES:
+        raise ValueError(f"colors must be one of {sorted(COLOR_SCHEMES)} (see greedymm.data.colored), got {colors!r}")
+    var, test_scheme = COLOR_SCHEMES[colors]
     train_labels, test_labels = train_labels.long(), test_labels.long()
     keep, held = stratified_split(train_labels, val_fraction, seed=data_seed)
-    train_colors = class_colors(train_labels, seed=data_seed + 1)
+    train_colors = class_colors(train_labels, seed=data_seed + 1, var=var)
     val_colors = random_colors(len(held), data_seed + 3) if random_color_val else train_colors[held]
+    if test_scheme == "uniform":
+        test_colors = random_colors(len(test_labels), data_seed + 2)
+    else:
+        test_colors = palette_colors(len(test_labels), data_seed + 2, var)
 
     def split(images: Tensor, labels: Tensor, colors: Tensor) -> ColoredSplit:
         return ColoredSplit(images.contiguous(), labels.contiguous(), colors.contiguous())
@@ -106,6 +128,6 @@ def make_colored_data(
         arch="small-cnn",
         train=split(train_images[keep], train_labels[keep], train_colors[keep]),
         val=split(train_images[held], train_labels[held], val_colors),
-        test=split(test_images, test_labels, random_colors(len(test_labels), data_seed + 2)),
+        test=split(test_images, test_labels, test_colors),
         source=source,
     )

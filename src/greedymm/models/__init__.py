@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .branch import Branch, count_parameters
-from .cnn import SMALL_CNN_FUSE_AFTER, small_cnn
+from .cnn import SMALL_CNN_FUSE_AFTER, pmr_convnet, small_cnn
 from .i3d import I3D_FUSE_AFTER, i3d_branch
 from .intermediate import MMTMNet
 from .late import LATE_FUSIONS, LateFusionNet
@@ -20,6 +20,7 @@ from .resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
 # name -> (branch builder(in_channels, num_classes or None, width), stages followed by MMTM)
 ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
     "small-cnn": (small_cnn, SMALL_CNN_FUSE_AFTER),
+    "pmr-convnet": (pmr_convnet, SMALL_CNN_FUSE_AFTER),  # PMR's CG-MNIST encoder, 512-d feature
     "i3d": (i3d_branch, I3D_FUSE_AFTER),
     "resnet18": (resnet18_branch, RESNET18_FUSE_AFTER),
     "resnet18-small": (resnet18_small_branch, RESNET18_FUSE_AFTER),  # 3x3 stride-1 stem for tiny CPU images
