@@ -57,16 +57,16 @@ def test_set_without_equals_and_wrong_type():
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"step": 1})
+    save_checkpoint(path, {"model": {}, "step": 1})
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(RuntimeError, match=r"No space left on device.*previous last.pt is intact"):
-        save_checkpoint(path, {"step": 2})
+        save_checkpoint(path, {"model": {}, "step": 2})
     monkeypatch.undo()
-    assert load_checkpoint(path) == {"step": 1}
+    assert load_checkpoint(path) == {"model": {}, "step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
@@ -181,3 +181,25 @@ def test_list_line_parser_accepts_the_published_format():
     line = "path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218 "
     entry = parse_list_line(line + "duo_left:duo_left:161:254 label:1")
     assert entry["label"] == 0 and entry["sensors"]["depth"] == {"file": "sk_depth", "start": 138, "end": 218}
+
+
+class _WritesAFile:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))  # creates the file if this is ever unpickled
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_refused_by_name(tmp_path):
+    import torch
+
+    target = tmp_path / "pwned"
+    torch.save({"model": {}, "payload": _WritesAFile(target)}, tmp_path / "last.pt")
+    with pytest.raises(RuntimeError, match=r"refusing checkpoint .*last.pt: it asks for [a-z.]*open"):
+        load_checkpoint(tmp_path / "last.pt")
+    assert not target.exists()
+    # the same through the CLI: eval and resume say which file, without a traceback
+    (tmp_path / "best.pt").write_bytes((tmp_path / "last.pt").read_bytes())
+    assert main(["eval", str(tmp_path)]) == 2
+    assert not target.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,43 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         ) from e
 
 
+def _allowed():
+    """Checkpoints written before 0.2 stored torch's version as a ``TorchVersion`` (a str subclass): allow it."""
+    from contextlib import nullcontext
+
+    from torch.torch_version import TorchVersion
+
+    safe = getattr(torch.serialization, "safe_globals", None)
+    return safe([TorchVersion]) if safe else nullcontext()
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint without running code: ``weights_only`` unpickling accepts tensors, numbers, strings and
+    containers (all a greedymm checkpoint holds) and refuses anything else, so a crafted file cannot execute."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with _allowed():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:  # something besides tensors and plain data is inside: a crafted or foreign file
+            raise RuntimeError(
+                f"refusing checkpoint {path}: it asks for {found.group(1)}, which a greedymm checkpoint never holds; "
+                "it was not written by greedymm, or was altered. Nothing in it ran. Restore the file or train again."
+            ) from None
+        raise RuntimeError(
+            f"cannot read checkpoint {path} (not a checkpoint pickle: {str(e).splitlines()[-1][:200]}); it is damaged "
+            "or not a greedymm checkpoint. Restore it, or delete the run folder and train again."
+        ) from None
     except Exception as e:  # a foreign or damaged file: say which and why
         raise RuntimeError(
             f"cannot read checkpoint {path} ({type(e).__name__}: {e}); it is damaged or not a greedymm checkpoint. "
             "Restore it, or delete the run folder and train again."
         ) from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise RuntimeError(f"{path} is not a greedymm checkpoint (no model state); restore it or train again")
+    return state
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -57,7 +57,7 @@ class RunError(RuntimeError):
 def versions() -> dict[str, str]:
     return {
         "greedymm": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: checkpoints hold plain data only
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
