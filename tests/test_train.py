@@ -186,3 +186,38 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
     data.train.images[:] = 255  # harmless; the NaN comes from the learning rate below
     with pytest.raises(FloatingPointError, match=r"at step \d+ .*last good checkpoint"):
         fit(cfg(optimizer="sgd", lr=1e30, momentum=0.0, epochs=3), tmp_path / "r", progress=False, data=data)
+
+
+def test_torn_last_log_lines_are_repaired_on_resume_and_noted_in_reports(tmp_path):
+    """A crash while a line is appended leaves it torn; resume drops it (that work is redone) instead of merging
+    the next row into it, and a report leaves it out with a note."""
+    from greedymm.report.aggregate import load_runs
+
+    data = tiny_colored_data()
+    fit(cfg(epochs=3), tmp_path / "a", progress=False, data=data)
+    fit(cfg(epochs=2), tmp_path / "b", progress=False, data=data)
+    with open(tmp_path / "b" / "steps.csv", "a") as f:
+        f.write("8,2,regular,1.2")  # torn: no line end
+    with open(tmp_path / "b" / "results.jsonl", "a") as f:
+        f.write('{"epoch": 2, "step": 12, "val": {"ac')
+    records, _, notes = load_runs(tmp_path / "b")
+    assert len(records["b"]) == 2 and any("results.jsonl is torn" in n for n in notes)
+    assert any("steps.csv is torn" in n for n in notes)
+    fit(cfg(epochs=3), tmp_path / "b", resume=True, progress=False, data=data)
+    assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
+    ra, rb = ((p / "results.jsonl").read_text().splitlines() for p in (tmp_path / "a", tmp_path / "b"))
+    assert [json.loads(x)["test"] for x in ra] == [json.loads(x)["test"] for x in rb]
+
+
+def test_a_damaged_log_line_is_refused_with_file_and_line(tmp_path):
+    from greedymm.logs import LogError
+    from greedymm.report import load_records
+
+    data = tiny_colored_data()
+    fit(cfg(epochs=2), tmp_path / "r", progress=False, data=data)
+    lines = (tmp_path / "r" / "results.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "r" / "results.jsonl").write_text(lines[0][:40] + "\n" + lines[1])  # damaged, not the last
+    with pytest.raises(LogError, match=r"results.jsonl line 1 is damaged"):
+        load_records(tmp_path / "r")
+    with pytest.raises(LogError, match=r"results.jsonl line 1 is damaged"):
+        fit(cfg(epochs=3), tmp_path / "r", resume=True, progress=False, data=data)

@@ -38,6 +38,7 @@ from .distributed import (
     teardown,
 )
 from .evaluate import evaluate, record_train_squeeze_means
+from .logs import whole_lines
 from .methods import REGULAR, EpochInfo, StepContext, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, d_speed, mu_names, speed_names
 from .models import INTERMEDIATE, MultiModalNet, build_model
@@ -212,16 +213,25 @@ def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
 
 
 def _truncate_logs(out: Path, step: int, epoch: int) -> None:
-    """Drop log lines written after the checkpoint being resumed, so the logs continue exactly."""
+    """Drop log lines written after the checkpoint being resumed (and a torn last line), so the logs continue
+    exactly."""
     steps = out / "steps.csv"
     if steps.exists():
-        lines = steps.read_text().splitlines(keepends=True)
-        keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) < step]
-        atomic_write_text(steps, "".join(keep))
+        header, _, body = steps.read_text().partition("\n")
+        width = len(header.split(","))
+
+        def row(ln: str) -> int:
+            cells = ln.rstrip("\n").split(",")
+            if len(cells) != width:
+                raise ValueError(f"{len(cells)} cells, the header has {width}")
+            return int(cells[0])
+
+        kept = [ln for ln, s in whole_lines(body, str(steps), row, first=2) if s < step]
+        atomic_write_text(steps, header + "\n" + "".join(kept))
     results = out / "results.jsonl"
     if results.exists():
-        keep = [ln for ln in results.read_text().splitlines(keepends=True) if json.loads(ln)["epoch"] < epoch]
-        atomic_write_text(results, "".join(keep))
+        kept = [ln for ln, rec in whole_lines(results.read_text(), str(results), json.loads) if rec["epoch"] < epoch]
+        atomic_write_text(results, "".join(kept))
 
 
 def _append(path: Path, lines: list[str]) -> None:

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..logs import whole_lines
+
 
 def _util_label(key: str, modalities: list[str]) -> str:
     """u_m1_given_m0 -> u(m1|m0) (the paper's notation for two modalities); u_others_given_m2 -> u(others|flow);
@@ -44,16 +46,26 @@ def load_records(run: Path) -> list[dict[str, Any]]:
     path = Path(run) / "results.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no results.jsonl in {run}: is it a run folder (made by `greedymm train`)?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [rec for _, rec in whole_lines(path.read_text(), str(path), json.loads)]  # a torn last line: dropped
 
 
 def load_steps(run: Path) -> dict[str, list]:
-    """steps.csv as columns: step (int), mode (str), d_speed etc. (float)."""
-    cols: dict[str, list] = {}
-    with open(Path(run) / "steps.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                cols.setdefault(k, []).append(v if k == "mode" else (int(v) if k in ("step", "epoch") else float(v)))
+    """steps.csv as columns: step (int), mode (str), d_speed etc. (float); a torn last row is dropped."""
+    path = Path(run) / "steps.csv"
+    header, _, body = path.read_text().partition("\n")
+    names = next(csv.reader([header]))
+
+    def row(line: str) -> list:
+        cells = next(csv.reader([line]))
+        if len(cells) != len(names):
+            raise ValueError(f"{len(cells)} cells, the header has {len(names)}")
+        typed = zip(names, cells, strict=True)
+        return [v if k == "mode" else (int(v) if k in ("step", "epoch") else float(v)) for k, v in typed]
+
+    cols: dict[str, list] = {k: [] for k in names}
+    for _, values in whole_lines(body, str(path), row, first=2):
+        for k, v in zip(names, values, strict=True):
+            cols[k].append(v)
     return cols
 
 

@@ -395,6 +395,7 @@ def load_runs(
     path: str | Path, runs: Sequence[Path] | None = None
 ) -> tuple[dict[str, list[dict]], dict[str, dict[str, list]], list[str]]:
     """(records by run, steps by run, notes) for the runs under ``path``; names are paths relative to it."""
+    from ..logs import torn
     from . import load_records, load_steps
 
     path = Path(path)
@@ -408,6 +409,12 @@ def load_runs(
         records[name] = recs
         if (run / "steps.csv").is_file():
             steps[name] = load_steps(run)
+        for log in ("results.jsonl", "steps.csv"):
+            if (run / log).is_file() and torn(run / log):
+                notes.append(
+                    f"{name}: the last line of {log} is torn (a crash while it was written) and was left out; "
+                    f"`greedymm train --resume {run}` repairs the log and redoes that work"
+                )
         if not (run / "done").exists():
             notes.append(f"{name}: unfinished ({len(recs)} epochs so far); its numbers are from those epochs")
     if not records:
