@@ -75,7 +75,15 @@ def teardown() -> None:
     scheduler reports as a failed job. Safe to call twice, after an error, and when nothing was started."""
     global _OWNED
     if _OWNED and dist.is_available() and dist.is_initialized():
+        import gc
+
+        # A DistributedDataParallel wrapper and its reducer sit in reference cycles and keep the process group
+        # alive: unless they are freed now, the group (and its gloo threads) is destroyed during interpreter
+        # shutdown, where a rank can abort after training fine (seen: "terminate called without an active
+        # exception" at exit, with the main thread already without Python frames).
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
     _OWNED = False
 
 
