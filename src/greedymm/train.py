@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from .distributed import (
     teardown,
 )
 from .evaluate import evaluate, record_train_squeeze_means
+from .lock import RunLock
 from .logs import whole_lines
 from .methods import REGULAR, EpochInfo, StepContext, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, d_speed, mu_names, speed_names
@@ -258,12 +260,24 @@ def fit(
 def _fit(
     cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int, data: MultiModalData | None
 ) -> Path:
+    if out.is_dir() and os.environ.get("RANK", "0") == "0":  # rank 0 is the writer (torchrun sets RANK)
+        RunLock(out).acquire().release()  # a folder being trained in: name its writer before anything else
     _check_out_dir(out, cfg, resume)
     run = build_run(cfg, data)
     barrier()  # every rank has checked the folder before rank 0 writes to it
     main = run.dist.is_main
+    lock = RunLock(out).acquire() if main else None  # one writer per run folder, for the whole run
+    try:
+        return _fit_locked(run, cfg, out, resume, progress, checkpoint_every)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_locked(run: Run, cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int) -> Path:
+    main = run.dist.is_main
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        _check_out_dir(out, cfg, resume)  # again, now that no other process can write here
         (out / "done").unlink(missing_ok=True)
     if resume:
         run.load_state_dict(load_checkpoint(out / "last.pt"))
