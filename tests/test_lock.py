@@ -67,3 +67,30 @@ def test_two_trainers_race_for_one_folder(tmp_path):
     lines = (out / "steps.csv").read_text().splitlines()
     assert [int(x.split(",")[0]) for x in lines[1:]] == list(range(len(lines) - 1))  # no duplicated steps
     assert len((out / "results.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_stopped_sweep_stops_its_runs(tmp_path, how):
+    out = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "greedymm", "sweep", "--datasets", "cg-digits", "--methods", "vanilla", "--seeds", "0",
+           "--epochs", "30", "--set", "width=0.25", "--out", str(out)]  # fmt: skip
+    sweep = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("*/steps.csv")) and time.time() < deadline:
+        time.sleep(0.1)
+    run = next(out.glob("*/steps.csv")).parent
+    with pytest.raises(RunFolderBusy):
+        RunLock(run).acquire()  # the run is training
+    sweep.send_signal(how)
+    sweep.wait(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the run ends with its sweep, so its folder is free again
+        try:
+            RunLock(run).acquire().release()
+            break
+        except RunFolderBusy:
+            time.sleep(0.2)
+    else:
+        pytest.fail(f"the run in {run} kept training after its sweep was stopped ({how.name})")
+    assert not (run / "done").exists()

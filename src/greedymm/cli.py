@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -286,7 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _end_with_parent() -> None:
+    """A run started by a sweep stops when the sweep process dies, even by SIGKILL (Linux: PR_SET_PDEATHSIG),
+    so a sweep started again never finds its old children still writing."""
+    parent = os.environ.get("GREEDYMM_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        return
+    if os.getppid() != int(parent):  # the sweep died before the signal was armed
+        raise SystemExit(143)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _end_with_parent()
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

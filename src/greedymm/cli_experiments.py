@@ -22,10 +22,20 @@ def _workers(n: int) -> int:
     return n
 
 
+def _sigterm_interrupts() -> None:
+    import signal
+
+    def interrupt(signum, frame):  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalLauncher, plan_sweep, run_sweep
 
     jobs = plan_sweep(args.datasets, args.methods, args.seeds, args.out, args.set, args.epochs, args.data_dir)
+    _sigterm_interrupts()  # `kill <sweep>` stops its runs as Ctrl-C does
     try:
         result = run_sweep(jobs, LocalLauncher(), _workers(args.workers), dry_run=args.dry_run)
     except KeyboardInterrupt:

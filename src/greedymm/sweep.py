@@ -185,7 +185,7 @@ def plan_sweep(
 
 
 def split_method(spec: str) -> tuple[str, str | None]:
-    """"guided" -> ("guided", None); "ogm-ge@concat" -> ("ogm-ge", "concat"); the method must exist."""
+    """ "guided" -> ("guided", None); "ogm-ge@concat" -> ("ogm-ge", "concat"); the method must exist."""
     from .methods import method_class
 
     name, _, fusion = spec.partition("@")
@@ -264,6 +264,7 @@ class LocalLauncher(Launcher):
 
     def _env(self, workers: int) -> dict[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")  # the log shows progress as it happens
+        env["GREEDYMM_PARENT_PID"] = str(os.getpid())  # each run ends itself if the sweep dies (cli.main)
         # torch takes every core per process by default; N such processes on the same cores thrash
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         threads = str(max(1, cores // max(workers, 1)))
