@@ -67,3 +67,27 @@ def write_mnist_dir(folder, n_train=6, n_test=4, gz=True, seed=0):
     for key, fname in MNIST_FILES.items():
         write_idx(folder / (fname if gz else fname.removesuffix(".gz")), arrays[key])
     return arrays
+
+
+class Killed(Exception):
+    """Raised by ``fit_killed``: the run died mid-epoch."""
+
+
+def fit_killed(monkeypatch, cfg, out, data, steps: int) -> None:
+    """Train with a checkpoint after every step and die after ``steps`` optimizer steps (a run killed mid-epoch).
+    Epoch hooks that read the training split are not counted, unlike a crash inside the split."""
+    import greedymm.train as train
+    from greedymm.train import fit
+
+    step, calls = train.train_step, [0]
+
+    def dying(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > steps:
+            raise Killed
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", dying)
+    with pytest.raises(Killed):
+        fit(cfg, out, progress=False, data=data, checkpoint_every=1)
+    monkeypatch.setattr(train, "train_step", step)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_colored_data
+from conftest import fit_killed, tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.distributed import DistBatchNorm, sync_batchnorm
@@ -174,35 +174,13 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-class _Killed(Exception):
-    pass
-
-
-def _fit_killed(monkeypatch, c, out, data, steps):
-    """Train with a checkpoint after every step, and die after ``steps`` steps (mid-epoch), as a killed run."""
-    import greedymm.train as train
-
-    step, calls = train.train_step, [0]
-
-    def dying(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] > steps:
-            raise _Killed
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", dying)
-    with pytest.raises(_Killed):
-        fit(c, out, progress=False, data=data, checkpoint_every=1)
-    monkeypatch.setattr(train, "train_step", step)
-
-
 def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch):
     d = tiny_colored_data(n_train=48)  # 36 training items: 2 steps an epoch, 32 + 4 for the estimate
     c = _cfg()
     fit(c, tmp_path / "a", progress=False, data=d)
     fit(c.replace(epochs=1), tmp_path / "b", progress=False, data=d)  # resumes at a super-epoch start
     fit(c, tmp_path / "b", resume=True, progress=False, data=d)
-    _fit_killed(monkeypatch, c, tmp_path / "c", d, steps=3)  # killed in epoch 1, after its estimate
+    fit_killed(monkeypatch, c, tmp_path / "c", d, steps=3)  # killed in epoch 1, after its estimate
     fit(c, tmp_path / "c", resume=True, progress=False, data=d)
     a = load_checkpoint(tmp_path / "a" / "last.pt")
     assert a["method"]["estimated_at"] == 1  # re-estimated at epoch 1

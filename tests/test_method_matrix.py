@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_colored_data
+from conftest import fit_killed, tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.cli import main
 from greedymm.config import TrainConfig
@@ -59,27 +59,6 @@ def test_every_method_trains_through_the_cli(tmp_path, name, capsys):
         assert len(rec["modalities"]) == n and "util_spread" in rec["test"]
 
 
-class Crash(Exception):
-    pass
-
-
-def crash_after(monkeypatch, steps: int) -> None:
-    """Make the training loop die after ``steps`` optimizer steps (a kill mid-epoch); epoch hooks that read the
-    training split are not counted, unlike a crash inside the data split."""
-    import greedymm.train as train
-
-    real = train.train_step
-    left = [steps]
-
-    def step(*args, **kwargs):
-        if left[0] <= 0:
-            raise Crash
-        left[0] -= 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", step)
-
-
 def _cfg(name: str, epochs: int = 3) -> TrainConfig:
     return TrainConfig(
         dataset="tiny", method=name, fusion=fusion_for(name), epochs=epochs, batch_size=16, optimizer="adam",
@@ -91,10 +70,7 @@ def _cfg(name: str, epochs: int = 3) -> TrainConfig:
 def test_every_method_resumes_exactly_after_a_crash_mid_epoch(tmp_path, name, monkeypatch):
     data = tiny_colored_data()  # 72 training items, batch 16: 4 steps an epoch
     fit(_cfg(name), tmp_path / "a", progress=False, data=data)
-    with monkeypatch.context() as m:
-        crash_after(m, 6)  # in epoch 1, after its second step
-        with pytest.raises(Crash):
-            fit(_cfg(name), tmp_path / "b", progress=False, data=data, checkpoint_every=1)
+    fit_killed(monkeypatch, _cfg(name), tmp_path / "b", data, 6)  # in epoch 1, after its second step
     assert load_checkpoint(tmp_path / "b" / "last.pt")["batch"] == 2
     fit(_cfg(name), tmp_path / "b", resume=True, progress=False, data=data)
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")

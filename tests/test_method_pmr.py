@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import tiny_colored_data, tiny_three_data
+from conftest import fit_killed, tiny_colored_data, tiny_three_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import EpochInfo, StepContext, create_method
@@ -263,28 +263,6 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-class _Killed(Exception):
-    pass
-
-
-def _fit_killed(monkeypatch, c, out, data, steps):
-    """Train with a checkpoint after every step, and die after ``steps`` steps (mid-epoch), as a killed run."""
-    import greedymm.train as train
-
-    step, calls = train.train_step, [0]
-
-    def dying(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] > steps:
-            raise _Killed
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", dying)
-    with pytest.raises(_Killed):
-        fit(c, out, progress=False, data=data, checkpoint_every=1)
-    monkeypatch.setattr(train, "train_step", step)
-
-
 @pytest.mark.parametrize("fusion, data", [("concat", tiny_colored_data), ("mmtm", tiny_three_data)],
                          ids=["concat", "mmtm-3"])  # fmt: skip
 def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch, fusion, data):
@@ -295,7 +273,7 @@ def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch, fusion, da
     fit(c, tmp_path / "a", progress=False, data=d)
     fit(c.replace(epochs=1), tmp_path / "b", progress=False, data=d)  # stopped at the epoch boundary
     fit(c, tmp_path / "b", resume=True, progress=False, data=d)
-    _fit_killed(monkeypatch, c, tmp_path / "c", d, steps=6)  # killed in epoch 1 (4 steps an epoch)
+    fit_killed(monkeypatch, c, tmp_path / "c", d, steps=6)  # killed in epoch 1 (4 steps an epoch)
     fit(c, tmp_path / "c", resume=True, progress=False, data=d)
     recs = [json.loads(line) for line in (tmp_path / "a" / "results.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train"]["loss"]) for r in recs)

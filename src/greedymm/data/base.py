@@ -126,7 +126,8 @@ def select_modalities(data: MultiModalData, names: Sequence[str] | None) -> Mult
     if unknown or not names or len(set(names)) != len(names):
         raise ValueError(
             f"--modalities {','.join(names)}: data set {data.name} has modalities {','.join(data.modalities)}; "
-            "give distinct names from that list, e.g. --modalities " + data.modalities[-1]
+            "give distinct names from that list, e.g. --modalities " + data.modalities[-1] + "; a modality the loader "
+            "computes on request must be asked of it first (NVGesture's flow: --set data.modalities=rgb,depth,flow)"
         )
     names = tuple(names)
     channels = tuple(data.in_channels[data.modalities.index(m)] for m in names)
