@@ -203,3 +203,22 @@ def test_a_crafted_checkpoint_runs_no_code_and_is_refused_by_name(tmp_path):
     (tmp_path / "best.pt").write_bytes((tmp_path / "last.pt").read_bytes())
     assert main(["eval", str(tmp_path)]) == 2
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("epochs=ten", "epochs must be int, got 'ten'"),
+        ("epochs=2.5", "epochs must be int"),
+        ("lr=NaN", "lr must be a finite number"),
+        ("lr=Infinity", "lr must be a finite number"),
+        ("width=true", "width must be float, got True"),
+        ("data_dir=3", "data_dir must be str or null"),
+        ("modalities=[1,2]", "modalities must be a list of distinct modality names"),
+    ],
+)
+def test_wrong_types_and_non_finite_settings_are_refused_without_a_traceback(tmp_path, capsys, item, message):
+    assert main(["train", "--dataset", "cg-digits", "--set", item, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

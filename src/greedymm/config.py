@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
@@ -77,6 +79,30 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+
+    def _check_types(self) -> None:
+        """Every setting has the type its field declares (an int where a float is asked is fine; a bool is not a
+        number) and every number is finite: `--set epochs=ten` or `lr=NaN` is refused before any work."""
+        simple = {"int": int, "float": float, "str": str, "bool": bool}
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            optional = kind.endswith("| None")
+            base = kind.removesuffix("| None").strip()
+            if value is None and optional:
+                continue
+            expected = simple.get(base)
+            if expected is None:  # containers: checked by the range checks and their users
+                ok = isinstance(value, {"list[str]": list, "dict[str, Any]": dict}.get(base, object))
+            elif expected is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif expected is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, expected)
+            if not ok:
+                raise ValueError(f"{f.name} must be {base}{' or null' if optional else ''}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
