@@ -159,3 +159,11 @@ def test_report_of_three_modality_runs_shows_each_modality(tmp_path):
     by_method = {r.method: r for r in rows}
     assert by_method["guided"].stats["test.u_others_given_m2"].n == 1
     assert by_method["vanilla"].stats["test.u_m2"].n == 1
+
+
+def test_copies_of_a_run_are_not_averaged_as_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(DATA / "sweep", sweep)
+    shutil.copytree(sweep / "tiny_vanilla_s0_aaaa0000", sweep / "tiny_vanilla_s0_copy")
+    with pytest.raises(ValueError, match=r"share seed 0 and every setting: they are copies"):
+        write_report(sweep, "md")

@@ -222,3 +222,23 @@ def test_wrong_types_and_non_finite_settings_are_refused_without_a_traceback(tmp
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_labels_outside_the_classes_or_a_single_class_are_refused():
+    import dataclasses
+
+    import torch
+
+    from conftest import tiny_colored_data
+    from greedymm.data.base import check_labels
+
+    data = tiny_colored_data()  # 4 classes in every split
+    assert check_labels(data) == []
+    bad = dataclasses.replace(data, num_classes=3)  # labels run to 3
+    with pytest.raises(ValueError, match=r"labels run from 0 to 3, outside the 3 classes 0..2"):
+        check_labels(bad)
+    one = dataclasses.replace(data, train=dataclasses.replace(data.train, labels=torch.zeros_like(data.train.labels)))
+    with pytest.raises(ValueError, match="a single class"):
+        check_labels(one)
+    few = dataclasses.replace(data, test=dataclasses.replace(data.test, labels=data.test.labels.clamp(max=2)))
+    assert check_labels(few) == ["tiny: the test split holds 3 of the 4 classes"]

@@ -86,6 +86,16 @@ def test_settings_registry():
         reproduce_settings("cg-mnst")
 
 
+def _set_seed(folder, seed):
+    import json
+
+    recs = [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
+    for r in recs:
+        r["seed"] = seed
+        r.setdefault("config", {})["seed"] = seed
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
 class CopyRecords(Launcher):
     """Instead of training, copy the checked-in run with the job's method (and seed, where there is one)."""
 
@@ -98,6 +108,7 @@ class CopyRecords(Launcher):
             names = sorted(SWEEP.glob(f"tiny_{job.method}_s{job.seed}_*")) or sorted(SWEEP.glob(f"tiny_{job.method}_*"))
             src = names[0] if job.method != "guided" else next(p for p in names if "eeee" not in p.name)
             shutil.copytree(src, job.folder)
+            _set_seed(job.folder, job.seed)  # a copy stands for the job's seed: reports refuse two of one seed
             (job.folder / "done").write_text("{}\n")
             progress(job, 0, 0.0)
         return {job: 0 for job in jobs}
@@ -160,6 +171,7 @@ def test_reproduce_compares_any_methods(tmp_path):
             codes = super().run([j for j in jobs if j.method != "uniform"], workers, progress)
             for job in other:
                 shutil.copytree(next(iter(sorted(SWEEP.glob("tiny_vanilla_s0_*")))), job.folder)
+                _set_seed(job.folder, job.seed)
                 recs = [json.loads(x) for x in (job.folder / "results.jsonl").read_text().splitlines()]
                 for r in recs:
                     r["method"], r["config"]["fusion"] = "uniform", "concat"

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import MultiModalData, epoch_order, load_dataset, select_modalities
+from .data.base import check_labels
 from .distributed import (
     DistContext,
     all_reduce_,
@@ -140,6 +142,8 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed, **cfg.data_options
     )
     data = select_modalities(data, cfg.modalities)
+    for warning in check_labels(data):
+        warnings.warn(warning, stacklevel=2)
     ctx = setup(cfg.device)
     if cfg.batch_size % ctx.world:
         raise ValueError(

@@ -133,3 +133,29 @@ def select_modalities(data: MultiModalData, names: Sequence[str] | None) -> Mult
     channels = tuple(data.in_channels[data.modalities.index(m)] for m in names)
     splits = {s: _Subset(getattr(data, s), names) for s in ("train", "val", "test")}
     return dataclasses.replace(data, modalities=names, in_channels=channels, **splits)
+
+
+def check_labels(data: MultiModalData) -> list[str]:
+    """Refuse labels a model cannot learn (outside 0..num_classes-1, one class only, an empty split); return
+    warnings for legal but suspicious data (a class absent from a split). Splits without ``labels`` are skipped."""
+    warnings = []
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        if len(split) == 0:
+            raise ValueError(f"{data.name}: the {name} split is empty; check the data files and val_fraction")
+        labels = getattr(split, "labels", None)
+        if labels is None:
+            continue
+        labels = torch.as_tensor(labels if not isinstance(labels, tuple) else list(labels))
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= data.num_classes:
+            raise ValueError(
+                f"{data.name}: {name} labels run from {lo} to {hi}, outside the {data.num_classes} classes 0.."
+                f"{data.num_classes - 1}; fix the label files (labels must be 0-based class indices)"
+            )
+        present = torch.unique(labels).numel()
+        if name == "train" and present < 2:
+            raise ValueError(f"{data.name}: the training split holds a single class; there is nothing to learn")
+        if present < data.num_classes:
+            warnings.append(f"{data.name}: the {name} split holds {present} of the {data.num_classes} classes")
+    return warnings

@@ -217,6 +217,13 @@ def aggregate(
         groups.items(), key=lambda kv: (kv[0][0], _method_rank(kv[0][1]), kv[0][2])
     ):
         names = sorted(names, key=lambda n: (last[n]["seed"], n))
+        for a, b in zip(names, names[1:], strict=False):
+            if last[a]["seed"] == last[b]["seed"]:
+                raise ValueError(
+                    f"runs {a} and {b} ({method} on {dataset}{', ' + label if label else ''}) share seed "
+                    f"{last[a]['seed']} and every setting: they are copies or repeats of one run, and averaging them "
+                    "would count one seed twice. Remove one of them, or train the repeat with another --seed"
+                )
         values = {n: run_values(runs[n], steps_by_run.get(n)) for n in names}
         sources = [last[n].get("source", {}) for n in names]
         rows.append(
