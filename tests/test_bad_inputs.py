@@ -242,3 +242,26 @@ def test_labels_outside_the_classes_or_a_single_class_are_refused():
         check_labels(one)
     few = dataclasses.replace(data, test=dataclasses.replace(data.test, labels=data.test.labels.clamp(max=2)))
     assert check_labels(few) == ["tiny: the test split holds 3 of the 4 classes"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--device", "cuda"], "no CUDA GPU is visible to this torch"),
+        (["--device", "tpu:x"], "is not a device torch knows"),
+        (["--out", "{file}"], "is a file, not a run folder"),
+        (["--out", "/proc/greedymm-run"], "choose a folder you can write to"),
+    ],
+    ids=["missing-gpu", "unknown-device", "file-as-out", "unwritable-out"],
+)
+def test_devices_and_folders_that_cannot_work_are_refused_without_a_traceback(tmp_path, capsys, extra, message):
+    import torch
+
+    if extra[:2] == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    (tmp_path / "file").write_text("not a folder")
+    extra = [x.replace("{file}", str(tmp_path / "file")) for x in extra]
+    out = [] if "--out" in extra else ["--out", str(tmp_path / "r")]
+    assert main(["train", "--dataset", "cg-digits", "--epochs", "1", *extra, *out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -313,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be written, a file where a folder belongs, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; check the path and its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; `greedymm train --resume <run folder>` continues a run", file=sys.stderr)
         return 130

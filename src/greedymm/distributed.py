@@ -104,7 +104,17 @@ def setup(device: str) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {device!r} is not a device torch knows ({e}); use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {device}: no CUDA GPU is visible to this torch ({torch.__version__}); use --device cpu, or "
+            "--device auto to take a GPU when there is one"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), 0-based")
     if world <= 1:
         return DistContext(device=dev)
     if dev.type == "cuda":

@@ -32,9 +32,15 @@ class RunLock:
     def acquire(self) -> RunLock:
         import fcntl
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise RunFolderBusy(f"{self.folder} is a file, not a run folder; choose a folder path for --out")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunFolderBusy(
+                f"cannot write in {self.folder} ({e.strerror or e}); choose a folder you can write to for --out"
+            ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

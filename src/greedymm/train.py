@@ -264,6 +264,8 @@ def fit(
 def _fit(
     cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int, data: MultiModalData | None
 ) -> Path:
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a run folder; choose a folder path")
     if out.is_dir() and os.environ.get("RANK", "0") == "0":  # rank 0 is the writer (torchrun sets RANK)
         RunLock(out).acquire().release()  # a folder being trained in: name its writer before anything else
     _check_out_dir(out, cfg, resume)
