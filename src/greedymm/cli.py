@@ -40,6 +40,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="learning rate (default: the data set's reproduction config)")
     g.add_argument("--width", type=float, help="channel multiplier of each branch (1.0 = paper size)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="fp32 (default, exact) | bf16 | fp16: autocast for forwards and losses; weights, gradients and every "
+        "greedymm measurement stay float32/float64; fp16 scales the loss",
+    )
+    g.add_argument(
+        "--channels-last",
+        action="store_const",
+        const=True,
+        dest="channels_last",
+        help="weights and inputs in channels-last memory format (faster convolutions on many CPUs and GPUs)",
+    )
     g.add_argument("--data-dir", dest="data_dir", help="where fetched data lives (default $GREEDYMM_DATA or ./data)")
     g.add_argument(
         "--set",
@@ -78,6 +91,8 @@ def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
             "width",
             "device",
             "data_dir",
+            "precision",
+            "channels_last",
         )
         if getattr(args, k, None) is not None
     }

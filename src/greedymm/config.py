@@ -13,6 +13,7 @@ from typing import Any
 
 SQUEEZE_SOURCES = ("epoch", "exact")
 FUSIONS = ("mmtm", "concat", "sum", "film", "gated")  # models.FUSIONS, without importing torch here
+PRECISIONS = ("fp32", "bf16", "fp16")  # precision.PRECISIONS
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine", "plateau", "step")
 
@@ -43,6 +44,8 @@ class TrainConfig:
     squeeze_means: str = "epoch"  # train-split squeeze means for utilization: epoch (free) | exact (a pass)
     exact_subset: int = 0  # items of the train split the exact pass reads (0 = all)
     pairwise_utilization: bool = False  # MMTM: also u(m_j|m_k) for every pair (N extra passes per evaluation)
+    precision: str = "fp32"  # fp32 (exact, default) | bf16 | fp16 (autocast; fp16 scales the loss)
+    channels_last: bool = False  # weights and inputs in channels-last memory format
     stop_after_perfect: int = 0  # stop after this many epochs at 100% training accuracy (0 = never)
     data_dir: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)  # passed to the data set loader, e.g. views, size
@@ -65,6 +68,7 @@ class TrainConfig:
             (self.step_size >= 1, f"step_size must be >= 1 epoch, got {self.step_size}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (
                 self.modalities is None
                 or (

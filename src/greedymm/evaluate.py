@@ -18,6 +18,7 @@ from .data.base import Split
 from .distributed import all_reduce_, rank, world_size
 from .metrics import pairwise_utilization, util_names, utilization_rate, utilization_summary
 from .models import INTERMEDIATE, MultiModalNet
+from .precision import autocast, inputs_channels_last
 
 
 def _columns(model: MultiModalNet, utilization: bool, pairwise: bool) -> tuple[list[str], list[str]]:
@@ -49,6 +50,8 @@ def evaluate(
     device: str | torch.device = "cpu",
     utilization: bool = True,
     pairwise: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Accuracy of the prediction and of each head, loss, utilization rates (see the module docstring)."""
     was_training = model.training
@@ -61,8 +64,10 @@ def evaluate(
     for idx in eval_order(len(split), batch_size, rank(), world_size()):
         x, y = split.batch(idx)
         x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
+        x = inputs_channels_last(x) if channels_last else x
         y = y.to(device, non_blocking=True)
-        out = model.forward_modes(x, modes)
+        with autocast(precision, torch.device(device)):
+            out = model.forward_modes(x, modes)
         reg = out["regular"]
         # the family's training loss without method terms, summed over items (MMTM: sum of the heads' CEs)
         terms = [F.cross_entropy(h, y, reduction="sum") for h in (reg.heads if fam_a else [reg.logits])]

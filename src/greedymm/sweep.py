@@ -82,6 +82,8 @@ LATER_SETTINGS = {  # with their defaults
     "pairwise_utilization": False,
     "step_size": 70,
     "gamma": 0.1,
+    "precision": "fp32",
+    "channels_last": False,
 }
 
 

@@ -43,9 +43,10 @@ from .distributed import (
 from .evaluate import evaluate, record_train_squeeze_means
 from .lock import RunLock
 from .logs import whole_lines
-from .methods import REGULAR, EpochInfo, StepContext, StepInfo, create_method, method_class
+from .methods import REGULAR, EpochInfo, Method, StepContext, StepInfo, create_method, method_class
 from .metrics import SpeedTracker, d_speed, mu_names, speed_names
 from .models import INTERMEDIATE, MultiModalNet, build_model
+from .precision import autocast, grad_scaler, inputs_channels_last, to_channels_last
 
 
 def step_columns(model: MultiModalNet) -> tuple[str, ...]:
@@ -82,6 +83,7 @@ class Run:
     device: torch.device
     net: torch.nn.Module  # what the forward pass calls: the model, or its DistributedDataParallel wrapper
     dist: DistContext
+    scaler: Any = None  # fp16 loss scaler (precision.grad_scaler), None otherwise
     epoch: int = 0  # current epoch (0-based)
     batch: int = 0  # batches of the current epoch already done
     step: int = 0  # global step
@@ -111,6 +113,7 @@ class Run:
             "epoch_stats": self.epoch_stats,
             "elapsed": self.elapsed,
             "torch_rng": rng_states if rng_states is not None else [torch.get_rng_state()],
+            "scaler": self.scaler.state_dict() if self.scaler else None,
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -123,6 +126,8 @@ class Run:
         for k in ("epoch", "batch", "step", "best_val", "best_epoch", "perfect_epochs", "epoch_stats"):
             setattr(self, k, s[k])
         self.elapsed = s.get("elapsed", 0.0)
+        if self.scaler and s.get("scaler"):
+            self.scaler.load_state_dict(s["scaler"])
         rng = s["torch_rng"]
         rng = rng if isinstance(rng, list) else [rng]
         if len(rng) != self.dist.world:
@@ -163,6 +168,13 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         unimodal_heads=method.needs_unimodal_heads,
     ).to(device)
     method.check(model)
+    if cfg.precision == "fp16" and type(method).backward is not Method.backward:
+        raise ValueError(
+            f"method {cfg.method!r} forms its own gradients, which fp16 loss scaling would distort; use --precision "
+            "bf16 (no scaling needed) or fp32"
+        )
+    if cfg.channels_last:
+        to_channels_last(model)
     net: torch.nn.Module = model
     if ctx.world > 1:
         # random augmentation must differ between ranks (each sees other items); weights stay equal because DDP
@@ -190,7 +202,7 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=10)
     groups = len(model.speed_groups())
     speed = SpeedTracker(groups, with_psi=model.family == INTERMEDIATE).to(device)
-    return Run(cfg, data, model, opt, sched, method, speed, device, net, ctx)
+    return Run(cfg, data, model, opt, sched, method, speed, device, net, ctx, grad_scaler(cfg.precision, device))
 
 
 def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -306,13 +318,19 @@ def train_step(
     """One optimizer step in the method's mode; returns ([loss, speeds (s_k or mu_k)..., d_speed], mode)."""
     opt, dev, method, model = run.optimizer, run.device, run.method, run.model
     x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
+    if run.cfg.channels_last:
+        x = inputs_channels_last(x)
     y = y.to(dev, non_blocking=True)
     mode = method.mode
-    out = run.net(x, mode)
-    ctx = StepContext(x, y, out, model, run.net, mode, run.step, run.epoch)
-    loss = method.loss(ctx)
+    with autocast(run.cfg.precision, dev):
+        out = run.net(x, mode)
+        ctx = StepContext(x, y, out, model, run.net, mode, run.step, run.epoch)
+        loss = method.loss(ctx).float()
     opt.zero_grad(set_to_none=True)
-    method.backward(loss, ctx)
+    scaler = run.scaler
+    method.backward(scaler.scale(loss) if scaler else loss, ctx)
+    if scaler:
+        scaler.unscale_(opt)  # the method's gradient changes and the speed see true gradients
     method.on_after_backward(ctx)
     if mode == REGULAR:
         run.speed.update(groups)  # before the optimizer step: gradients and weights of this step
@@ -327,7 +345,11 @@ def train_step(
         speeds, d = vals[1 + g :], math.nan
     if math.isfinite(vals[0]):
         method.observe(StepInfo(run.step, mode, d, warmup_steps, tuple(speeds), model.n_modalities))
-        opt.step()
+        if scaler:
+            scaler.step(opt)  # skipped when fp16 gradients overflowed; the scale then shrinks
+            scaler.update()
+        else:
+            opt.step()
         with torch.no_grad():
             hit = (out.logits.argmax(1) == y).sum()
             extra = torch.tensor([float(len(y)), float(mode != REGULAR)], dtype=torch.float64, device=dev)
@@ -413,8 +435,9 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
         )
     else:
         model.commit_squeeze_means()  # the mean over this epoch's training forwards: no extra pass
-    val = evaluate(model, run.data.val, device=run.device, pairwise=cfg.pairwise_utilization)
-    test = evaluate(model, run.data.test, device=run.device, pairwise=cfg.pairwise_utilization)
+    opts = {"pairwise": cfg.pairwise_utilization, "precision": cfg.precision, "channels_last": cfg.channels_last}
+    val = evaluate(model, run.data.val, device=run.device, **opts)
+    test = evaluate(model, run.data.test, device=run.device, **opts)
     speeds, d = run.speed.speeds()
     if model.family == INTERMEDIATE:
         speed = {**dict(zip(speed_names(model.n_modalities), speeds, strict=True)), "d_speed": d}

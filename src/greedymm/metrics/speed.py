@@ -100,7 +100,9 @@ class SpeedTracker(nn.Module):
         """Add mu of each group, in ``speed_groups`` order."""
         if len(groups) != len(self.sums):
             raise ValueError(f"the tracker holds {len(self.sums)} groups, got {len(groups)}")
-        self.last.copy_(torch.stack([group_speed(g) for g in groups]).to(self.sums))
+        mus = torch.stack([group_speed(g) for g in groups]).to(self.sums)
+        # an fp16 step whose gradients overflowed (the loss scaler skips it) adds nothing, without a host sync
+        self.last.copy_(torch.where(torch.isfinite(mus), mus, torch.zeros_like(mus)))
         self.sums += self.last
 
     def speeds_from(self, sums: Sequence[float]) -> list[float]:

@@ -160,8 +160,17 @@ def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "save
         "checkpoint": checkpoint,
         "epoch": state["epoch"] - 1,
         "squeeze_means": squeeze_means,
-        "val": evaluate(r.model, r.data.val, device=r.device, pairwise=cfg.pairwise_utilization),
-        "test": evaluate(r.model, r.data.test, device=r.device, pairwise=cfg.pairwise_utilization),
+        **{
+            split: evaluate(
+                r.model,
+                getattr(r.data, split),
+                device=r.device,
+                pairwise=cfg.pairwise_utilization,
+                precision=cfg.precision,
+                channels_last=cfg.channels_last,
+            )
+            for split in ("val", "test")
+        },
     }
     write_json(Path(run) / f"eval_{checkpoint}.json", out)
     lines = [f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}"]
