@@ -22,7 +22,8 @@ from bench_speed import synthetic_cg  # the script next to this one
 
 from greedymm.config import preset
 from greedymm.methods import EpochInfo, list_methods, method_class
-from greedymm.train import build_run, train_step
+from greedymm.run import build_run
+from greedymm.train import train_step
 
 FUSIONS = ("mmtm", "concat")
 

@@ -20,7 +20,8 @@ import torch
 
 from greedymm.config import TrainConfig
 from greedymm.data.base import MultiModalData
-from greedymm.train import build_run, train_step
+from greedymm.run import build_run
+from greedymm.train import train_step
 
 
 class _Noise:

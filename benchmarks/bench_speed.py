@@ -23,7 +23,8 @@ import torch
 from greedymm.config import preset
 from greedymm.data.colored import make_colored_data
 from greedymm.evaluate import evaluate, record_train_squeeze_means
-from greedymm.train import build_run, train_step
+from greedymm.run import build_run
+from greedymm.train import train_step
 
 
 def synthetic_cg(n_train: int, n_test: int, seed: int = 0):

@@ -14,39 +14,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
-from .data import MultiModalData, epoch_order, load_dataset, select_modalities
-from .data.base import check_labels
+from .data import MultiModalData, epoch_order
 from .distributed import (
-    DistContext,
     all_reduce_,
     barrier,
-    ddp_buffer_kwargs,
     gather_rng_states,
-    setup,
-    sync_batchnorm,
     teardown,
 )
 from .evaluate import evaluate, record_train_squeeze_means
 from .lock import RunLock
 from .logs import whole_lines
-from .methods import REGULAR, EpochInfo, Method, StepContext, StepInfo, create_method, method_class
-from .metrics import SpeedTracker, d_speed, mu_names, speed_names
-from .models import INTERMEDIATE, MultiModalNet, build_model
-from .precision import autocast, grad_scaler, inputs_channels_last, to_channels_last
+from .methods import REGULAR, EpochInfo, StepContext, StepInfo
+from .metrics import d_speed, mu_names, speed_names
+from .models import INTERMEDIATE, MultiModalNet
+from .precision import autocast, inputs_channels_last
+from .run import Run, RunError, build_run, versions  # noqa: F401  (RunError, build_run: public here too)
 
 
 def step_columns(model: MultiModalNet) -> tuple[str, ...]:
@@ -54,155 +43,6 @@ def step_columns(model: MultiModalNet) -> tuple[str, ...]:
     n = model.n_modalities
     speeds = speed_names(n) if model.family == INTERMEDIATE else mu_names(n)
     return ("step", "epoch", "mode", "loss", *speeds, "d_speed")
-
-
-class RunError(RuntimeError):
-    """A run cannot start or continue; the message says why and what to do."""
-
-
-def versions() -> dict[str, str]:
-    return {
-        "greedymm": __version__,
-        "torch": str(torch.__version__),  # a plain str: checkpoints hold plain data only
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-@dataclass
-class Run:
-    """Everything a run holds in memory; ``state_dict`` is what a checkpoint saves."""
-
-    cfg: TrainConfig
-    data: MultiModalData
-    model: MultiModalNet
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    method: Any
-    speed: SpeedTracker
-    device: torch.device
-    net: torch.nn.Module  # what the forward pass calls: the model, or its DistributedDataParallel wrapper
-    dist: DistContext
-    scaler: Any = None  # fp16 loss scaler (precision.grad_scaler), None otherwise
-    epoch: int = 0  # current epoch (0-based)
-    batch: int = 0  # batches of the current epoch already done
-    step: int = 0  # global step
-    best_val: float = -1.0
-    best_epoch: int = -1
-    perfect_epochs: int = 0  # consecutive epochs at 100% training accuracy
-    epoch_stats: torch.Tensor | None = None  # (loss sum, correct, seen, rebalance steps) of this epoch
-    elapsed: float = 0.0  # training wall time in seconds, carried across resumes
-
-    def state_dict(self, rng_states: list[torch.Tensor] | None = None) -> dict[str, Any]:
-        """``rng_states``: every rank's torch RNG state (from ``gather_rng_states``), so each rank resumes its own
-        random draws (augmentation); defaults to this process's state."""
-        return {
-            "config": self.cfg.to_dict(),
-            "versions": versions(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "method": self.method.state_dict(),
-            "speed": self.speed.state_dict(),
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "best_val": self.best_val,
-            "best_epoch": self.best_epoch,
-            "perfect_epochs": self.perfect_epochs,
-            "epoch_stats": self.epoch_stats,
-            "elapsed": self.elapsed,
-            "torch_rng": rng_states if rng_states is not None else [torch.get_rng_state()],
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-        }
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        if self.scheduler and s["scheduler"]:
-            self.scheduler.load_state_dict(s["scheduler"])
-        self.method.load_state_dict(s["method"])
-        self.speed.load_state_dict(s["speed"])
-        for k in ("epoch", "batch", "step", "best_val", "best_epoch", "perfect_epochs", "epoch_stats"):
-            setattr(self, k, s[k])
-        self.elapsed = s.get("elapsed", 0.0)
-        if self.scaler and s.get("scaler"):
-            self.scaler.load_state_dict(s["scaler"])
-        rng = s["torch_rng"]
-        rng = rng if isinstance(rng, list) else [rng]
-        if len(rng) != self.dist.world:
-            raise RunError(
-                f"the checkpoint was written by {len(rng)} process(es) and this run has {self.dist.world}; resume with "
-                f"--nproc-per-node {len(rng)} (the random draws of each process are part of the state)"
-            )
-        torch.set_rng_state(rng[self.dist.rank])
-
-
-def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
-    method_hparams = method_class(cfg.method).hparams
-    method = create_method(cfg.method, seed=cfg.seed, **{k: v for k, v in cfg.hparams.items() if k in method_hparams})
-    if extra := sorted(set(cfg.hparams) - set(method_hparams)):
-        raise ValueError(f"method {cfg.method!r} has no hyper-parameters {extra}; it takes {sorted(method_hparams)}")
-    data = data or load_dataset(
-        cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, data_seed=cfg.data_seed, **cfg.data_options
-    )
-    data = select_modalities(data, cfg.modalities)
-    for warning in check_labels(data):
-        warnings.warn(warning, stacklevel=2)
-    ctx = setup(cfg.device)
-    if cfg.batch_size % ctx.world:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is the global batch; it must split evenly over {ctx.world} ranks"
-        )
-    torch.manual_seed(cfg.seed)
-    device = ctx.device
-    model = build_model(
-        data.arch,
-        data.modalities,
-        data.in_channels,
-        data.num_classes,
-        width=cfg.width,
-        gate=cfg.gate,
-        ratio=cfg.ratio,
-        fusion=cfg.fusion,
-        unimodal_heads=method.needs_unimodal_heads,
-    ).to(device)
-    method.check(model)
-    if cfg.precision == "fp16" and type(method).backward is not Method.backward:
-        raise ValueError(
-            f"method {cfg.method!r} forms its own gradients, which fp16 loss scaling would distort; use --precision "
-            "bf16 (no scaling needed) or fp32"
-        )
-    if cfg.channels_last:
-        to_channels_last(model)
-    net: torch.nn.Module = model
-    if ctx.world > 1:
-        # random augmentation must differ between ranks (each sees other items); weights stay equal because DDP
-        # copies rank 0's at construction
-        torch.manual_seed(cfg.seed + 7919 * ctx.rank)
-        sync_batchnorm(model, device)
-        # buffers (running gate means, squeeze sums, BN statistics) are kept equal by all-reduces, not broadcasts;
-        # a re-balancing step leaves a gate layer unused, which DDP must be told about
-        net = DistributedDataParallel(
-            model,
-            **ddp_buffer_kwargs(),
-            find_unused_parameters=method.leaves_unused_parameters,
-            device_ids=[device.index] if device.type == "cuda" else None,
-        )
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = None
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    elif cfg.schedule == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    elif cfg.schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=10)
-    groups = len(model.speed_groups())
-    speed = SpeedTracker(groups, with_psi=model.family == INTERMEDIATE).to(device)
-    return Run(cfg, data, model, opt, sched, method, speed, device, net, ctx, grad_scaler(cfg.precision, device))
 
 
 def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:

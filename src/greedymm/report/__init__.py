@@ -148,7 +148,7 @@ def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "save
     from ..checkpoint import load_checkpoint, write_json
     from ..config import TrainConfig
     from ..evaluate import evaluate, record_train_squeeze_means
-    from ..train import build_run
+    from ..run import build_run
 
     state = load_checkpoint(Path(run) / f"{checkpoint}.pt")
     cfg = TrainConfig.from_dict(state["config"])
