@@ -50,23 +50,29 @@ def test_two_trainers_race_for_one_folder(tmp_path):
         "0.25",
         "--no-progress",
     ]
-    first = subprocess.Popen([sys.executable, *args, "--epochs", "6", "--out", str(out)], env=env,
+    # long enough to be still training while the others try, however fast the machine; stopped below
+    first = subprocess.Popen([sys.executable, *args, "--epochs", "500", "--out", str(out)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.time() + 120
-        while not (out / "steps.csv").exists() and time.time() < deadline:  # the first one is training
+        while not (out / "results.jsonl").exists() and time.time() < deadline:  # the first one is training
             time.sleep(0.1)
-        for extra in (["--epochs", "6", "--out", str(out)], ["--resume", str(out)]):
+        for extra in (["--epochs", "500", "--out", str(out)], ["--resume", str(out)]):
             second = subprocess.run([sys.executable, *args, *extra], env=env, capture_output=True, text=True)
             assert second.returncode == 2, second.stderr
             assert f"being written by another greedymm process (pid {first.pid}" in second.stderr
             assert "Traceback" not in second.stderr
-        assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+        assert first.poll() is None  # the first trainer was never disturbed
     finally:
         first.kill()
+        first.wait()
     lines = (out / "steps.csv").read_text().splitlines()
-    assert [int(x.split(",")[0]) for x in lines[1:]] == list(range(len(lines) - 1))  # no duplicated steps
-    assert len((out / "results.jsonl").read_text().splitlines()) == 6
+    steps = [int(x.split(",")[0]) for x in lines[1:] if x.count(",") == lines[0].count(",")]
+    assert steps == list(range(len(steps)))  # one writer: no duplicated or interleaved steps
+    # the killed trainer's lock is gone with it: the run resumes
+    resumed = subprocess.run([sys.executable, *args, "--resume", str(out), "--epochs", "2"], env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert "being written by another" not in resumed.stderr
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
@@ -74,7 +80,7 @@ def test_a_stopped_sweep_stops_its_runs(tmp_path, how):
     out = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "greedymm", "sweep", "--datasets", "cg-digits", "--methods", "vanilla", "--seeds", "0",
-           "--epochs", "30", "--set", "width=0.25", "--out", str(out)]  # fmt: skip
+           "--epochs", "500", "--set", "width=0.25", "--out", str(out)]  # fmt: skip
     sweep = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(out.glob("*/steps.csv")) and time.time() < deadline:
