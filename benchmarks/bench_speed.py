@@ -6,7 +6,8 @@ Measures, on CG-MNIST-sized inputs (batch 64, 28x28, the paper-size small CNN pe
   - the conditional-learning-speed computation alone: our fused group norms vs one ``.item()`` per parameter
     tensor (how the authors' code does it);
   - one evaluation with utilization (regular + cut passes, stem shared) vs a plain evaluation, on the same items,
-    and the optional exact train-split squeeze pass.
+    and the optional exact train-split squeeze pass; the same with three modalities (synthetic data, MMTM with its
+    optional pairwise passes, and concat late fusion with one drop pass per modality).
 
     python benchmarks/bench_speed.py [--steps 40] [--rounds 5] [--eval-items 2048] [--threads N]
 """
@@ -87,18 +88,23 @@ def bench_speed_computation(data, reps: int = 50) -> dict[str, float]:
     return out
 
 
-def bench_eval(data, reps: int) -> dict[str, float]:
-    run = build_run(preset("cg-mnist", device="cpu"), data)
+def bench_eval(data, reps: int, cfg=None) -> dict[str, float]:
+    """Plain evaluation vs evaluation with utilization (and, for MMTM, the optional pairwise passes)."""
+    run = build_run(cfg or preset("cg-mnist", device="cpu"), data)
     run.model.train()
     run.model(data.train.batch(torch.arange(256))[0])  # non-trivial squeeze means
     run.model.commit_squeeze_means()
     res: dict[str, list[float]] = {"plain_s": [], "with_utilization_s": [], "exact_squeeze_pass_s": []}
+    passes = [
+        ("plain_s", lambda: evaluate(run.model, data.test, utilization=False)),
+        ("with_utilization_s", lambda: evaluate(run.model, data.test, utilization=True)),
+        ("exact_squeeze_pass_s", lambda: record_train_squeeze_means(run.model, data.train, subset=len(data.test))),
+    ]
+    if run.model.family == "intermediate" and run.model.n_modalities > 2:
+        res["with_pairwise_s"] = []
+        passes.append(("with_pairwise_s", lambda: evaluate(run.model, data.test, utilization=True, pairwise=True)))
     for r in range(reps + 1):
-        for key, fn in (
-            ("plain_s", lambda: evaluate(run.model, data.test, utilization=False)),
-            ("with_utilization_s", lambda: evaluate(run.model, data.test, utilization=True)),
-            ("exact_squeeze_pass_s", lambda: record_train_squeeze_means(run.model, data.train, subset=len(data.test))),
-        ):
+        for key, fn in passes:
             t = time.perf_counter()
             fn()
             if r:
@@ -106,7 +112,20 @@ def bench_eval(data, reps: int) -> dict[str, float]:
     out = {k: statistics.median(v) for k, v in res.items()}
     out["utilization_over_plain"] = out["with_utilization_s"] / out["plain_s"]
     out["exact_over_plain"] = (out["with_utilization_s"] + out["exact_squeeze_pass_s"]) / out["plain_s"]
+    if "with_pairwise_s" in out:
+        out["pairwise_over_plain"] = out["with_pairwise_s"] / out["plain_s"]
     return out
+
+
+def bench_eval_three(items: int, reps: int) -> dict[str, dict[str, float]]:
+    """The evaluation cost with three modalities (synthetic data, 28 px), MMTM and late fusion."""
+    from greedymm.data import load_dataset
+
+    data = load_dataset("synthetic", modalities=3, image_size=28, size=4096, test_size=items)
+    return {
+        fusion: bench_eval(data, reps, preset("synthetic", method="vanilla", fusion=fusion, device="cpu"))
+        for fusion in ("mmtm", "concat")
+    }
 
 
 def main() -> None:
@@ -129,6 +148,7 @@ def main() -> None:
         "random_over_vanilla": train["random"] / train["vanilla"],
         "speed_computation": bench_speed_computation(data),
         "evaluation": bench_eval(data, reps=3),
+        "evaluation_three_modalities": bench_eval_three(args.eval_items, reps=3),
     }
     print(json.dumps(result, indent=2))
 
