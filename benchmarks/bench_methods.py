@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
-from bench_speed import synthetic_cg  # the script next to this one
+from bench_speed import step_seconds, synthetic_cg  # the script next to this one
 
 from greedymm.config import preset
 from greedymm.methods import EpochInfo, list_methods, method_class
 from greedymm.run import build_run
-from greedymm.train import train_step
 
 FUSIONS = ("mmtm", "concat")
 
@@ -40,22 +38,6 @@ def _runs(data, methods):
             run.epoch_stats = torch.zeros(4, dtype=torch.float64)
             runs[(name, fusion)] = run
     return runs
-
-
-def bench_steps(runs, data, steps: int, rounds: int) -> dict[tuple[str, str], float]:
-    batches = [data.train.batch(torch.arange(i * 64, (i + 1) * 64)) for i in range(8)]
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
-    for r in range(rounds + 1):
-        for key, run in runs.items():
-            groups = run.model.speed_groups()
-            t = time.perf_counter()
-            for i in range(steps):
-                x, y = batches[i % len(batches)]
-                train_step(run, x, y, groups, warmup_steps=0)
-                run.step += 1
-            if r:  # round 0 warms up
-                times[key].append(1000 * (time.perf_counter() - t) / steps)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_epoch_hooks(runs) -> dict[tuple[str, str], float]:
@@ -84,7 +66,7 @@ def main() -> None:
     data = synthetic_cg(n_train=4096, n_test=256)
     runs = _runs(data, methods)
     hooks = bench_epoch_hooks(runs)  # first, as in training: some methods set up their state there
-    ms = bench_steps(runs, data, args.steps, args.rounds)
+    ms = {k: 1000 * sec for k, sec in step_seconds(runs, data, args.steps, args.rounds).items()}
     steps_per_epoch = len(data.train) // 64
     rows = []
     for (name, fusion), t in ms.items():

@@ -48,25 +48,30 @@ def per_item_speeds(groups) -> list[float]:
     return out
 
 
-def bench_training(data, steps: int, rounds: int) -> dict[str, float]:
-    runs = {}
-    for method in ("vanilla", "guided", "random"):
-        cfg = preset("cg-mnist", method=method, device="cpu", warmup_epochs=0.0)
-        runs[method] = build_run(cfg, data)
-        runs[method].epoch_stats = torch.zeros(4, dtype=torch.float64)
+def step_seconds(runs: dict, data, steps: int, rounds: int) -> dict:
+    """Median seconds per real ``train_step`` of each run; rounds interleave the runs, round 0 warms up."""
     batches = [data.train.batch(torch.arange(i * 64, (i + 1) * 64)) for i in range(8)]
-    times: dict[str, list[float]] = {m: [] for m in runs}
+    times: dict = {k: [] for k in runs}
     for r in range(rounds + 1):
-        for method, run in runs.items():
+        for key, run in runs.items():
             groups = run.model.speed_groups()
             t = time.perf_counter()
             for i in range(steps):
                 x, y = batches[i % len(batches)]
                 train_step(run, x, y, groups, warmup_steps=0)
                 run.step += 1
-            if r:  # round 0 warms up
-                times[method].append(steps / (time.perf_counter() - t))
-    return {m: statistics.median(v) for m, v in times.items()}
+            if r:
+                times[key].append((time.perf_counter() - t) / steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_training(data, steps: int, rounds: int) -> dict[str, float]:
+    runs = {}
+    for method in ("vanilla", "guided", "random"):
+        cfg = preset("cg-mnist", method=method, device="cpu", warmup_epochs=0.0)
+        runs[method] = build_run(cfg, data)
+        runs[method].epoch_stats = torch.zeros(4, dtype=torch.float64)
+    return {m: 1 / sec for m, sec in step_seconds(runs, data, steps, rounds).items()}  # steps/s
 
 
 def bench_speed_computation(data, reps: int = 50) -> dict[str, float]:

@@ -58,6 +58,7 @@ def evaluate(
     model.eval()
     modes, cols = _columns(model, utilization, pairwise)
     fam_a = model.family == INTERMEDIATE
+    dev = torch.device(device)
     correct = torch.zeros(len(cols), dtype=torch.long, device=device)  # kept on the device until the end
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n = 0
@@ -66,7 +67,7 @@ def evaluate(
         x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
         x = inputs_channels_last(x) if channels_last else x
         y = y.to(device, non_blocking=True)
-        with autocast(precision, torch.device(device)):
+        with autocast(precision, dev):
             out = model.forward_modes(x, modes)
         reg = out["regular"]
         # the family's training loss without method terms, summed over items (MMTM: sum of the heads' CEs)
