@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,17 @@ def fit_killed(monkeypatch, cfg, out, data, steps: int) -> None:
     with pytest.raises(Killed):
         fit(cfg, out, progress=False, data=data, checkpoint_every=1)
     monkeypatch.setattr(train, "train_step", step)
+
+
+def run_ranks(fn, *args, nprocs: int = 2, timeout: float = 300) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` fresh processes (spawned: a forked child of a process whose
+    thread pools are running can deadlock), and fail with a clear message, not a hung suite, past ``timeout``."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, start_method="spawn", join=False)
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{nprocs} ranks of {fn.__name__} did not finish within {timeout:.0f} s (killed)")

@@ -58,7 +58,8 @@ def test_two_trainers_race_for_one_folder(tmp_path):
         while not (out / "results.jsonl").exists() and time.time() < deadline:  # the first one is training
             time.sleep(0.1)
         for extra in (["--epochs", "500", "--out", str(out)], ["--resume", str(out)]):
-            second = subprocess.run([sys.executable, *args, *extra], env=env, capture_output=True, text=True)
+            second = subprocess.run([sys.executable, *args, *extra], env=env, capture_output=True, text=True,
+                                    timeout=300)  # fmt: skip
             assert second.returncode == 2, second.stderr
             assert f"being written by another greedymm process (pid {first.pid}" in second.stderr
             assert "Traceback" not in second.stderr
@@ -71,7 +72,7 @@ def test_two_trainers_race_for_one_folder(tmp_path):
     assert steps == list(range(len(steps)))  # one writer: no duplicated or interleaved steps
     # the killed trainer's lock is gone with it: the run resumes
     resumed = subprocess.run([sys.executable, *args, "--resume", str(out), "--epochs", "2"], env=env,
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert "being written by another" not in resumed.stderr
 
 

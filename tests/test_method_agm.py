@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import tiny_colored_data
+from conftest import run_ranks, tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
@@ -286,12 +286,10 @@ def _ddp_steps(rank, world, init, fusion, out):
 
 
 def test_two_processes_equal_one(tmp_path):
-    import torch.multiprocessing as mp
-
     _ddp_steps(0, 1, None, "concat", tmp_path / "one.pt")
     init = tempfile.mktemp(dir=tmp_path)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.start_processes(_ddp_steps, args=(2, init, "concat", tmp_path / "two.pt"), nprocs=2, start_method="fork")
+    run_ranks(_ddp_steps, 2, init, "concat", tmp_path / "two.pt")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one["method"]["scale"] == approx(two["method"]["scale"], rel=1e-6)
     assert abs(one["method"]["scale"][0] - 1) > 0.5  # the coefficients did act

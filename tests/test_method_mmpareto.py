@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_colored_data
+from conftest import run_ranks, tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
@@ -204,12 +204,10 @@ def _ddp_steps(rank, world, init, fusion, out):
 
 @pytest.mark.parametrize("fusion", ["concat", "mmtm"])
 def test_two_processes_equal_one(tmp_path, fusion):
-    import torch.multiprocessing as mp
-
     _ddp_steps(0, 1, None, fusion, tmp_path / "one.pt")
     init = tempfile.mktemp(dir=tmp_path)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.start_processes(_ddp_steps, args=(2, init, fusion, tmp_path / "two.pt"), nprocs=2, start_method="fork")
+    run_ranks(_ddp_steps, 2, init, fusion, tmp_path / "two.pt")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     log1, log2 = one["method"]["log"], two["method"]["log"]
     assert log1["conflict"] == log2["conflict"] and log1["cos"] == approx(log2["cos"], rel=1e-5)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_colored_data
+from conftest import run_ranks, tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import EpochInfo, StepContext, create_method
@@ -226,10 +226,8 @@ def _ddp_worker(rank, port, path):
 
 
 def test_two_ddp_ranks_agree_with_one_process(tmp_path):
-    import torch.multiprocessing as mp
-
     path = tmp_path / "acc.pt"
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(path)), nprocs=2, start_method="fork")
+    run_ranks(_ddp_worker, _free_port(), str(path))
     rank0, rank1 = torch.load(path)
     data = tiny_colored_data()
     one = unimodal_accuracy(model_for(data, "concat"), data.val, 5, torch.device("cpu"))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import tiny_colored_data, tiny_three_data
+from conftest import run_ranks, tiny_colored_data, tiny_three_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
@@ -311,10 +311,8 @@ def _ddp_worker(rank, port, path):
 
 
 def test_two_ddp_ranks_stay_equal_and_match_one_process(tmp_path):
-    import torch.multiprocessing as mp
-
     path = tmp_path / "params.pt"
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(path)), nprocs=2, start_method="fork")
+    run_ranks(_ddp_worker, _free_port(), str(path))
     rank0, rank1 = torch.load(path)
     assert torch.equal(rank0, rank1)  # the same noise on both ranks: weights stay identical
     model = tiny("concat")
