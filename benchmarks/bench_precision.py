@@ -67,10 +67,9 @@ def main() -> None:
     times: dict[tuple, list[float]] = {k: [] for k in runs}
     for r in range(args.rounds + 1):
         for key, run in runs.items():
-            groups = run.model.speed_groups()
             t = time.perf_counter()
             for _ in range(args.steps):
-                train_step(run, *batch, groups, warmup_steps=0)
+                train_step(run, *batch)
                 run.step += 1
             if r:  # round 0 warms up
                 times[key].append((time.perf_counter() - t) / args.steps)

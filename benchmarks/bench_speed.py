@@ -54,11 +54,10 @@ def step_seconds(runs: dict, data, steps: int, rounds: int) -> dict:
     times: dict = {k: [] for k in runs}
     for r in range(rounds + 1):
         for key, run in runs.items():
-            groups = run.model.speed_groups()
             t = time.perf_counter()
             for i in range(steps):
                 x, y = batches[i % len(batches)]
-                train_step(run, x, y, groups, warmup_steps=0)
+                train_step(run, x, y)
                 run.step += 1
             if r:
                 times[key].append((time.perf_counter() - t) / steps)

@@ -8,6 +8,7 @@ Names for two modalities with MMTM are the paper's (acc_head0_cut, u_m1_given_m0
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -54,19 +55,34 @@ def evaluate(
     channels_last: bool = False,
 ) -> dict[str, Any]:
     """Accuracy of the prediction and of each head, loss, utilization rates (see the module docstring)."""
+    batches = (split.batch(idx) for idx in eval_order(len(split), batch_size, rank(), world_size()))
+    return evaluate_batches(model, batches, device, utilization, pairwise, precision, channels_last)
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: MultiModalNet,
+    batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
+    device: str | torch.device | None = None,
+    utilization: bool = True,
+    pairwise: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """``evaluate`` over any iterable of ``(inputs by modality, labels)`` batches, e.g. a DataLoader (under DDP,
+    each rank's own shard; the counts are summed over ranks). ``device``: default, the model's."""
     was_training = model.training
     model.eval()
     modes, cols = _columns(model, utilization, pairwise)
     fam_a = model.family == INTERMEDIATE
-    dev = torch.device(device)
-    correct = torch.zeros(len(cols), dtype=torch.long, device=device)  # kept on the device until the end
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    correct = torch.zeros(len(cols), dtype=torch.long, device=dev)  # kept on the device until the end
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     n = 0
-    for idx in eval_order(len(split), batch_size, rank(), world_size()):
-        x, y = split.batch(idx)
-        x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    for x, y in batches:
+        x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
         x = inputs_channels_last(x) if channels_last else x
-        y = y.to(device, non_blocking=True)
+        y = y.to(dev, non_blocking=True)
         with autocast(precision, dev):
             out = model.forward_modes(x, modes)
         reg = out["regular"]
@@ -79,7 +95,7 @@ def evaluate(
         correct += torch.stack([(h.argmax(1) == y).sum() for h in hits])
         n += len(y)
     model.train(was_training)
-    totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), torch.tensor([float(n)], device=device)]))
+    totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), torch.tensor([float(n)], device=dev)]))
     n = int(totals[-1])
     acc = dict(zip(cols, (totals[: len(cols)] / max(n, 1)).tolist(), strict=True))
     metrics: dict[str, Any] = {"n": n, "loss": float(totals[len(cols)]) / max(n, 1), **acc}

@@ -17,13 +17,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
+from .api import Balancer
 from .config import TrainConfig
 from .data import MultiModalData, load_dataset, select_modalities
 from .data.base import check_labels
 from .distributed import DistContext, ddp_buffer_kwargs, setup, sync_batchnorm
 from .methods import Method, create_method, method_class
 from .metrics import SpeedTracker
-from .models import INTERMEDIATE, MultiModalNet, build_model
+from .models import MultiModalNet, build_model
 from .precision import grad_scaler, to_channels_last
 
 
@@ -49,8 +50,7 @@ class Run:
     model: MultiModalNet
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    method: Any
-    speed: SpeedTracker
+    balancer: Balancer  # the method and the speed tracker, called as a user's own loop would (greedymm.api)
     device: torch.device
     net: torch.nn.Module  # what the forward pass calls: the model, or its DistributedDataParallel wrapper
     dist: DistContext
@@ -63,6 +63,14 @@ class Run:
     perfect_epochs: int = 0  # consecutive epochs at 100% training accuracy
     epoch_stats: torch.Tensor | None = None  # (loss sum, correct, seen, rebalance steps) of this epoch
     elapsed: float = 0.0  # training wall time in seconds, carried across resumes
+
+    @property
+    def method(self) -> Method:
+        return self.balancer.method
+
+    @property
+    def speed(self) -> SpeedTracker:
+        return self.balancer.speed
 
     def state_dict(self, rng_states: list[torch.Tensor] | None = None) -> dict[str, Any]:
         """``rng_states``: every rank's torch RNG state (from ``gather_rng_states``), so each rank resumes its own
@@ -171,6 +179,6 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     elif cfg.schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=10)
-    groups = len(model.speed_groups())
-    speed = SpeedTracker(groups, with_psi=model.family == INTERMEDIATE).to(device)
-    return Run(cfg, data, model, opt, sched, method, speed, device, net, ctx, grad_scaler(cfg.precision, device))
+    scaler = grad_scaler(cfg.precision, device)
+    balancer = Balancer(model, method, net=net, scaler=scaler)  # warm-up steps: set by the loop (steps per epoch)
+    return Run(cfg, data, model, opt, sched, balancer, device, net, ctx, scaler)

@@ -31,8 +31,8 @@ from .distributed import (
 from .evaluate import evaluate, record_train_squeeze_means
 from .lock import RunLock
 from .logs import whole_lines
-from .methods import REGULAR, EpochInfo, StepContext, StepInfo
-from .metrics import d_speed, mu_names, speed_names
+from .methods import REGULAR
+from .metrics import mu_names, speed_names
 from .models import INTERMEDIATE, MultiModalNet
 from .precision import autocast, inputs_channels_last
 from .run import Run, RunError, build_run, versions  # noqa: F401  (RunError, build_run: public here too)
@@ -152,49 +152,33 @@ def _fit_locked(run: Run, cfg: TrainConfig, out: Path, resume: bool, progress: b
     return out
 
 
-def train_step(
-    run: Run, x: dict[str, torch.Tensor], y: torch.Tensor, groups: list, warmup_steps: int
-) -> tuple[list[float], str]:
-    """One optimizer step in the method's mode; returns ([loss, speeds (s_k or mu_k)..., d_speed], mode)."""
-    opt, dev, method, model = run.optimizer, run.device, run.method, run.model
+def train_step(run: Run, x: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[list[float], str]:
+    """One optimizer step in the method's mode, through the public step calls (greedymm.api.Balancer); returns
+    ([loss, speeds (s_k or mu_k)..., d_speed], mode)."""
+    opt, dev, bal = run.optimizer, run.device, run.balancer
     x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
     if run.cfg.channels_last:
         x = inputs_channels_last(x)
     y = y.to(dev, non_blocking=True)
-    mode = method.mode
+    bal.step, bal.epoch = run.step, run.epoch
+    mode = bal.mode
     with autocast(run.cfg.precision, dev):
-        out = run.net(x, mode)
-        ctx = StepContext(x, y, out, model, run.net, mode, run.step, run.epoch)
-        loss = method.loss(ctx).float()
+        out = bal.forward(x)
+        loss = bal.loss(out, y)
     opt.zero_grad(set_to_none=True)
-    scaler = run.scaler
-    method.backward(scaler.scale(loss) if scaler else loss, ctx)
-    if scaler:
-        scaler.unscale_(opt)  # the method's gradient changes and the speed see true gradients
-    method.on_after_backward(ctx)
-    if mode == REGULAR:
-        run.speed.update(groups)  # before the optimizer step: gradients and weights of this step
-    # one host sync a step: the loss (finite-loss guard, logs), the cumulative speed sums and this step's mu
-    logged = all_reduce_(loss.detach().double().view(1).clone(), "mean")  # the global batch's loss
-    vals = torch.cat([logged, run.speed.sums, run.speed.last]).tolist()
-    g = len(groups)
-    if run.speed.with_psi:
-        speeds = run.speed.speeds_from(vals[1 : 1 + g])
-        d = d_speed(speeds)
-    else:  # late fusion: this step's mu(theta_k), for diagnosis only
-        speeds, d = vals[1 + g :], math.nan
-    if math.isfinite(vals[0]):
-        method.observe(StepInfo(run.step, mode, d, warmup_steps, tuple(speeds), model.n_modalities))
-        if scaler:
-            scaler.step(opt)  # skipped when fp16 gradients overflowed; the scale then shrinks
-            scaler.update()
+    bal.backward(loss, opt)  # the method's gradients; the speed on regular steps, before the optimizer step
+    log = bal.end_step(loss)  # one host sync; the method picks the next mode
+    if log.finite:
+        if run.scaler:
+            run.scaler.step(opt)  # skipped when fp16 gradients overflowed; the scale then shrinks
+            run.scaler.update()
         else:
             opt.step()
         with torch.no_grad():
             hit = (out.logits.argmax(1) == y).sum()
             extra = torch.tensor([float(len(y)), float(mode != REGULAR)], dtype=torch.float64, device=dev)
             run.epoch_stats += torch.cat([(loss.detach().double() * len(y)).view(1), hit.double().view(1), extra])
-    return [vals[0], *speeds, d], mode
+    return log.values(), mode
 
 
 def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
@@ -203,8 +187,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
     cfg, model, dev = run.cfg, run.model, run.device
     train = run.data.train
     steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    groups = model.speed_groups()
+    run.balancer.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     bar = tqdm(
         total=cfg.epochs * steps_per_epoch,
         initial=run.step,
@@ -218,13 +201,12 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
     while run.epoch < cfg.epochs:
         model.train()
         if run.batch == 0:
-            model.reset_squeeze_sums()
             run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
-            run.method.on_epoch_start(_epoch_info(run))
+            _epoch_call(run, "epoch_start")  # squeeze sums cleared; the method's epoch work
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
         for idx in order[run.batch :]:
             x, y = train.batch(idx.tensor_split(run.dist.world)[run.dist.rank], train=True)  # this rank's slice
-            vals, mode = train_step(run, x, y, groups, warmup_steps)
+            vals, mode = train_step(run, x, y)
             if not math.isfinite(vals[0]):
                 last = out / "last.pt"
                 raise FloatingPointError(
@@ -257,9 +239,10 @@ def _flush(run: Run, out: Path, step_lines: list[str], checkpoint: bool) -> list
     return []
 
 
-def _epoch_info(run: Run) -> EpochInfo:
-    c = run.cfg
-    return EpochInfo(run.epoch, run.model, run.data.train, run.data.val, run.device, c.batch_size, c.seed)
+def _epoch_call(run: Run, call: str) -> None:
+    bal = run.balancer
+    bal.epoch = run.epoch
+    getattr(bal, call)(run.data.train, run.data.val, run.cfg.batch_size)
 
 
 def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> None:
@@ -268,21 +251,15 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
     loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
     rebal /= run.dist.world  # every rank counted the same re-balancing steps
     train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
-    run.method.on_epoch_end(_epoch_info(run))
-    if cfg.squeeze_means == "exact":
+    _epoch_call(run, "epoch_end")  # the method's epoch work; squeeze means of this epoch's training forwards
+    if cfg.squeeze_means == "exact":  # or the authors' extra pass over the training split
         record_train_squeeze_means(
             model, run.data.train, subset=cfg.exact_subset, seed=cfg.data_seed, device=run.device
         )
-    else:
-        model.commit_squeeze_means()  # the mean over this epoch's training forwards: no extra pass
     opts = {"pairwise": cfg.pairwise_utilization, "precision": cfg.precision, "channels_last": cfg.channels_last}
     val = evaluate(model, run.data.val, device=run.device, **opts)
     test = evaluate(model, run.data.test, device=run.device, **opts)
-    speeds, d = run.speed.speeds()
-    if model.family == INTERMEDIATE:
-        speed = {**dict(zip(speed_names(model.n_modalities), speeds, strict=True)), "d_speed": d}
-    else:  # cumulative mu(theta_k) of each encoder
-        speed = {**{f"M_theta_m{k}": v for k, v in enumerate(speeds)}, "d_speed": d}
+    speed = run.balancer.speeds()  # cumulative s_k (MMTM) or mu(theta_k) of each encoder (late fusion)
     if run.scheduler is not None:
         if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             run.scheduler.step(train_loss)
