@@ -12,14 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
+from greedymm.data import modelnet_standin
 from greedymm.data.base import load_dataset
 from greedymm.data.idx import DataFormatError
 from greedymm.data.modelnet import CACHE_DIR, IMAGENET_MEAN, IMAGENET_STD, STANDIN_MARKER, view_filename
 from greedymm.data.modelnet_standin import (
+    AZIMUTHS_DEG,
     build_object,
     class_names,
     make_modelnet_standin,
     object_params,
+    parse_class,
+    render,
     render_views,
 )
 
@@ -69,6 +73,7 @@ def test_generator_writes_the_mvcnn_layout(standin):
         assert im.size == (SIZE, SIZE)
     info = json.loads((standin / STANDIN_MARKER).read_text())
     assert info["classes"] == CLASSES and info["seed"] == 0 and "NOT ModelNet40" in info["note"]
+    assert info["version"] == 2 and info["class_names"] == names
 
 
 def test_generator_is_deterministic(standin, tmp_path):
@@ -86,14 +91,75 @@ def test_generator_refuses_a_foreign_folder(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_front_feature_shows_in_front_view_only():
-    """Pair-mates with the same variation differ in v001 and are pixel-identical in v007 (the imbalance)."""
-    feature, plain = class_names(2)
-    for i in range(3):
-        params = object_params(np.random.default_rng(i))
-        a, b = (render_views(build_object(name, params), SIZE) for name in (feature, plain))
-        assert (a[0] != b[0]).sum() > 3  # front: the feature is visible
-        assert np.array_equal(a[6], b[6])  # rear: hidden by the body
+def _front_rear(name: str, params: dict[str, float], size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """v001 (azimuth 0, the front) and v007 (azimuth 180, the rear) of one object."""
+    mesh = build_object(name, params)
+    vertices, faces = np.asarray(mesh.vertices, float), np.asarray(mesh.faces)
+    return render(vertices, faces, AZIMUTHS_DEG[0], size), render(vertices, faces, AZIMUTHS_DEG[6], size)
+
+
+def test_class_names_alternate_front_and_rear_pairs():
+    names = class_names(10)
+    assert names == sorted(names)
+    specs = [parse_class(n) for n in names]
+    for j in range(5):
+        (body, aspect, side, feature), twin = specs[2 * j], specs[2 * j + 1]
+        assert side == ("front", "rear")[j % 2] and feature is not None
+        assert twin == (body, aspect, None, None)  # the plain twin: same body, no feature
+    assert len({s[:2] for s in specs}) == 5  # one body per pair
+    assert [s[2] for s in specs[::2]] == ["front", "rear", "front", "rear", "front"]  # 3 front pairs, 2 rear
+    assert parse_class(class_names(2)[0])[2] == "front"  # --classes 2: a single front pair
+    with pytest.raises(ValueError, match="not a stand-in class name"):
+        parse_class("standin_00_block_side-knob")
+
+
+@pytest.mark.parametrize("pair", [0, 1, 2, 3, 4, 11, 22, 37])
+def test_each_pair_differs_in_one_view_only(pair):
+    """Pair-mates with the same variation differ in the view facing their feature and are pixel-identical in the
+    opposite view (the feature is hidden by the body): front pairs differ only in v001, rear pairs only in v007.
+    64 px, the size the stand-in is trained at: at 32 px a plate or disc flush with a flat face can vanish."""
+    feature, plain = class_names(2 * pair + 2)[2 * pair :]
+    side = parse_class(feature)[2]
+    for i in range(2):
+        params = object_params(np.random.default_rng([pair, i]))
+        (fa, ra), (fb, rb) = _front_rear(feature, params, 64), _front_rear(plain, params, 64)
+        shown, hidden = ((fa, fb), (ra, rb)) if side == "front" else ((ra, rb), (fa, fb))
+        assert (shown[0] != shown[1]).sum() >= 2  # the feature is visible from its side
+        assert np.array_equal(*hidden)  # and hidden from the other
+
+
+def test_rear_feature_is_the_smaller_one():
+    """The same feature kind, body and variation: the rear cue covers fewer pixels than the front cue."""
+    params = object_params(np.random.default_rng(0))
+    front, rear, plain = "standin_00_block_front-knob", "standin_00_block_rear-knob", "standin_01_block_plain"
+    (pf, pr), (ff, _), (_, rr) = (
+        _front_rear(plain, params, 64),
+        _front_rear(front, params, 64),
+        _front_rear(rear, params, 64),
+    )
+    assert 0 < (rr != pr).sum() < (ff != pf).sum()
+
+
+def test_a_variation_showing_the_hidden_feature_is_redrawn(monkeypatch):
+    """_object_views re-draws the variation while the view opposite the feature differs from the plain twin's."""
+    real = modelnet_standin.build_object
+    calls = {"twin": 0}
+
+    def build(name, params):
+        if name.endswith("_plain"):
+            calls["twin"] += 1
+            if calls["twin"] == 1:  # the first twin differs: the check must fail once
+                return real("standin_00_column_plain", params)
+        return real(name, params)
+
+    monkeypatch.setattr(modelnet_standin, "build_object", build)
+    name = class_names(2)[0]
+    views = modelnet_standin._object_views(name, np.random.default_rng(5), 16)
+    assert calls["twin"] == 2
+    rng = np.random.default_rng(5)
+    object_params(rng)  # the rejected draw
+    expected = render_views(real(name, object_params(rng)), 16)
+    assert all(np.array_equal(a, b) for a, b in zip(views, expected, strict=True))
 
 
 # ------------------------------------------------------------------------------------------------- loader

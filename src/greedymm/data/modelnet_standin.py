@@ -4,12 +4,25 @@ ModelNet40 cannot be downloaded here, so ``make_modelnet_standin`` builds object
 each with a small NumPy z-buffer renderer from the same camera ring as the real renders (elevation 30 degrees,
 azimuth 0, 30, ..., 330 for v001 .. v012; shaded gray on black) and writes
 ``<root>/<class>/<train|test>/<class>_<NNNN>.obj.shaded_v001.png .. _v012.png`` plus STANDIN.json, so the real
-loader (data/modelnet.py) reads it unchanged.
+loader (data/modelnet.py) reads it unchanged. The two modalities the loader reads by default are v001 (azimuth 0,
+the objects' front, "view0") and v007 (azimuth 180, their rear, "view6").
 
-The imbalance the paper studies (Wu et al., ICML 2022) is built in: classes come in pairs sharing one body and
-differing only by a small feature on the body's front (+ the "plain" twin without it). The feature faces the
-azimuth-0 camera (v001) and is occluded by the body from azimuth 180 (v007), so the front view identifies the
-class and the rear view only the pair: the front view is the easier, more informative modality.
+Classes come in pairs (classes 2j and 2j + 1) that share one body shape (pair j: body ``j % 10``, proportions
+``j // 10``) and differ only by one small feature that the twin (the "plain" class) lacks:
+- a *front pair* (even j) differs by a feature low on the body's front (a knob, plate or disc: ``FEATURES[j % 3]``).
+  It faces the azimuth-0 camera and the body hides it from azimuth 180: for the same per-object variation
+  (``object_params``) the two classes render pixel-identical rear views;
+- a *rear pair* (odd j) differs by a smaller feature (``REAR_FEATURE_SCALE`` of the front size) low on the
+  body's rear, hidden from azimuth 0: for the same variation the two classes render pixel-identical front views.
+Every generated object is checked against its plain twin (same variation) on the view that must not show its
+feature; a variation that would show it is re-drawn (``_object_views``).
+Both classes of a pair draw their variation from the same distribution (up to such re-draws), so the body
+identifies the pair in every view, the front view separates the classes of the front pairs only and the rear
+view those of the rear pairs only: with 10 classes (3 front pairs, 2 rear pairs) the front view alone can reach
+at most 80% accuracy (8 of 10 classes told apart, a coin flip within each rear pair), the rear view alone 70%,
+and both views together 100%.
+The front cue is the larger one and serves more classes, so the front view is learned faster: the imbalance the
+paper studies (Wu et al., ICML 2022). ``--classes 2`` gives a single front pair.
 """
 
 from __future__ import annotations
@@ -165,14 +178,18 @@ BODIES: dict[str, Callable[[float, float, float], list[trimesh.Trimesh]]] = {
         _scaled(trimesh.creation.capsule(height=1.0, radius=0.5, count=(12, 12)), (w, d, h / 2), (0, 0, 0))
     ],
 }
-FEATURES = ("knob", "plate", "disc")  # pair j carries FEATURES[j % 3]; its twin is "plain"
+FEATURES = ("knob", "plate", "disc")  # pair j carries FEATURES[j % 3] (its twin is "plain")
+SIDES = ("front", "rear")  # pair j's feature sits on SIDES[j % 2] of the body
+REAR_FEATURE_SCALE = 0.8  # the rear cue is smaller, so subtler, than the front one
 ASPECTS = (("", (1.0, 1.0, 1.0)), ("wide", (1.25, 1.0, 0.75)), ("tall", (0.8, 0.9, 1.25)), ("squat", (1.15, 1.15, 0.8)))
 BASE_EXTENT = (1.1, 0.9, 1.1)
 MAX_CLASSES = 2 * len(BODIES) * len(ASPECTS)
 
 
 def class_names(classes: int) -> list[str]:
-    """Class folder names, alphabetical in class order: pairs (feature, plain) over bodies, then aspects."""
+    """Class folder names, alphabetical in class order: ``standin_NN_<body>[_<aspect>]_<side>-<feature>`` for the
+    first class of a pair and ``standin_NN_<body>[_<aspect>]_plain`` for its twin; pairs run over bodies, then
+    aspects, alternating front and rear (see the module docstring)."""
     if not 2 <= classes <= MAX_CLASSES:
         raise ValueError(f"classes must be in [2, {MAX_CLASSES}], got {classes}")
     names = []
@@ -180,13 +197,27 @@ def class_names(classes: int) -> list[str]:
         pair = i // 2
         body = list(BODIES)[pair % len(BODIES)]
         aspect = ASPECTS[pair // len(BODIES)][0]
-        feature = FEATURES[pair % len(FEATURES)] if i % 2 == 0 else "plain"
+        feature = f"{SIDES[pair % 2]}-{FEATURES[pair % len(FEATURES)]}" if i % 2 == 0 else "plain"
         names.append(f"standin_{i:02d}_{body}{'_' + aspect if aspect else ''}_{feature}")
     return names
 
 
+def parse_class(name: str) -> tuple[str, str, str | None, str | None]:
+    """(body, aspect, side, feature) of a class_names() entry; side and feature are None for a plain class."""
+    parts = name.split("_")[2:]  # standin, NN, body, [aspect], feature
+    body, aspect, last = parts[0], parts[1] if len(parts) == 3 else "", parts[-1]
+    if body not in BODIES or aspect not in dict(ASPECTS):
+        raise ValueError(f"not a stand-in class name: {name!r}")
+    if last == "plain":
+        return body, aspect, None, None
+    side, _, feature = last.partition("-")
+    if side not in SIDES or feature not in FEATURES:
+        raise ValueError(f"not a stand-in class name: {name!r}")
+    return body, aspect, side, feature
+
+
 def object_params(rng: np.random.Generator) -> dict[str, float]:
-    """The per-object variation: overall scale, proportions, yaw, and where the front feature sits."""
+    """The per-object variation: overall scale, proportions, yaw, and where the feature sits."""
     return {
         "scale": rng.uniform(0.85, 1.05),
         "w": rng.uniform(0.85, 1.15),
@@ -199,24 +230,27 @@ def object_params(rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def _front_y(mesh: trimesh.Trimesh, x: float, z: float) -> float:
-    """y where a ray from the front (-y) at (x, z) first meets ``mesh`` (Moller-Trumbore, all faces at once)."""
+def _surface_y(mesh: trimesh.Trimesh, x: float, z: float, side: str) -> float:
+    """y where a ray along y from the ``side`` ("front": -y, "rear": +y) at (x, z) first meets ``mesh``.
+
+    Moller-Trumbore, all faces at once."""
+    sign = -1.0 if side == "front" else 1.0
     v = mesh.vertices[mesh.faces]  # (F, 3, 3)
     e1, e2 = v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]
-    direction = np.array([0.0, 1.0, 0.0])
+    direction = np.array([0.0, -sign, 0.0])
     p = np.cross(direction, e2)
     det = np.einsum("fi,fi->f", e1, p)
     ok = np.abs(det) > 1e-12
     inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = np.array([x, -100.0, z]) - v[:, 0]
+    s = np.array([x, 100.0 * sign, z]) - v[:, 0]
     u = np.einsum("fi,fi->f", s, p) * inv
     q = np.cross(s, e1)
     w = (q @ direction) * inv
     t = np.einsum("fi,fi->f", e2, q) * inv
     hit = ok & (u >= 0) & (w >= 0) & (u + w <= 1) & (t > 0)
     if not hit.any():
-        raise RuntimeError(f"the front-feature ray at x={x:.3f}, z={z:.3f} misses the body")
-    return float(-100.0 + t[hit].min())
+        raise RuntimeError(f"the {side}-feature ray at x={x:.3f}, z={z:.3f} misses the body")
+    return float(100.0 * sign - sign * t[hit].min())
 
 
 def _feature(kind: str, center: np.ndarray, k: float) -> trimesh.Trimesh:
@@ -224,7 +258,7 @@ def _feature(kind: str, center: np.ndarray, k: float) -> trimesh.Trimesh:
         return _ellipsoid((0.13 * k,) * 3, center)
     if kind == "plate":
         return _box((0.36 * k, 0.12, 0.16 * k), center)
-    if kind == "disc":  # a short cylinder along y: a round button seen from the front
+    if kind == "disc":  # a short cylinder along y: a round button seen from the front or rear
         m = trimesh.creation.cylinder(radius=0.14 * k, height=0.12, sections=20)
         m.apply_transform(trimesh.transformations.rotation_matrix(math.pi / 2, (1, 0, 0)))
         m.apply_translation(center)
@@ -234,18 +268,19 @@ def _feature(kind: str, center: np.ndarray, k: float) -> trimesh.Trimesh:
 
 def build_object(name: str, params: dict[str, float]) -> trimesh.Trimesh:
     """The mesh of one object of class ``name`` (a class_names() entry) with variation ``params``."""
-    parts = name.split("_")[2:]  # standin, NN, body, [aspect], feature
-    body, feature = parts[0], parts[-1]
-    aspect = dict(ASPECTS)[parts[1] if len(parts) == 3 else ""]
-    w, d, h = (b * a * params[k] for b, a, k in zip(BASE_EXTENT, aspect, "wdh", strict=True))
+    body, aspect, side, feature = parse_class(name)
+    w, d, h = (b * a * params[k] for b, a, k in zip(BASE_EXTENT, dict(ASPECTS)[aspect], "wdh", strict=True))
     meshes = BODIES[body](w, d, h)
-    if feature != "plain":
+    if feature is not None:
         x, z = params["feature_x"] * w, -h / 2 + params["feature_z"] * h
-        y = _front_y(trimesh.util.concatenate(meshes), x, z)
-        # half embedded in the body: attached, and shallow enough to hide behind it from the rear
-        # narrow bodies get smaller features, so none overhangs a side edge and shows from the rear
+        y = _surface_y(trimesh.util.concatenate(meshes), x, z, side)
+        # partly embedded in the body: attached, and shallow enough to hide behind it from the other side;
+        # narrow bodies get smaller features, so none overhangs a side edge and shows from the other side
         k = params["feature_size"] * min(1.0, w / BASE_EXTENT[0])
-        meshes.append(_feature(feature, np.array([x, y - 0.03, z]), k))
+        sign = -1.0 if side == "front" else 1.0
+        if side == "rear":
+            k *= REAR_FEATURE_SCALE
+        meshes.append(_feature(feature, np.array([x, y + 0.03 * sign, z]), k))
     mesh = trimesh.util.concatenate(meshes)
     mesh.apply_transform(trimesh.transformations.rotation_matrix(math.radians(params["yaw_deg"]), (0, 0, 1)))
     mesh.apply_scale(params["scale"])
@@ -256,6 +291,29 @@ def render_views(mesh: trimesh.Trimesh, size: int) -> list[np.ndarray]:
     """The 12 ring views v001 .. v012 of ``mesh``, each (size, size) uint8."""
     vertices, faces = np.asarray(mesh.vertices, float), np.asarray(mesh.faces)
     return [render(vertices, faces, az, size) for az in AZIMUTHS_DEG]
+
+
+def _object_views(name: str, rng: np.random.Generator, size: int, attempts: int = 100) -> list[np.ndarray]:
+    """The 12 views of one object of class ``name``, its variation drawn from ``rng``.
+
+    The construction's promise is checked on every object: a feature class's view from the side opposite its
+    feature (v007 for a front feature, v001 for a rear one) must equal, pixel for pixel, that view of its plain
+    twin with the same variation. A variation that breaks it (none did in our checks at 32-224 px) is re-drawn
+    from ``rng``.
+    """
+    side = parse_class(name)[2]
+    for _ in range(attempts):
+        params = object_params(rng)
+        views = render_views(build_object(name, params), size)
+        if side is None:
+            return views
+        hidden = 6 if side == "front" else 0
+        twin = build_object(name.rsplit("_", 1)[0] + "_plain", params)
+        if np.array_equal(
+            views[hidden], render(np.asarray(twin.vertices, float), twin.faces, AZIMUTHS_DEG[hidden], size)
+        ):
+            return views
+    raise RuntimeError(f"{name}: no variation in {attempts} draws hides the {side} feature from the other side")
 
 
 # ------------------------------------------------------------------------------------------------- writer
@@ -305,7 +363,7 @@ def make_modelnet_standin(
         for c, split, i in jobs:
             # one stream per object: any subset regenerates identically, whatever the order
             rng = np.random.default_rng([seed, c, 0 if split == "train" else 1, i])
-            views = render_views(build_object(names[c], object_params(rng)), size)
+            views = _object_views(names[c], rng, size)
             folder = stage / names[c] / split
             folder.mkdir(parents=True, exist_ok=True)
             number = i + 1 if split == "train" else per_class + i + 1  # ModelNet numbers test after train
@@ -317,7 +375,7 @@ def make_modelnet_standin(
             bar.close()
         info = {
             "generator": "greedymm.data.modelnet_standin",
-            "version": 1,
+            "version": 2,
             "classes": classes,
             "per_class": per_class,
             "test_per_class": test_per_class,
@@ -326,7 +384,9 @@ def make_modelnet_standin(
             "class_names": names,
             "camera": {"elevation_deg": ELEVATION_DEG, "azimuth_deg": list(AZIMUTHS_DEG)},
             "note": "procedural stand-in, NOT ModelNet40: trimesh primitives rendered by a NumPy z-buffer; "
-            "paired classes differ only by a front feature hidden from the rear (v007), so v001 is the richer view",
+            "paired classes differ only by a feature on the front (even pairs; hidden from the rear view v007) or on "
+            "the rear (odd pairs, smaller; hidden from the front view v001): each view alone tells only part of the "
+            "classes apart, both together all",
         }
         (stage / STANDIN_MARKER).write_text(json.dumps(info, indent=2) + "\n")
         _swap_in(stage, root)
