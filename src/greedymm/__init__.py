@@ -6,3 +6,27 @@ speed, and the balanced multi-modal learning algorithm.
 """
 
 __version__ = "0.1.0"
+
+# the public API for your own model and loop (docs/OWN_CODE.md); names here are stable
+from .api import Balancer, Batches, StepLog, intermediate_fusion, late_fusion  # noqa: E402
+from .config import TrainConfig  # noqa: E402
+from .evaluate import evaluate, evaluate_batches  # noqa: E402
+from .models import MultiModalNet, Output, build_model, count_parameters  # noqa: E402
+from .train import fit  # noqa: E402
+
+__all__ = [
+    "Balancer",
+    "Batches",
+    "MultiModalNet",
+    "Output",
+    "StepLog",
+    "TrainConfig",
+    "__version__",
+    "build_model",
+    "count_parameters",
+    "evaluate",
+    "evaluate_batches",
+    "fit",
+    "intermediate_fusion",
+    "late_fusion",
+]

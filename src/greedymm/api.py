@@ -36,15 +36,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .data.base import Split
-from .distributed import all_reduce_
+from .data.base import Split, epoch_order, eval_order
+from .distributed import all_reduce_, rank, world_size
 from .evaluate import evaluate, evaluate_batches
 from .methods import REGULAR, EpochInfo, Method, StepContext, StepInfo, create_method
 from .metrics import SpeedTracker, d_speed, mu_names, speed_names
 from .models import INTERMEDIATE, Branch, LateFusionNet, MMTMNet, MultiModalNet, Output
 from .models.late import LATE_FUSIONS
 
-__all__ = ["Balancer", "StepLog", "intermediate_fusion", "late_fusion"]
+__all__ = ["Balancer", "Batches", "StepLog", "intermediate_fusion", "late_fusion"]
 
 
 # -- models from the user's encoders ----------------------------------------------------------------------------
@@ -136,6 +136,38 @@ def late_fusion(
     return LateFusionNet(branches, names, num_classes, fusion=fusion, unimodal_heads=unimodal_heads)
 
 
+# -- batches in greedymm's order ---------------------------------------------------------------------------------
+class Batches:
+    """The batches ``greedymm train`` feeds, as an iterable for your loop (or a Lightning ``train_dataloader``).
+
+    Training (``shuffle=True``): each full pass is one epoch, a permutation fixed by (``seed``, epoch), the ragged
+    last batch dropped; under DDP each rank takes its slice of every global batch. Evaluation (``shuffle=False``):
+    the split in order, each rank its contiguous shard. Yields ``(inputs by modality, labels)``.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int = 0, shuffle: bool = True, epoch: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.split, self.batch_size, self.seed, self.shuffle, self.epoch = split, batch_size, seed, shuffle, epoch
+
+    def _order(self) -> list[Tensor]:
+        if self.shuffle:
+            return epoch_order(len(self.split), self.batch_size, self.seed, self.epoch)
+        return eval_order(len(self.split), self.batch_size, rank(), world_size())
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+    def __iter__(self):
+        order = self._order()
+        if self.shuffle:
+            self.epoch += 1  # the next pass is the next epoch
+        for idx in order:
+            if self.shuffle:
+                idx = idx.tensor_split(world_size())[rank()]
+            yield self.split.batch(idx, train=self.shuffle)
+
+
 # -- the step and epoch calls --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StepLog:
@@ -202,6 +234,7 @@ class Balancer:
         self.step = 0  # global step, 0-based: the next step's number
         self.epoch = 0
         self._ctx: StepContext | None = None
+        self._loss: Tensor | None = None
 
     @property
     def mode(self) -> str:
@@ -222,7 +255,8 @@ class Balancer:
             ctx = StepContext(ctx.x, y, out, ctx.model, ctx.net, ctx.mode, ctx.step, ctx.epoch)
         ctx.y = y
         self._ctx = ctx
-        return self.method.loss(ctx).float()
+        self._loss = self.method.loss(ctx).float()
+        return self._loss
 
     def backward(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
         """The method's backward pass (plain ``loss.backward()`` for most), then ``after_backward``. The
@@ -243,10 +277,12 @@ class Balancer:
         if ctx.mode == REGULAR:
             self.speed.update(self.groups)
 
-    def end_step(self, loss: Tensor) -> StepLog:
+    def end_step(self, loss: Tensor | None = None) -> StepLog:
         """Finish the step: one host sync for the loss and the speeds, the method's decision on the next mode.
-        Call before ``optimizer.step()`` (greedymm's loop does) or after it; skip that step when not ``finite``."""
+        Call before ``optimizer.step()`` (greedymm's loop does) or after it; skip that step when not ``finite``.
+        ``loss``: default, the one ``loss()`` returned."""
         ctx = self._context("end_step")
+        loss = self._loss if loss is None else loss
         logged = all_reduce_(loss.detach().double().view(1).clone(), "mean")  # the global batch's loss
         vals = torch.cat([logged, self.speed.sums, self.speed.last]).tolist()
         g = len(self.groups)
@@ -260,7 +296,7 @@ class Balancer:
             n = self.model.n_modalities
             self.method.observe(StepInfo(ctx.step, ctx.mode, d, self.warmup_steps, tuple(speeds), n))
         self.step += 1
-        self._ctx = None
+        self._ctx, self._loss = None, None
         return log
 
     def _context(self, call: str) -> StepContext:

@@ -122,7 +122,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--out is required (the run folder, e.g. runs/guided-s0)")
         out = Path(args.out)
         cfg = _config(args)
-    fit(cfg, out, resume=bool(args.resume), progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
+    fit(
+        cfg,
+        out,
+        resume=bool(args.resume),
+        progress=not args.no_progress,
+        checkpoint_every=args.checkpoint_every,
+        log=args.log,
+    )
     from .report import summarize_run
 
     print(summarize_run(out).replace("\\|", "|"))  # markdown escapes are for files
@@ -234,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         dest="checkpoint_every",
         help="also checkpoint every N steps inside an epoch (default 0: at epoch ends only)",
+    )
+    t.add_argument(
+        "--log",
+        nargs="+",
+        default=[],
+        choices=["tensorboard"],
+        help="also log every per-step and per-epoch number to <out>/tensorboard (needs greedymm[tensorboard]); "
+        "steps.csv and results.jsonl are always written",
     )
     t.set_defaults(fn=cmd_train)
 

@@ -117,7 +117,9 @@ class Run:
         torch.set_rng_state(rng[self.dist.rank])
 
 
-def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
+def build_run(cfg: TrainConfig, data: MultiModalData | None = None, model: MultiModalNet | None = None) -> Run:
+    """``model``: your own greedymm network (greedymm.api.intermediate_fusion / late_fusion) instead of the one
+    the config names; its modalities must be the data's."""
     method_hparams = method_class(cfg.method).hparams
     method = create_method(cfg.method, seed=cfg.seed, **{k: v for k, v in cfg.hparams.items() if k in method_hparams})
     if extra := sorted(set(cfg.hparams) - set(method_hparams)):
@@ -135,17 +137,29 @@ def build_run(cfg: TrainConfig, data: MultiModalData | None = None) -> Run:
         )
     torch.manual_seed(cfg.seed)
     device = ctx.device
-    model = build_model(
-        data.arch,
-        data.modalities,
-        data.in_channels,
-        data.num_classes,
-        width=cfg.width,
-        gate=cfg.gate,
-        ratio=cfg.ratio,
-        fusion=cfg.fusion,
-        unimodal_heads=method.needs_unimodal_heads,
-    ).to(device)
+    if model is None:
+        model = build_model(
+            data.arch,
+            data.modalities,
+            data.in_channels,
+            data.num_classes,
+            width=cfg.width,
+            gate=cfg.gate,
+            ratio=cfg.ratio,
+            fusion=cfg.fusion,
+            unimodal_heads=method.needs_unimodal_heads,
+        )
+    elif not isinstance(model, MultiModalNet):
+        raise TypeError(
+            f"model must be a greedymm network, got {type(model).__name__}; build it from your encoders with "
+            "greedymm.intermediate_fusion or greedymm.late_fusion"
+        )
+    elif tuple(model.modalities) != tuple(data.modalities):
+        raise ValueError(
+            f"the model reads modalities {list(model.modalities)} but the data has {list(data.modalities)}; build "
+            "the model with the data's modality names, in the same order (or pick them with TrainConfig.modalities)"
+        )
+    model = model.to(device)
     method.check(model)
     if cfg.precision == "fp16" and type(method).backward is not Method.backward:
         raise ValueError(

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from .metrics import mu_names, speed_names
 from .models import INTERMEDIATE, MultiModalNet
 from .precision import autocast, inputs_channels_last
 from .run import Run, RunError, build_run, versions  # noqa: F401  (RunError, build_run: public here too)
+from .tblog import TensorBoardLog, check_logs
 
 
 def step_columns(model: MultiModalNet) -> tuple[str, ...]:
@@ -105,34 +107,48 @@ def fit(
     progress: bool = True,
     checkpoint_every: int = 0,
     data: MultiModalData | None = None,
+    model: MultiModalNet | None = None,
+    log: Sequence[str] = (),
 ) -> Path:
-    """Train (or resume) one run in ``out``; returns ``out``. ``checkpoint_every`` adds mid-epoch checkpoints."""
+    """Train (or resume) one run in ``out``; returns ``out``. ``checkpoint_every`` adds mid-epoch checkpoints.
+    ``data``: your own MultiModalData instead of the config's data set; ``model``: your own greedymm network
+    (built the same way again to resume). ``log``: extra destinations besides the jsonl/csv logs ("tensorboard")."""
+    log = check_logs(log)
     try:
-        return _fit(cfg, Path(out), resume, progress, checkpoint_every, data)
+        return _fit(cfg, Path(out), resume, progress, checkpoint_every, data, model, log)
     finally:
         teardown()  # also after an error or an interrupt: no gloo/nccl thread outlives the run
 
 
 def _fit(
-    cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int, data: MultiModalData | None
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    checkpoint_every: int,
+    data: MultiModalData | None,
+    model: MultiModalNet | None,
+    log: tuple[str, ...],
 ) -> Path:
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a run folder; choose a folder path")
     if out.is_dir() and os.environ.get("RANK", "0") == "0":  # rank 0 is the writer (torchrun sets RANK)
         RunLock(out).acquire().release()  # a folder being trained in: name its writer before anything else
     _check_out_dir(out, cfg, resume)
-    run = build_run(cfg, data)
+    run = build_run(cfg, data, model)
     barrier()  # every rank has checked the folder before rank 0 writes to it
     main = run.dist.is_main
     lock = RunLock(out).acquire() if main else None  # one writer per run folder, for the whole run
     try:
-        return _fit_locked(run, cfg, out, resume, progress, checkpoint_every)
+        return _fit_locked(run, cfg, out, resume, progress, checkpoint_every, log)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _fit_locked(run: Run, cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int) -> Path:
+def _fit_locked(
+    run: Run, cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int, log: tuple[str, ...]
+) -> Path:
     main = run.dist.is_main
     if main:
         _check_out_dir(out, cfg, resume)  # again, now that no other process can write here
@@ -145,7 +161,12 @@ def _fit_locked(run: Run, cfg: TrainConfig, out: Path, resume: bool, progress: b
         atomic_write_text(out / "steps.csv", ",".join(step_columns(run.model)) + "\n")
     if main:
         write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
-    _train(run, out, progress and main, checkpoint_every)
+    tb = TensorBoardLog(out, purge_step=run.step if resume else None) if main and "tensorboard" in log else None
+    try:
+        _train(run, out, progress and main, checkpoint_every, tb)
+    finally:
+        if tb is not None:
+            tb.close()
     if main:
         write_json(out / "done", {"epochs": cfg.epochs, "step": run.step, "best_epoch": run.best_epoch})
     barrier()
@@ -181,7 +202,7 @@ def train_step(run: Run, x: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[l
     return log.values(), mode
 
 
-def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
+def _train(run: Run, out: Path, progress: bool, checkpoint_every: int, tb: TensorBoardLog | None = None) -> None:
     from tqdm.auto import tqdm
 
     cfg, model, dev = run.cfg, run.model, run.device
@@ -197,6 +218,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
         dynamic_ncols=True,
     )
     step_lines: list[str] = []
+    columns = step_columns(model)[3:]  # loss, speeds, d_speed
     t_start = time.time() - run.elapsed
     while run.epoch < cfg.epochs:
         model.train()
@@ -214,6 +236,8 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
                     f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume."
                 )
             step_lines.append(f"{run.step},{run.epoch},{mode}," + ",".join(f"{v:.6g}" for v in vals) + "\n")
+            if tb is not None:
+                tb.step(run.step, columns, vals, mode)
             run.step += 1
             run.batch += 1
             bar.update(1)
@@ -223,7 +247,7 @@ def _train(run: Run, out: Path, progress: bool, checkpoint_every: int) -> None:
                 run.elapsed = time.time() - t_start
                 step_lines = _flush(run, out, step_lines, checkpoint=True)
         step_lines = _flush(run, out, step_lines, checkpoint=False)
-        _end_epoch(run, out, steps_per_epoch, time.time() - t_start)
+        _end_epoch(run, out, steps_per_epoch, time.time() - t_start, tb)
         if cfg.stop_after_perfect and run.perfect_epochs >= cfg.stop_after_perfect:
             break
     bar.close()
@@ -245,7 +269,7 @@ def _epoch_call(run: Run, call: str) -> None:
     getattr(bal, call)(run.data.train, run.data.val, run.cfg.batch_size)
 
 
-def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> None:
+def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float, tb: TensorBoardLog | None) -> None:
     run.elapsed = elapsed
     cfg, model = run.cfg, run.model
     loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
@@ -303,6 +327,8 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float) -> Non
     if run.dist.is_main:
         # the record first: if the checkpoint then fails, resume drops the record and redoes the epoch
         _append(out / "results.jsonl", [json.dumps(record) + "\n"])
+        if tb is not None:
+            tb.epoch(record)
         state = run.state_dict(rng)
         if is_best:
             save_checkpoint(out / "best.pt", state)
