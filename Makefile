@@ -23,7 +23,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 bench: venv
 	$(BIN)/python benchmarks/bench_speed.py

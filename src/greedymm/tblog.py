@@ -2,8 +2,8 @@
 
 Every number of steps.csv (per step, under ``step/``) and of results.jsonl (per epoch, under ``train/``, ``val/``,
 ``test/``, ``speed/``, ``method/``, plus ``lr`` and ``epoch``) goes to ``<run>/tensorboard``, keyed by the
-global step (an epoch's numbers at its last step), so epoch and step curves share one axis. On resume, events from after the checkpoint are purged,
-as the csv/jsonl logs are truncated: the curves continue exactly once.
+global step (an epoch's numbers at its last step), so epoch and step curves share one axis. On resume, events
+from after the checkpoint are purged, as the csv/jsonl logs are truncated: the curves continue exactly once.
 """
 
 from __future__ import annotations
