@@ -87,6 +87,22 @@ def test_settings_that_differ_across_methods_label_every_row(loaded):
     assert ("guided", "alpha=0.05, lr=0.001") in labels
 
 
+def test_uni_modal_runs_are_labelled_by_what_they_trained_on(loaded):
+    records, steps, _ = loaded
+    records = copy.deepcopy(records)
+    for recs in records.values():  # as greedymm writes them now: the config holds fusion and modalities
+        for rec in recs:
+            rec["config"].update(fusion="mmtm", modalities=None)
+    for name, used in (("tiny_vanilla_s0_aaaa0000", ["gray"]), ("tiny_vanilla_s1_bbbb1111", ["colored"])):
+        for rec in records[name]:  # `--modalities gray`: the config asks, the record says what ran
+            rec["config"]["modalities"], rec["modalities"] = used, used
+    labels = {(r.method, r.settings) for r in aggregate(records, steps)}
+    both = ",".join(records["tiny_guided_s1_dddd3333"][-1]["modalities"])
+    assert ("vanilla", "fusion=none (uni-modal), modalities=gray") in labels
+    assert ("vanilla", "fusion=none (uni-modal), modalities=colored") in labels
+    assert ("guided", f"alpha=0.01, fusion=mmtm, modalities={both}") in labels
+
+
 def test_write_report_md_html_csv(tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(SWEEP, sweep)

@@ -177,6 +177,12 @@ def _settings(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], dic
     cfg = records[-1].get("config", {})
     flat = {k: _text(v) for k, v in cfg.items() if k not in NOT_SETTINGS}
     flat.update({f"data.{k}": _text(v) for k, v in cfg.get("data_options", {}).items()})
+    # what the run trained on, not what was asked for: the modalities used, and no fusion for a uni-modal model
+    used = records[-1].get("modalities")
+    if used is not None and "modalities" in flat:
+        flat["modalities"] = ",".join(used)
+        if len(used) == 1 and "fusion" in flat:
+            flat["fusion"] = "none (uni-modal)"
     return flat, {k: _text(v) for k, v in records[-1].get("hparams", {}).items()}
 
 
