@@ -129,6 +129,7 @@ def test_uni_modal_and_late_fusion_from_the_command_line(tmp_path, capsys):
     assert main([*base, *SMALL_SYNTHETIC, "--modalities", "m1", "--out", str(uni), "--no-progress"]) == 0
     rec = json.loads((uni / "results.jsonl").read_text().splitlines()[-1])
     assert rec["modalities"] == ["m1"] and rec["fusion"] == "none" and rec["family"] == "late"
+    assert not any(k.startswith("u_") or k == "d_util" for k in rec["val"])  # utilization needs two modalities
     assert "uni-modal" in capsys.readouterr().out
     film = tmp_path / "film"
     args = [*base, *SMALL_SYNTHETIC, "--fusion", "film", "--modalities", "m1,m0", "--out", str(film), "--no-progress"]

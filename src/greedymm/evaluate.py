@@ -73,6 +73,7 @@ def evaluate_batches(
     each rank's own shard; the counts are summed over ranks). ``device``: default, the model's."""
     was_training = model.training
     model.eval()
+    utilization = utilization and model.n_modalities > 1  # nothing to take away from a uni-modal model
     modes, cols = _columns(model, utilization, pairwise)
     fam_a = model.family == INTERMEDIATE
     dev = torch.device(device) if device is not None else next(model.parameters()).device
