@@ -75,6 +75,21 @@ def test_commands_are_what_train_runs(tmp_path):
         assert cfg.epochs == 4 and cfg.width == 0.5 and cfg.data_options == {"random_color_val": True}
 
 
+def test_tensorboard_logging_reaches_every_run_also_on_resume(tmp_path):
+    from greedymm.cli import build_parser
+
+    plain = plan(tmp_path, epochs=2)
+    jobs = plan(tmp_path, epochs=2, logs=["tensorboard"])
+    assert [j.folder for j in jobs] == [j.folder for j in plain]  # logging is not part of a run's identity
+    for job in jobs:
+        for state in (NEW, RESUME):
+            cmd = job.command(state)
+            assert cmd[-3:] == ["--log", "tensorboard", "--no-progress"]
+            assert build_parser().parse_args(cmd[3:]).log == ["tensorboard"]
+    with pytest.raises(ValueError, match="unknown --log 'wandb'"):
+        plan(tmp_path, logs=["wandb"])
+
+
 def test_rerun_skips_finished_and_resumes_crashed(tmp_path):
     jobs = plan(tmp_path, epochs=2)
     first = RecordingLauncher()

@@ -34,7 +34,7 @@ def _sigterm_interrupts() -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalLauncher, plan_sweep, run_sweep
 
-    jobs = plan_sweep(args.datasets, args.methods, args.seeds, args.out, args.set, args.epochs, args.data_dir)
+    jobs = plan_sweep(args.datasets, args.methods, args.seeds, args.out, args.set, args.epochs, args.data_dir, args.log)
     _sigterm_interrupts()  # `kill <sweep>` stops its runs as Ctrl-C does
     try:
         result = run_sweep(jobs, LocalLauncher(), _workers(args.workers), dry_run=args.dry_run)
@@ -123,6 +123,14 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--data-dir", dest="data_dir", help="where fetched data lives (default $GREEDYMM_DATA or ./data)")
     s.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    s.add_argument(
+        "--log",
+        nargs="+",
+        default=[],
+        choices=["tensorboard"],
+        help="also log each run to <run>/tensorboard (needs greedymm[tensorboard]); `tensorboard --logdir OUT` "
+        "shows every run",
+    )
     s.set_defaults(fn=cmd_sweep)
 
     r = subparsers.add_parser(

@@ -109,6 +109,7 @@ class Job:
     epochs: int | None
     folder: Path
     data_dir: str | None = None
+    logs: tuple[str, ...] = ()  # extra log destinations (`train --log`), e.g. ("tensorboard",)
 
     @property
     def name(self) -> str:
@@ -140,6 +141,8 @@ class Job:
             cmd += ["--epochs", str(self.epochs)]
         if self.data_dir:
             cmd += ["--data-dir", str(self.data_dir)]
+        if self.logs:  # not part of a run's identity: also passed again on resume
+            cmd += ["--log", *self.logs]
         return [*cmd, "--no-progress"]
 
 
@@ -151,9 +154,13 @@ def plan_sweep(
     sets: Sequence[str] = (),
     epochs: int | None = None,
     data_dir: str | None = None,
+    logs: Sequence[str] = (),
 ) -> list[Job]:
     """The jobs of a sweep, in (data set, method, seed) order; every setting is checked before anything runs."""
     from .data import list_datasets
+    from .tblog import check_logs
+
+    logs = check_logs(logs)
 
     if not datasets or not methods or not seeds:
         raise ValueError("a sweep needs at least one data set, one method and one seed")
@@ -182,7 +189,7 @@ def plan_sweep(
             for s in seeds:
                 cfg = resolve_config(d, m, int(s), own, epochs)  # raises on a bad --set, before any launch
                 folder = Path(out) / f"{d}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
-                jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir))
+                jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir, logs))
     return list(jobs.values())
 
 
