@@ -190,3 +190,26 @@ def test_reproduce_compares_any_methods(tmp_path):
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| uniform |" in report and "s / epoch" in report
     assert "claim 3: HOLDS" in "\n".join(lines)
+
+
+def test_claims_are_judged_on_the_papers_network_whatever_else_the_sweep_holds():
+    """A sweep with vanilla on MMTM, on concat and uni-modal: the claims read the MMTM rows only."""
+    from greedymm.report.aggregate import Row, Stat
+    from greedymm.reproduce import summaries_from_rows
+
+    def row(method, settings, fusion, modalities, acc):
+        stats = {k: Stat((v,)) for k, v in {"val.d_util": 0.1, "test.acc": acc, "d_speed": -0.2}.items()}
+        return Row("cg-mnist", method, settings, modalities, ("r",), (0,), ("real",), ("",), stats, fusion)
+
+    both = ("colored", "gray")
+    rows = [
+        row("vanilla", "fusion=concat, modalities=colored,gray", "concat", both, 0.59),  # sorts first by label
+        row("vanilla", "fusion=none (uni-modal), modalities=gray", "none", ("gray",), 0.98),
+        row("vanilla", "fusion=mmtm, lr=0.1, modalities=colored,gray", "mmtm", both, 0.40),
+        row("vanilla", "fusion=mmtm, modalities=colored,gray", "mmtm", both, 0.51),
+        row("guided", "fusion=mmtm, modalities=colored,gray", "mmtm", both, 0.65),
+    ]
+    got = summaries_from_rows(rows)
+    assert got["vanilla"].test_acc == (0.51,)  # MMTM with two modalities, the fewest other settings
+    assert got["guided"].test_acc == (0.65,)
+    assert summaries_from_rows(rows[1::-1])["vanilla"].test_acc == (0.59,)  # no MMTM row: a multi-modal one

@@ -225,8 +225,12 @@ def summaries_from_rows(rows: Sequence) -> dict[str, MethodSummary]:
     is preferred when a sweep holds several."""
     out: dict[str, MethodSummary] = {}
 
-    def paper_first(r) -> int:  # the paper's claims are about its own network: MMTM rows first
-        return 0 if r.settings == "" else 1 if r.settings == "fusion=mmtm" else 2
+    def paper_first(r) -> tuple[int, int]:
+        # the paper's claims are about its own network: multi-modal MMTM rows first (never a late-fusion or a
+        # uni-modal row while an MMTM one exists), then the row with the fewest other settings
+        multi = len(r.modalities) >= 2
+        other = [p for p in r.settings.split(", ") if p and not p.startswith(("fusion=", "modalities="))]
+        return (0 if multi and r.fusion == "mmtm" else 1 if multi else 2, len(other))
 
     for row in sorted(rows, key=paper_first):
         if row.method not in out:

@@ -101,6 +101,7 @@ class Row:
     sources: tuple[str, ...]  # "real (npm)" / "STAND-IN (test fixture)"
     source_notes: tuple[str, ...]
     stats: Mapping[str, Stat]
+    fusion: str = "mmtm"  # the model's fusion as the records say ("none" for a uni-modal model)
 
     @property
     def n(self) -> int:
@@ -238,6 +239,7 @@ def aggregate(
                 method=method,
                 settings=label,
                 modalities=tuple(last[names[0]].get("modalities", ("m0", "m1"))),
+                fusion=str(last[names[0]].get("fusion", "mmtm")),  # records before late fusion: all MMTM
                 runs=tuple(names),
                 seeds=tuple(int(last[n]["seed"]) for n in names),
                 sources=tuple(dict.fromkeys(source_label(s) for s in sources)),
