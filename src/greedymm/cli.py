@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_experiments import add_experiment_commands
+from .cli_experiments import add_experiment_commands, add_log_option
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -242,13 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="checkpoint_every",
         help="also checkpoint every N steps inside an epoch (default 0: at epoch ends only)",
     )
-    t.add_argument(
-        "--log",
-        nargs="+",
-        default=[],
-        choices=["tensorboard"],
-        help="also log every per-step and per-epoch number to <out>/tensorboard (needs greedymm[tensorboard]); "
-        "steps.csv and results.jsonl are always written",
+    add_log_option(
+        t,
+        "also log every per-step and per-epoch number to <out>/tensorboard (needs "
+        "greedymm[tensorboard]); steps.csv and results.jsonl are always written",
     )
     t.set_defaults(fn=cmd_train)
 

@@ -31,6 +31,13 @@ def _sigterm_interrupts() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def add_log_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--log``: extra log destinations (tblog.LOGS), for ``train`` and ``sweep``."""
+    from .tblog import LOGS
+
+    parser.add_argument("--log", nargs="+", default=[], choices=list(LOGS), help=help)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalLauncher, plan_sweep, run_sweep
 
@@ -123,13 +130,10 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--data-dir", dest="data_dir", help="where fetched data lives (default $GREEDYMM_DATA or ./data)")
     s.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
-    s.add_argument(
-        "--log",
-        nargs="+",
-        default=[],
-        choices=["tensorboard"],
-        help="also log each run to <run>/tensorboard (needs greedymm[tensorboard]); `tensorboard --logdir OUT` "
-        "shows every run",
+    add_log_option(
+        s,
+        "also log each run to <run>/tensorboard (needs greedymm[tensorboard]); `tensorboard --logdir "
+        "OUT` shows every run",
     )
     s.set_defaults(fn=cmd_sweep)
 
