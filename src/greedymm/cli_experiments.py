@@ -41,7 +41,17 @@ def add_log_option(parser: argparse.ArgumentParser, help: str) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalLauncher, plan_sweep, run_sweep
 
-    jobs = plan_sweep(args.datasets, args.methods, args.seeds, args.out, args.set, args.epochs, args.data_dir, args.log)
+    jobs = plan_sweep(
+        args.datasets or [],
+        args.methods,
+        args.seeds,
+        args.out,
+        args.set,
+        args.epochs,
+        args.data_dir,
+        args.log,
+        protocol_name=args.preset,
+    )
     _sigterm_interrupts()  # `kill <sweep>` stops its runs as Ctrl-C does
     try:
         result = run_sweep(jobs, LocalLauncher(), _workers(args.workers), dry_run=args.dry_run)
@@ -101,7 +111,14 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         description="One run folder per (data set, method, seed, settings), named with a hash of its config. "
         "Re-running the same command skips finished runs, resumes crashed ones and restarts broken ones.",
     )
-    s.add_argument("--datasets", nargs="+", required=True, help="data sets (recommended: cg-mnist)")
+    s.add_argument(
+        "--datasets", nargs="+", help="data sets (recommended: cg-mnist; with --preset, default: the preset's)"
+    )
+    s.add_argument(
+        "--preset",
+        help="start every run from a named protocol of another paper instead of the data set's reproduction "
+        "config (pmr-protocol: PMR's CG-MNIST encoder, optimizer, schedule and colors; `greedymm list` shows them)",
+    )
     s.add_argument(
         "--methods",
         nargs="+",

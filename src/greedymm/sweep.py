@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import TrainConfig, parse_set, preset
+from .config import PROTOCOLS, TrainConfig, parse_set, preset, protocol
 
 # what `greedymm train` / `greedymm eval` write into a run folder; a clean restart removes these and nothing else
 RUN_FILES = (
@@ -66,11 +66,15 @@ def sets_for_method(sets: Sequence[str], method: str) -> tuple[str, ...]:
     return tuple(f"{k}={chosen[k]}" for k in sorted(chosen))
 
 
-def resolve_config(dataset: str, method: str, seed: int, sets: Sequence[str], epochs: int | None) -> TrainConfig:
-    """The config `greedymm train` builds from these arguments (the data set's reproduction config + overrides)."""
+def resolve_config(
+    dataset: str, method: str, seed: int, sets: Sequence[str], epochs: int | None, protocol_name: str | None = None
+) -> TrainConfig:
+    """The config `greedymm train` builds from these arguments: the data set's reproduction config, or the named
+    protocol (``--preset``) on this data set, with the overrides applied."""
     from .methods import method_class
 
-    cfg = preset(dataset, method=method, seed=seed, **({"epochs": epochs} if epochs else {}))
+    given = {"method": method, "seed": seed, **({"epochs": epochs} if epochs else {})}
+    cfg = protocol(protocol_name, dataset=dataset, **given) if protocol_name else preset(dataset, **given)
     overrides, hparams = parse_set(list(sets), method_class(method).hparams)
     overrides["data_options"] = {**cfg.data_options, **overrides.get("data_options", {})}
     return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
@@ -110,6 +114,7 @@ class Job:
     folder: Path
     data_dir: str | None = None
     logs: tuple[str, ...] = ()  # extra log destinations (`train --log`), e.g. ("tensorboard",)
+    protocol: str | None = None  # a named protocol (`train --preset`), e.g. "pmr-protocol"
 
     @property
     def name(self) -> str:
@@ -134,6 +139,8 @@ class Job:
             cmd += ["--resume", str(self.folder)]
         else:
             cmd += ["--dataset", self.dataset, "--method", self.method, "--seed", str(self.seed)]
+            if self.protocol:
+                cmd += ["--preset", self.protocol]
             for item in self.sets:
                 cmd += ["--set", item]
             cmd += ["--out", str(self.folder)]
@@ -155,14 +162,25 @@ def plan_sweep(
     epochs: int | None = None,
     data_dir: str | None = None,
     logs: Sequence[str] = (),
+    protocol_name: str | None = None,
 ) -> list[Job]:
-    """The jobs of a sweep, in (data set, method, seed) order; every setting is checked before anything runs."""
+    """The jobs of a sweep, in (data set, method, seed) order; every setting is checked before anything runs.
+
+    ``protocol_name`` (``--preset``) starts every run from that protocol instead of the data set's reproduction
+    config; with no ``datasets`` the protocol's own data set is used."""
     from .data import list_datasets
     from .tblog import check_logs
 
     logs = check_logs(logs)
+    if protocol_name is not None and protocol_name not in PROTOCOLS:
+        raise ValueError(f"unknown preset {protocol_name!r}; choose one of {sorted(PROTOCOLS)}")
+    if protocol_name and not datasets:
+        datasets = [PROTOCOLS[protocol_name]["dataset"]]
+    base_fusion = PROTOCOLS[protocol_name].get("fusion", "mmtm") if protocol_name else "mmtm"
 
-    if not datasets or not methods or not seeds:
+    if not datasets:
+        raise ValueError("a sweep needs --datasets (e.g. cg-mnist) or a --preset that names its data set")
+    if not methods or not seeds:
         raise ValueError("a sweep needs at least one data set, one method and one seed")
     if epochs is not None and epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {epochs} (leave it out for the reproduction config)")
@@ -176,7 +194,7 @@ def plan_sweep(
             raise ValueError(f"unknown data set {d!r}; choose one of {sorted(known)}.{hint}")
     specs = [split_method(m) for m in methods]  # "ogm-ge@concat": a method on a chosen fusion
     for name, fusion in specs:
-        _check_fusion(name, fusion or _set_value(sets, "fusion") or "mmtm")
+        _check_fusion(name, fusion or _set_value(sets, "fusion") or base_fusion)
     used = {item.split("=", 1)[0] for name, _ in specs for item in sets_for_method(sets, name)}
     if stray := sorted({_split_set(item)[0] for item in sets} - used):
         raise ValueError(f"--set {', '.join(stray)}: a hyper-parameter of none of the methods {list(methods)}")
@@ -187,9 +205,11 @@ def plan_sweep(
             if fusion:
                 own = tuple(sorted([*(i for i in own if not i.startswith("fusion=")), f"fusion={fusion}"]))
             for s in seeds:
-                cfg = resolve_config(d, m, int(s), own, epochs)  # raises on a bad --set, before any launch
-                folder = Path(out) / f"{d}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
-                jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir, logs))
+                # raises on a bad --set, before any launch
+                cfg = resolve_config(d, m, int(s), own, epochs, protocol_name)
+                lead = f"{d}-{protocol_name}" if protocol_name else d
+                folder = Path(out) / f"{lead}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
+                jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir, logs, protocol_name))
     return list(jobs.values())
 
 
