@@ -109,12 +109,18 @@ def test_write_report_md_html_csv(tmp_path):
     md, rows = write_report(sweep, "md")
     assert md == sweep / "report.md" and len(rows) == 4
     figures = sorted(p.name for p in (sweep / "report_figures").iterdir())
-    assert figures == ["tiny_d_speed.png", "tiny_d_util.png", "tiny_head_acc.png", "tiny_rebalance.png"]
+    assert figures == [
+        "tiny_d_speed.png",
+        "tiny_d_util.png",
+        "tiny_head_acc.png",
+        "tiny_rebalance.png",
+        "tiny_test_acc.png",
+    ]
     assert all((sweep / "report_figures" / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
     assert "](report_figures/tiny_d_speed.png)" in md.read_text()
     html, _ = write_report(sweep, "html", tmp_path / "out" / "r.html")
     page = html.read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page and "STAND-IN" in page
+    assert page.count("data:image/png;base64,") == 5 and "<table>" in page and "STAND-IN" in page
     out, _ = write_report(sweep, "csv", tmp_path / "t.csv")
     assert out.read_text().startswith("dataset,method,settings,n,seeds,data,")
     with pytest.raises(ValueError, match="md, html or csv"):
@@ -183,3 +189,26 @@ def test_copies_of_a_run_are_not_averaged_as_seeds(tmp_path):
     shutil.copytree(sweep / "tiny_vanilla_s0_aaaa0000", sweep / "tiny_vanilla_s0_copy")
     with pytest.raises(ValueError, match=r"share seed 0 and every setting: they are copies"):
         write_report(sweep, "md")
+
+
+def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypatch):
+    """The headline figure: one bar per row at the mean test accuracy, a dot per seed, STAND-IN in the title."""
+    from greedymm.report import sweep_figures
+
+    records, steps, _ = load_runs(SWEEP)
+    rows = aggregate(records, steps)
+    drawn = {}
+
+    def keep(fig, path):
+        drawn["fig"] = fig
+        return path
+
+    monkeypatch.setattr(sweep_figures, "_save", keep)
+    sweep_figures.plot_test_accuracy(rows, tmp_path / "t.png")
+    ax = drawn["fig"].axes[0]
+    bars = sorted(ax.patches, key=lambda b: -b.get_y())  # first row on top
+    assert [b.get_width() for b in bars] == pytest.approx([r.stats["test.acc"].mean for r in rows])
+    dots = [line.get_xdata() for line in ax.lines if line.get_marker() == "o"]
+    assert [list(d) for d in dots] == [list(r.stats["test.acc"].values) for r in rows]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{r.label} (n={r.n})" for r in rows]
+    assert "STAND-IN" in ax.get_title()

@@ -1,5 +1,6 @@
 """Figures of a sweep (PNG, matplotlib Agg), one set per data set, each method as its mean over seeds:
 
+- test accuracy at the best-validation epoch per row (bars: mean, whiskers: min-max, a dot per seed);
 - d_speed over training steps, with the min-max band over seeds (SPEC.md section 4);
 - validation d_util over epochs (section 3), with the min-max band;
 - per-head validation accuracy over epochs (head 0 solid, head 1 dashed);
@@ -104,6 +105,28 @@ def plot_epoch_metric(
     return _save(fig, path)
 
 
+def plot_test_accuracy(rows: Sequence[Row], path: Path) -> Path:
+    """One horizontal bar per row, first row on top: the mean test accuracy at the best-validation epoch, whiskers
+    from the lowest to the highest seed, a dot per seed; the title says when the data is a stand-in."""
+    fig, ax = plt.subplots(figsize=(8.5, 1.3 + 0.42 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    for yi, row in zip(y, rows, strict=True):
+        values = row.stats["test.acc"].values
+        mean = float(np.mean(values))
+        color = _color(row, rows)
+        ax.barh(yi, mean, height=0.6, color=color, alpha=0.75)
+        if len(values) > 1:
+            ax.errorbar(mean, yi, xerr=[[mean - min(values)], [max(values) - mean]], color="k", capsize=3, lw=0.9)
+        ax.plot(values, [yi] * len(values), "o", color="k", ms=2.5)
+        ax.text(max(values) + 0.01, yi, f"{mean:.3f}", va="center", fontsize=7)
+    ax.set_yticks(y, [f"{r.label} (n={r.n})" for r in rows], fontsize=7)
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("test accuracy at the best-validation epoch (bar: mean, whiskers: min-max, dots: seeds)", fontsize=8)
+    stand_in = any("STAND-IN" in s for r in rows for s in r.sources)
+    ax.set_title(f"{rows[0].dataset}: test accuracy per method{' (STAND-IN data)' if stand_in else ''}", fontsize=10)
+    return _save(fig, path)
+
+
 def plot_rebalance_share(rows: Sequence[Row], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.4))
     x = np.arange(len(rows))
@@ -131,6 +154,7 @@ def dataset_figures(
         mine = [r for r in rows if r.dataset == dataset]
         mods = list(mine[0].modalities)
         first = records_by_run[mine[0].runs[0]][-1]["val"]
+        out[f"{dataset}: test accuracy per method"] = plot_test_accuracy(mine, folder / f"{dataset}_test_acc.png")
         p = plot_d_speed(mine, steps_by_run, folder / f"{dataset}_d_speed.png")
         if p:
             out[f"{dataset}: d_speed over training steps"] = p
