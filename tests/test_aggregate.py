@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from greedymm.report.aggregate import aggregate, load_runs, report_csv, report_markdown, write_report
+from greedymm.report.aggregate import (
+    aggregate,
+    load_runs,
+    report_csv,
+    report_markdown,
+    unfinished_runs,
+    write_report,
+)
 
 DATA = Path(__file__).parent / "data" / "report"
 SWEEP = DATA / "sweep"
@@ -62,10 +69,12 @@ def test_aggregate_matches_hand_computed_numbers(loaded):
 
 def test_markdown_matches_checked_in_expected_output(loaded):
     records, steps, notes = loaded
-    text = report_markdown(aggregate(records, steps), "greedymm report: sweep", notes=notes)
+    assert unfinished_runs(notes) == ["tiny_random_s0_ffff5555"]  # no done marker
+    text = report_markdown(aggregate(records, steps, unfinished_runs(notes)), "greedymm report: sweep", notes=notes)
     assert text == (DATA / "expected.md").read_text()
     assert "u(m1\\|m0) val" in text  # a bare | would split the markdown cell
-    assert "tiny_random_s0_ffff5555: unfinished" in text  # no done marker
+    assert "tiny_random_s0_ffff5555: unfinished (2 epochs so far)" in text
+    assert "| random | - | 1 (1 unfinished) |" in text  # the row says it too, in both tables
 
 
 def test_csv_holds_means_and_stds(loaded):
@@ -195,8 +204,8 @@ def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypat
     """The headline figure: one bar per row at the mean test accuracy, a dot per seed, STAND-IN in the title."""
     from greedymm.report import sweep_figures
 
-    records, steps, _ = load_runs(SWEEP)
-    rows = aggregate(records, steps)
+    records, steps, notes = load_runs(SWEEP)
+    rows = aggregate(records, steps, unfinished_runs(notes))
     drawn = {}
 
     def keep(fig, path):
@@ -210,5 +219,11 @@ def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypat
     assert [b.get_width() for b in bars] == pytest.approx([r.stats["test.acc"].mean for r in rows])
     dots = [line.get_xdata() for line in ax.lines if line.get_marker() == "o"]
     assert [list(d) for d in dots] == [list(r.stats["test.acc"].values) for r in rows]
-    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{r.label} (n={r.n})" for r in rows]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [
+        "vanilla (n=2)",
+        "guided (alpha=0.01) (n=2)",
+        "guided (alpha=0.05) (n=1)",
+        "random (n=1, 1 unfinished)",
+    ]
     assert "STAND-IN" in ax.get_title()

@@ -102,10 +102,16 @@ class Row:
     source_notes: tuple[str, ...]
     stats: Mapping[str, Stat]
     fusion: str = "mmtm"  # the model's fusion as the records say ("none" for a uni-modal model)
+    unfinished: tuple[str, ...] = ()  # the row's runs still short of their epochs (no `done` marker)
 
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def n_text(self) -> str:
+        """The number of runs, and how many of them are unfinished: "3", "3 (1 unfinished)"."""
+        return f"{self.n} ({len(self.unfinished)} unfinished)" if self.unfinished else str(self.n)
 
     @property
     def label(self) -> str:
@@ -199,9 +205,11 @@ def _method_rank(method: str) -> tuple[int, str]:
 def aggregate(
     records_by_run: Mapping[str, Sequence[Mapping[str, Any]]],
     steps_by_run: Mapping[str, Mapping[str, Sequence]] | None = None,
+    unfinished: Sequence[str] = (),
 ) -> list[Row]:
     """One row per (data set, method, differing settings), ordered by data set, method (vanilla, guided,
-    random, others), settings; runs without records are left out."""
+    random, others), settings; runs without records are left out. ``unfinished``: names of runs still training
+    (or stopped early); their rows say how many."""
     steps_by_run = steps_by_run or {}
     runs = {name: recs for name, recs in records_by_run.items() if recs}
     last = {name: recs[-1] for name, recs in runs.items()}
@@ -241,6 +249,7 @@ def aggregate(
                 modalities=tuple(last[names[0]].get("modalities", ("m0", "m1"))),
                 fusion=str(last[names[0]].get("fusion", "mmtm")),  # records before late fusion: all MMTM
                 runs=tuple(names),
+                unfinished=tuple(n for n in names if n in set(unfinished)),
                 seeds=tuple(int(last[n]["seed"]) for n in names),
                 sources=tuple(dict.fromkeys(source_label(s) for s in sources)),
                 source_notes=tuple(dict.fromkeys(f"{s.get('source', '?')}: {s.get('note', '')}" for s in sources)),
@@ -294,7 +303,7 @@ def tables(rows: Sequence[Row]) -> list[Table]:
 
         def cells(r: Row, keys: Sequence[str]) -> tuple[str, ...]:
             stat = {k: r.stats.get(k, Stat(())) for k in keys}
-            return (r.method, r.settings or "-", str(r.n), *(format_stat(stat[k], k) for k in keys))
+            return (r.method, r.settings or "-", r.n_text, *(format_stat(stat[k], k) for k in keys))
 
         out.append(
             Table(
@@ -409,7 +418,8 @@ def find_runs(path: str | Path) -> list[Path]:
 def load_runs(
     path: str | Path, runs: Sequence[Path] | None = None
 ) -> tuple[dict[str, list[dict]], dict[str, dict[str, list]], list[str]]:
-    """(records by run, steps by run, notes) for the runs under ``path``; names are paths relative to it."""
+    """(records by run, steps by run, notes) for the runs under ``path``; names are paths relative to it.
+    A run without a ``done`` marker gets a note starting "<name>: unfinished" (``unfinished_runs`` reads them)."""
     from ..logs import torn
     from . import load_records, load_steps
 
@@ -431,10 +441,16 @@ def load_runs(
                     f"`greedymm train --resume {run}` repairs the log and redoes that work"
                 )
         if not (run / "done").exists():
-            notes.append(f"{name}: unfinished ({len(recs)} epochs so far); its numbers are from those epochs")
+            so_far = f"{len(recs)} epoch{'s' if len(recs) != 1 else ''} so far"
+            notes.append(f"{name}: unfinished ({so_far}); its numbers are from those epochs")
     if not records:
         raise FileNotFoundError(f"no run with results under {path}; run `greedymm sweep ... --out {path}` first")
     return records, steps, notes
+
+
+def unfinished_runs(notes: Sequence[str]) -> list[str]:
+    """The run names that ``load_runs`` noted as unfinished."""
+    return [note.split(": unfinished (", 1)[0] for note in notes if ": unfinished (" in note]
 
 
 def write_report(
@@ -450,7 +466,7 @@ def write_report(
     path = Path(path)
     out = Path(out) if out else path / f"report.{fmt}"
     records, steps, notes = load_runs(path, runs)
-    rows = aggregate(records, steps)
+    rows = aggregate(records, steps, unfinished_runs(notes))
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         out.write_text(report_csv(rows))
