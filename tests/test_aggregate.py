@@ -217,6 +217,8 @@ def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypat
     ax = drawn["fig"].axes[0]
     bars = sorted(ax.patches, key=lambda b: -b.get_y())  # first row on top
     assert [b.get_width() for b in bars] == pytest.approx([r.stats["test.acc"].mean for r in rows])
+    colors = [b.get_facecolor() for b in bars]  # one color per method: both guided rows alike, the rest apart
+    assert colors[1] == colors[2] and len({colors[0], colors[1], colors[3]}) == 3
     dots = [line.get_xdata() for line in ax.lines if line.get_marker() == "o"]
     assert [list(d) for d in dots] == [list(r.stats["test.acc"].values) for r in rows]
     labels = [t.get_text() for t in ax.get_yticklabels()]

@@ -35,6 +35,16 @@ def _color(row: Row, rows: Sequence[Row]) -> str:
     return f"C{(len(METHOD_ORDER) + others.index(row)) % 10}"
 
 
+def _method_color(method: str, rows: Sequence[Row]) -> str:
+    """One color per method (vanilla C0, guided C1, random C2; other methods C3-C9 in order), for figures where
+    a method's rows sit side by side and their labels tell the settings apart."""
+    if method in METHOD_ORDER:
+        return f"C{METHOD_ORDER.index(method)}"
+    others = list(dict.fromkeys(r.method for r in rows if r.method not in METHOD_ORDER))
+    free = 10 - len(METHOD_ORDER)
+    return f"C{len(METHOD_ORDER) + others.index(method) % free}"
+
+
 def _aligned(series: Sequence[Sequence[float]]) -> np.ndarray:
     """(runs, length) array cut to the shortest run: a mean is only drawn where every seed has a value."""
     length = min(len(s) for s in series)
@@ -113,7 +123,7 @@ def plot_test_accuracy(rows: Sequence[Row], path: Path) -> Path:
     for yi, row in zip(y, rows, strict=True):
         values = row.stats["test.acc"].values
         mean = float(np.mean(values))
-        color = _color(row, rows)
+        color = _method_color(row.method, rows)
         ax.barh(yi, mean, height=0.6, color=color, alpha=0.75)
         if len(values) > 1:
             ax.errorbar(mean, yi, xerr=[[mean - min(values)], [max(values) - mean]], color="k", capsize=3, lw=0.9)
