@@ -211,6 +211,7 @@ def aggregate(
     random, others), settings; runs without records are left out. ``unfinished``: names of runs still training
     (or stopped early); their rows say how many."""
     steps_by_run = steps_by_run or {}
+    still_training = set(unfinished)
     runs = {name: recs for name, recs in records_by_run.items() if recs}
     last = {name: recs[-1] for name, recs in runs.items()}
     settings = {name: _settings(recs) for name, recs in runs.items()}
@@ -249,7 +250,7 @@ def aggregate(
                 modalities=tuple(last[names[0]].get("modalities", ("m0", "m1"))),
                 fusion=str(last[names[0]].get("fusion", "mmtm")),  # records before late fusion: all MMTM
                 runs=tuple(names),
-                unfinished=tuple(n for n in names if n in set(unfinished)),
+                unfinished=tuple(n for n in names if n in still_training),
                 seeds=tuple(int(last[n]["seed"]) for n in names),
                 sources=tuple(dict.fromkeys(source_label(s) for s in sources)),
                 source_notes=tuple(dict.fromkeys(f"{s.get('source', '?')}: {s.get('note', '')}" for s in sources)),

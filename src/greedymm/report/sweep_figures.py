@@ -129,8 +129,8 @@ def plot_test_accuracy(rows: Sequence[Row], path: Path) -> Path:
             ax.errorbar(mean, yi, xerr=[[mean - min(values)], [max(values) - mean]], color="k", capsize=3, lw=0.9)
         ax.plot(values, [yi] * len(values), "o", color="k", ms=2.5)
         ax.text(max(values) + 0.01, yi, f"{mean:.3f}", va="center", fontsize=7)
-    late = {r.label: f", {len(r.unfinished)} unfinished" if r.unfinished else "" for r in rows}
-    ax.set_yticks(y, [f"{r.label} (n={r.n}{late[r.label]})" for r in rows], fontsize=7)
+    late = [f", {len(r.unfinished)} unfinished" if r.unfinished else "" for r in rows]
+    ax.set_yticks(y, [f"{r.label} (n={r.n}{tail})" for r, tail in zip(rows, late, strict=True)], fontsize=7)
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("test accuracy at the best-validation epoch (bar: mean, whiskers: min-max, dots: seeds)", fontsize=8)
     stand_in = any("STAND-IN" in s for r in rows for s in r.sources)
