@@ -4,7 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-full lint bench clean
 
 $(BIN)/greedymm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ venv: $(BIN)/greedymm
 demo: venv
 	$(BIN)/greedymm demo
 
+# the fast tier: single-process tests (pyproject.toml deselects the `process` and `slow` markers)
 test: venv
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/pytest -q
+
+# every test, the process-starting ones (DDP, torchrun, kill-resume, locks, examples) too
+test-full: venv
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/pytest -q -m ""
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples

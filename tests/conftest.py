@@ -1,4 +1,21 @@
+"""Shared fixtures: tiny data and models, a run killed mid-epoch, the two test tiers and the DDP harness.
+
+Tiers: a test that starts a process (a DDP rank, a subprocess, a CLI or example run) carries
+``@pytest.mark.process`` (tests that use the ``ddp`` fixture get it automatically); plain ``pytest`` leaves those
+and ``slow`` tests out (``addopts`` in pyproject.toml) and ``pytest -m ""`` runs everything. A test that starts a
+process without the marker fails, saying so, so the fast tier stays single-process.
+"""
+
+import json
+import multiprocessing.process
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,15 +112,154 @@ def fit_killed(monkeypatch, cfg, out, data, steps: int) -> None:
     monkeypatch.setattr(train, "train_step", step)
 
 
-def run_ranks(fn, *args, nprocs: int = 2, timeout: float = 300) -> None:
-    """Run ``fn(rank, *args)`` in ``nprocs`` fresh processes (spawned: a forked child of a process whose
-    thread pools are running can deadlock), and fail with a clear message, not a hung suite, past ``timeout``."""
-    import torch.multiprocessing as mp
+# -- the two tiers ------------------------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "ddp" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.process)
 
-    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, start_method="spawn", join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
+
+@pytest.fixture(autouse=True)
+def _only_marked_tests_start_processes(request, monkeypatch):
+    """Fail a test that starts a process without ``@pytest.mark.process`` (it would slow the fast tier)."""
+    if request.node.get_closest_marker("process") is not None:
+        yield
+        return
+    test = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        pytest.fail(
+            f"{test} starts a process but is not marked: add @pytest.mark.process to it (plain pytest is the "
+            "single-process tier; pytest -m '' runs the marked tests too)",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    for name in ("fork", "system", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
+    yield
+
+
+# -- the DDP harness ----------------------------------------------------------------------------------------------
+DDP_DEADLINE_S = 600.0  # one test's distributed runs together; pytest's own timeout (900 s) is the last resort
+WORKER = Path(__file__).parent / "ddp_worker.py"
+# torchrun's own start-up failures (rendezvous, ports): not greedymm's; retried once, then reported as such
+LAUNCHER_FAILURES = ("RendezvousError", "RendezvousConnectionError", "Address already in use", "EADDRINUSE")
+
+
+def _rank_main(rank: int, fn: Callable[..., None], world: int, init: str, args: tuple) -> None:
+    """One spawned rank: a gloo process group over a file, one thread, ``fn(rank, world, *args)``, the group ended."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def read_records(out: Path) -> list[dict]:
+    """The records of a run folder's results.jsonl, in order."""
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+class DDP:
+    """Distributed runs for one test, under one deadline: past it the processes are killed and that test fails
+    naming the run that hung; the suite goes on."""
+
+    def __init__(self, tmp_path: Path, deadline_s: float = DDP_DEADLINE_S) -> None:
+        self.tmp_path = tmp_path
+        self.deadline_s = deadline_s
+        self.deadline = time.monotonic() + deadline_s
+        self.calls = 0
+
+    def _left(self, what: str) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"{what}: this test's distributed runs used up their {self.deadline_s:.0f} s", pytrace=False)
+        return left
+
+    def ranks(self, fn: Callable[..., None], *args: Any, world: int = 2) -> None:
+        """Run ``fn(rank, world, *args)`` in ``world`` spawned processes (a forked child of a process whose thread
+        pools run can deadlock), each with a gloo process group already up and one thread; a rank's exception
+        fails the test with its traceback."""
+        import torch.multiprocessing as mp
+
+        self.calls += 1
+        init = self.tmp_path / f".ddp-init-{self.calls}"  # file rendezvous: no port to race for
+        what = f"{world} ranks of {fn.__name__}"
+        threads = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # read by each child at start
+        try:
+            ctx = mp.start_processes(
+                _rank_main, args=(fn, world, str(init), args), nprocs=world, start_method="spawn", join=False
+            )
+        finally:
+            if threads is None:
+                os.environ.pop("OMP_NUM_THREADS")
+            else:
+                os.environ["OMP_NUM_THREADS"] = threads
+        try:
+            while not ctx.join(timeout=min(5.0, max(0.1, self.deadline - time.monotonic()))):
+                if time.monotonic() >= self.deadline:
+                    pytest.fail(f"{what} did not finish within the test's {self.deadline_s:.0f} s (killed)")
+        finally:
             for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"{nprocs} ranks of {fn.__name__} did not finish within {timeout:.0f} s (killed)")
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+
+    def train(
+        self,
+        out: Path,
+        method: str,
+        *,
+        processes: int = 2,
+        epochs: int = 2,
+        resume: bool = False,
+        augment: bool = False,
+        modalities: int = 2,
+        fusion: str = "mmtm",
+    ) -> list[dict]:
+        """Train tests/ddp_worker.py's tiny run into ``out`` under torchrun with ``processes`` ranks (1: a plain
+        process, the reference), one thread each; return its records. A non-zero exit or a rank that aborts at
+        exit fails with the log's tail; torchrun's own start-up failure is retried once."""
+        worker = [str(WORKER), str(out), method, "--epochs", str(epochs), "--modalities", str(modalities)]
+        worker += ["--fusion", fusion, *(["--resume"] if resume else []), *(["--augment"] if augment else [])]
+        torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+        cmd = [sys.executable, *(torchrun if processes > 1 else []), *worker]
+        what = f"{method} on {processes} process(es) into {out.name}"
+        for attempt in (1, 2):
+            code, log = self._run(cmd, what)
+            launcher_failed = any(m in log for m in LAUNCHER_FAILURES) and not (out / "results.jsonl").exists()
+            if code == 0 or not launcher_failed or processes == 1:
+                break
+            if attempt == 2:
+                pytest.fail(f"torchrun itself failed to start twice (outside greedymm: rendezvous or port):\n{log}")
+        # a rank that trained fine but aborts at exit (gloo threads torn down by interpreter shutdown) fails here
+        assert "terminate called" not in log, log
+        assert code == 0, log
+        return read_records(out)
+
+    def _run(self, cmd: list[str], what: str) -> tuple[int, str]:
+        """Run ``cmd`` in its own session (so torchrun's ranks die with it); (exit code, the log's tail)."""
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # fmt: skip
+        try:
+            stdout, stderr = p.communicate(timeout=self._left(what))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            stdout, stderr = p.communicate()
+            pytest.fail(f"{what} did not finish within the test's {self.deadline_s:.0f} s (killed):\n{stderr[-4000:]}")
+        return p.returncode, stdout[-2000:] + stderr[-12000:]
+
+
+@pytest.fixture
+def ddp(tmp_path) -> DDP:
+    """The DDP harness (marks its test ``process``): ``ddp.ranks(fn, *args)`` runs a function on spawned ranks,
+    ``ddp.train(out, method, processes=2, ...)`` trains the tiny fixture under torchrun."""
+    return DDP(tmp_path)

@@ -1,5 +1,7 @@
-"""Run by tests/test_distributed.py under torchrun (and alone): train the tiny fixture, dump per-rank decisions."""
+"""Run by the DDP harness (``ddp.train`` in tests/conftest.py) under torchrun, and alone as the reference: train the
+tiny fixture, dump per-rank decisions."""
 
+import argparse
 import json
 import os
 import sys
@@ -68,18 +70,22 @@ if __name__ == "__main__":
 
     modes = record_modes()
 
-    out, method = Path(sys.argv[1]), sys.argv[2]
-    epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-    resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
-    augment = len(sys.argv) > 5 and sys.argv[5] == "augment"
-    three = len(sys.argv) > 6 and sys.argv[6] == "three"
-    fusion = sys.argv[7] if len(sys.argv) > 7 else "mmtm"
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("method")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--augment", action="store_true", help="training-time noise drawn from each rank's RNG")
+    parser.add_argument("--modalities", type=int, choices=(2, 3), default=2)
+    parser.add_argument("--fusion", default="mmtm")
+    args = parser.parse_args()
+    out = args.out
     torch.set_num_threads(1)
-    cfg = config(method, epochs, fusion)
-    data = tiny_three_data() if three else tiny_colored_data()
-    if augment:
+    cfg = config(args.method, args.epochs, args.fusion)
+    data = tiny_three_data() if args.modalities == 3 else tiny_colored_data()
+    if args.augment:
         data = dataclasses.replace(data, train=NoisySplit(data.train))
-    fit(cfg, out, resume=resume, progress=False, data=data)
+    fit(cfg, out, resume=args.resume, progress=False, data=data)
     # fit ends the process group it started, so the rank comes from torchrun's environment
     r = os.environ.get("RANK", "0")
     (out / f"modes_rank{r}.json").write_text(json.dumps(modes))

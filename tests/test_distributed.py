@@ -1,63 +1,30 @@
 """torchrun + DDP on CPU (gloo, 2 processes) against one process with the same global batch and seed."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-WORKER = Path(__file__).parent / "ddp_worker.py"
-
-
-TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-
-
-# torchrun's own start-up failures (rendezvous, ports): not greedymm's; retried once, then reported as such
-LAUNCHER_FAILURES = ("RendezvousError", "RendezvousConnectionError", "Address already in use", "EADDRINUSE")
-
-
-def _run(launcher: list[str], out: Path, method: str, *extra: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, *launcher, str(WORKER), str(out), method, *extra]
-    for attempt in (1, 2):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        log = r.stdout[-2000:] + r.stderr[-12000:]
-        launcher_failed = any(m in log for m in LAUNCHER_FAILURES) and not (out / "results.jsonl").exists()
-        if r.returncode == 0 or not launcher_failed:
-            break
-        if attempt == 2:
-            pytest.fail(f"torchrun itself failed to start twice (outside greedymm: rendezvous or port):\n{log}")
-    # a rank that trained fine but aborts at exit (gloo threads torn down by interpreter shutdown) fails here
-    assert "terminate called" not in log, log
-    assert r.returncode == 0, log
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize(
     "method, modalities",
-    [("guided", "two"), ("random", "two"), ("guided", "three")],
+    [("guided", 2), ("random", 2), ("guided", 3)],
     ids=["guided", "random", "guided-3"],
 )
-def test_two_processes_match_one(tmp_path, method, modalities):
+def test_two_processes_match_one(tmp_path, ddp, method, modalities):
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([], one, method, "2", "fresh", "plain", modalities)
-    _run(TORCHRUN, two, method, "2", "fresh", "plain", modalities)
+    records_one = ddp.train(one, method, processes=1, modalities=modalities)
+    records_two = ddp.train(two, method, processes=2, modalities=modalities)
     # re-balancing decisions: identical on both ranks, and the same as in one process
     modes = [json.loads((two / f"modes_rank{r}.json").read_text()) for r in (0, 1)]
     assert modes[0] == modes[1] == json.loads((one / "modes_rank0.json").read_text())
     assert {"rebalance0", "rebalance1", "rebalance2"} & set(modes[0])
     # the process group is ended by fit on every rank, so no gloo thread is left for interpreter shutdown
     assert [json.loads((two / f"group_alive_rank{r}.json").read_text()) for r in (0, 1)] == [False, False]
-    for a, b in zip(_records(one), _records(two), strict=True):
+    for a, b in zip(records_one, records_two, strict=True):
         assert a["step"] == b["step"]
         for split in ("val", "test"):
             keys = [k for k in a[split] if k.startswith("acc")] + ["n"]
-            assert len(keys) == (6 if modalities == "two" else 8)  # fused, heads, cut heads, n
+            assert len(keys) == (6 if modalities == 2 else 8)  # fused, heads, cut heads, n
             for key in keys:
                 assert a[split][key] == b[split][key], (split, key)
             assert a[split]["loss"] == pytest.approx(b[split]["loss"], rel=1e-4)
@@ -69,24 +36,22 @@ def test_two_processes_match_one(tmp_path, method, modalities):
     assert [s.split(",")[2] for s in steps_one] == [s.split(",")[2] for s in steps_two]
 
 
-def test_two_process_resume_restores_each_ranks_random_draws(tmp_path):
+def test_two_process_resume_restores_each_ranks_random_draws(tmp_path, ddp):
     """With augmentation drawn from each rank's RNG, stop after 1 epoch and resume: same as a straight run."""
     import torch
 
     from greedymm.checkpoint import load_checkpoint
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(TORCHRUN, straight, "guided", "2", "fresh", "augment")
-    _run(TORCHRUN, resumed, "guided", "1", "fresh", "augment")
+    ddp.train(straight, "guided", epochs=2, augment=True)
+    ddp.train(resumed, "guided", epochs=1, augment=True)
     assert len(load_checkpoint(resumed / "last.pt")["torch_rng"]) == 2  # one RNG state per rank
-    _run(TORCHRUN, resumed, "guided", "2", "resume", "augment")
+    ddp.train(resumed, "guided", epochs=2, resume=True, augment=True)
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert (straight / "steps.csv").read_text() == (resumed / "steps.csv").read_text()
     # resuming those 2 processes' checkpoint in 1 process is refused: its random draws cannot continue exactly
-    import pytest
-
     from conftest import tiny_colored_data
     from ddp_worker import config
     from greedymm.train import RunError, fit

@@ -14,6 +14,8 @@ import torch
 
 from greedymm.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.process  # a training subprocess, killed mid-epoch
+
 WORKER = Path(__file__).parent / "kill_worker.py"
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from greedymm.lock import RunFolderBusy, RunLock
 
+pytestmark = pytest.mark.process  # real processes hold and race for the locks
+
 HOLD = (
     "import sys, time; from greedymm.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
     "print('held', flush=True); time.sleep(60)"

@@ -2,15 +2,13 @@
 
 import copy
 import math
-import os
-import tempfile
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import run_ranks, tiny_colored_data
+from conftest import tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
@@ -252,15 +250,13 @@ def test_three_modalities_and_state_round_trip():
 
 
 # -- DDP: two processes equal one ---------------------------------------------------------------------------------
-def _ddp_steps(rank, world, init, fusion, out):
-    import torch.distributed as dist
+def _ddp_steps(rank, world, fusion, out):
+    """Three steps on rank's share of a batch of 8; with world > 1 the harness has the process group up."""
     from torch.nn.parallel import DistributedDataParallel
 
     from greedymm.distributed import sync_batchnorm
 
     torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     model = tiny(fusion)
     method = create_method("agm", alpha=1.0)
     method.running, method.scale = [1.0, 1.8], [1.0, 1.0]
@@ -281,15 +277,11 @@ def _ddp_steps(rank, world, init, fusion, out):
         opt.step()
     if rank == 0:
         torch.save({"params": {k: p.detach() for k, p in model.named_parameters()}, "method": method.state_dict()}, out)
-    if world > 1:
-        dist.destroy_process_group()
 
 
-def test_two_processes_equal_one(tmp_path):
-    _ddp_steps(0, 1, None, "concat", tmp_path / "one.pt")
-    init = tempfile.mktemp(dir=tmp_path)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    run_ranks(_ddp_steps, 2, init, "concat", tmp_path / "two.pt")
+def test_two_processes_equal_one(tmp_path, ddp):
+    _ddp_steps(0, 1, "concat", tmp_path / "one.pt")
+    ddp.ranks(_ddp_steps, "concat", tmp_path / "two.pt")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one["method"]["scale"] == approx(two["method"]["scale"], rel=1e-6)
     assert abs(one["method"]["scale"][0] - 1) > 0.5  # the coefficients did act

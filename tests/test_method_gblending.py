@@ -195,15 +195,11 @@ def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch):
     assert all(sum(v for k, v in r["method_log"].items() if k.startswith("w_")) == pytest.approx(1) for r in recs)
 
 
-@pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, ddp):
     """torchrun, 2 CPU processes (gloo), MMTM: every rank estimates alike, and as one process does."""
-    from test_distributed import TORCHRUN, _records, _run
-
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([], one, "gblending", "1", "fresh", "plain", "two")
-    _run(TORCHRUN, two, "gblending", "1", "fresh", "plain", "two")
-    a, b = _records(one), _records(two)
+    a = ddp.train(one, "gblending", processes=1, epochs=1)
+    b = ddp.train(two, "gblending", processes=2, epochs=1)
     # each rank trains the copies on the whole data with local BatchNorm: the single-process losses, bit for bit
     sa, sb = (load_checkpoint(d / "last.pt")["method"] for d in (one, two))
     assert sa["last_losses"] == sb["last_losses"] and sa["weights"] == sb["weights"]

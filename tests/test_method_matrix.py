@@ -2,10 +2,6 @@
 where defined), exact resume after a crash mid-epoch, and 2 processes under torchrun equal to one."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +16,6 @@ from greedymm.train import fit
 METHODS = list_methods()
 SMALL = ["--width", "0.25", "--epochs", "1", "--no-progress"]
 SMALL_SYNTHETIC = ["--set", "data.size=96", "--set", "data.test_size=32", "--set", "data.image_size=12"]
-WORKER = Path(__file__).parent / "ddp_worker.py"
 # settings that keep a method's epoch-level work small on tiny data (G-Blending: one epoch per estimate)
 QUICK_HPARAMS = {"gblending": {"super_epoch": 1}}
 
@@ -82,20 +77,10 @@ def test_every_method_resumes_exactly_after_a_crash_mid_epoch(tmp_path, name, mo
     assert [json.loads(x)["test"] for x in ra] == [json.loads(x)["test"] for x in rb]
 
 
-def _launch(out: Path, name: str, processes: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
-    cmd = [sys.executable, *(torchrun if processes > 1 else []), str(WORKER), str(out), name, "2", "fresh", "plain"]
-    r = subprocess.run([*cmd, "two", fusion_for(name)], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "terminate called" not in r.stderr, r.stdout[-2000:] + r.stderr[-4000:]
-
-
 @pytest.mark.parametrize("name", [m for m in METHODS if m not in ("guided", "random")])  # those: test_distributed
-def test_every_method_on_two_processes_equals_one(tmp_path, name):
-    _launch(tmp_path / "one", name, 1)
-    _launch(tmp_path / "two", name, 2)
-    one = [json.loads(x) for x in (tmp_path / "one" / "results.jsonl").read_text().splitlines()]
-    two = [json.loads(x) for x in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+def test_every_method_on_two_processes_equals_one(tmp_path, ddp, name):
+    one = ddp.train(tmp_path / "one", name, processes=1, fusion=fusion_for(name))
+    two = ddp.train(tmp_path / "two", name, processes=2, fusion=fusion_for(name))
     for a, b in zip(one, two, strict=True):
         for split in ("val", "test"):
             for key in (k for k in a[split] if k.startswith("acc")):

@@ -4,14 +4,12 @@ state, DDP, and a run through the training loop."""
 import copy
 import json
 import math
-import os
-import tempfile
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_ranks, tiny_colored_data
+from conftest import tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
@@ -172,15 +170,13 @@ def test_state_round_trip_and_epoch_log():
 
 
 # -- DDP: two processes equal one ---------------------------------------------------------------------------------
-def _ddp_steps(rank, world, init, fusion, out):
-    import torch.distributed as dist
+def _ddp_steps(rank, world, fusion, out):
+    """Three steps on rank's share of a batch of 8; with world > 1 the harness has the process group up."""
     from torch.nn.parallel import DistributedDataParallel
 
     from greedymm.distributed import sync_batchnorm
 
     torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     model = tiny(fusion)
     method = create_method("mmpareto")
     net = model
@@ -198,16 +194,12 @@ def _ddp_steps(rank, world, init, fusion, out):
     if rank == 0:
         params = {k: p.detach() for k, p in model.named_parameters()}
         torch.save({"params": params, "method": method.state_dict()}, out)
-    if world > 1:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("fusion", ["concat", "mmtm"])
-def test_two_processes_equal_one(tmp_path, fusion):
-    _ddp_steps(0, 1, None, fusion, tmp_path / "one.pt")
-    init = tempfile.mktemp(dir=tmp_path)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    run_ranks(_ddp_steps, 2, init, fusion, tmp_path / "two.pt")
+def test_two_processes_equal_one(tmp_path, ddp, fusion):
+    _ddp_steps(0, 1, fusion, tmp_path / "one.pt")
+    ddp.ranks(_ddp_steps, fusion, tmp_path / "two.pt")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     log1, log2 = one["method"]["log"], two["method"]["log"]
     assert log1["conflict"] == log2["conflict"] and log1["cos"] == approx(log2["cos"], rel=1e-5)

@@ -4,14 +4,12 @@ refusals, state, resume, and the all-reduced accuracy under DDP."""
 import copy
 import json
 import math
-import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_ranks, tiny_colored_data
+from conftest import tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import EpochInfo, StepContext, create_method
@@ -202,32 +200,20 @@ def test_fit_trains_and_resume_equals_straight_run(tmp_path):
 
 
 # -- DDP: every rank gets the accuracy of all items ---------------------------------------------------------------
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, port, path):
+def _ddp_worker(rank, world, path):
     import torch.distributed as dist
 
-    torch.set_num_threads(1)  # a forked child: one thread (OpenMP after fork is slow)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        data = tiny_colored_data()
-        acc = torch.tensor(unimodal_accuracy(model_for(data, "concat"), data.val, 5, torch.device("cpu")))
-        both = [torch.empty_like(acc) for _ in range(2)]
-        dist.all_gather(both, acc)
-        if rank == 0:
-            torch.save(both, path)
-    finally:
-        dist.destroy_process_group()
+    data = tiny_colored_data()
+    acc = torch.tensor(unimodal_accuracy(model_for(data, "concat"), data.val, 5, torch.device("cpu")))
+    both = [torch.empty_like(acc) for _ in range(world)]
+    dist.all_gather(both, acc)
+    if rank == 0:
+        torch.save(both, path)
 
 
-def test_two_ddp_ranks_agree_with_one_process(tmp_path):
+def test_two_ddp_ranks_agree_with_one_process(tmp_path, ddp):
     path = tmp_path / "acc.pt"
-    run_ranks(_ddp_worker, _free_port(), str(path))
+    ddp.ranks(_ddp_worker, str(path))
     rank0, rank1 = torch.load(path)
     data = tiny_colored_data()
     one = unimodal_accuracy(model_for(data, "concat"), data.val, 5, torch.device("cpu"))

@@ -3,15 +3,13 @@
 import copy
 import json
 import math
-import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import run_ranks, tiny_colored_data, tiny_three_data
+from conftest import tiny_colored_data, tiny_three_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
@@ -262,12 +260,6 @@ def test_fit_three_modalities_mmtm(tmp_path):
 
 
 # -- DDP: two processes keep identical weights and match one process -------------------------------------------
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train_steps(model, net, method, x, y, steps=3):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for i in range(steps):
@@ -285,34 +277,26 @@ def _global_batch():
     return {m: torch.rand(8, 1, 12, 12, generator=g) for m in ("a", "b")}, torch.randint(0, 4, (8,), generator=g)
 
 
-def _ddp_worker(rank, port, path):
+def _ddp_worker(rank, world, path):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     from greedymm.distributed import sync_batchnorm
 
-    torch.set_num_threads(1)  # a forked child: one thread (OpenMP after fork is slow)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        model = sync_batchnorm(tiny("concat"), torch.device("cpu"))
-        net = DistributedDataParallel(model, broadcast_buffers=False)
-        x, y = _global_batch()
-        half = slice(4 * rank, 4 * rank + 4)
-        params = _train_steps(
-            model, net, create_method("ogm-ge", alpha=0.5), {m: v[half] for m, v in x.items()}, y[half]
-        )
-        both = [torch.empty_like(params) for _ in range(2)]
-        dist.all_gather(both, params)
-        if rank == 0:
-            torch.save(both, path)
-    finally:
-        dist.destroy_process_group()
+    model = sync_batchnorm(tiny("concat"), torch.device("cpu"))
+    net = DistributedDataParallel(model, broadcast_buffers=False)
+    x, y = _global_batch()
+    half = slice(4 * rank, 4 * rank + 4)
+    params = _train_steps(model, net, create_method("ogm-ge", alpha=0.5), {m: v[half] for m, v in x.items()}, y[half])
+    both = [torch.empty_like(params) for _ in range(world)]
+    dist.all_gather(both, params)
+    if rank == 0:
+        torch.save(both, path)
 
 
-def test_two_ddp_ranks_stay_equal_and_match_one_process(tmp_path):
+def test_two_ddp_ranks_stay_equal_and_match_one_process(tmp_path, ddp):
     path = tmp_path / "params.pt"
-    run_ranks(_ddp_worker, _free_port(), str(path))
+    ddp.ranks(_ddp_worker, str(path))
     rank0, rank1 = torch.load(path)
     assert torch.equal(rank0, rank1)  # the same noise on both ranks: weights stay identical
     model = tiny("concat")

@@ -288,17 +288,12 @@ def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch, fusion, da
         assert [r["method_log"] for r in recs] == [r["method_log"] for r in recs_b]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, ddp):
     """torchrun, 2 CPU processes (gloo), MMTM: the same prototype terms as one process (all-reduced sums)."""
     import json
 
-    from test_distributed import TORCHRUN, _records, _run
-
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([], one, "pmr", "2", "fresh", "plain", "two")
-    _run(TORCHRUN, two, "pmr", "2", "fresh", "plain", "two")
-    for a, b in zip(_records(one), _records(two), strict=True):
+    for a, b in zip(ddp.train(one, "pmr", processes=1), ddp.train(two, "pmr", processes=2), strict=True):
         assert a["method_log"]["steps"] == b["method_log"]["steps"]
         for k in range(2):
             assert a["method_log"][f"pce_share_m{k}"] == b["method_log"][f"pce_share_m{k}"]

@@ -133,6 +133,7 @@ def test_lightning_callback_refuses_what_it_cannot_run():
         GreedyMMCallback("guidd")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["own_loop", "own_model"])
 def test_examples_run_quick(name, tmp_path):
     extra = ["--out", str(tmp_path / "run")] if name == "own_model" else []

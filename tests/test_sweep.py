@@ -183,6 +183,7 @@ class ScriptJob(Job):
         return [python, "-c", self.script]
 
 
+@pytest.mark.process
 def test_local_launcher_runs_a_pool_and_keeps_logs(tmp_path):
     def job(name, script):
         return ScriptJob("d", "m", 0, (), None, tmp_path / name, script=script)
