@@ -70,7 +70,6 @@ def main() -> None:
             t = time.perf_counter()
             for _ in range(args.steps):
                 train_step(run, *batch)
-                run.step += 1
             if r:  # round 0 warms up
                 times[key].append((time.perf_counter() - t) / args.steps)
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}

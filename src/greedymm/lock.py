@@ -1,4 +1,4 @@
-"""One writer per run folder: an advisory lock on ``<run>/.lock`` held for as long as a trainer writes there.
+"""One writer per run folder: an advisory lock on a file in the folder, held for as long as a trainer writes there.
 
 A second trainer on the same folder, a ``--resume`` while the run is still training, or a sweep started again
 while its old children still run: each is refused with a message naming the holder (pid, host, start time,
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-LOCK_FILE = ".lock"
+from .rundir import RunDir
 
 
 class RunFolderBusy(RuntimeError):
@@ -36,7 +36,7 @@ class RunLock:
             raise RunFolderBusy(f"{self.folder} is a file, not a run folder; choose a folder path for --out")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(RunDir(self.folder).lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunFolderBusy(
                 f"cannot write in {self.folder} ({e.strerror or e}); choose a folder you can write to for --out"

@@ -1,9 +1,10 @@
 """TensorBoard logging (``greedymm train --log tensorboard``; needs ``pip install 'greedymm[tensorboard]'``).
 
-Every number of steps.csv (per step, under ``step/``) and of results.jsonl (per epoch, under ``train/``, ``val/``,
-``test/``, ``speed/``, ``method/``, plus ``lr`` and ``epoch``) goes to ``<run>/tensorboard``, keyed by the
-global step (an epoch's numbers at its last step), so epoch and step curves share one axis. On resume, events
-from after the checkpoint are purged, as the csv/jsonl logs are truncated: the curves continue exactly once.
+Every number of the step log (per step, under ``step/``) and of the epoch records (per epoch, under ``train/``,
+``val/``, ``test/``, ``speed/``, ``method/``, plus ``lr`` and ``epoch``) goes to the run folder's TensorBoard
+folder (``RunDir.tensorboard``), keyed by the global step (an epoch's numbers at its last step), so epoch and
+step curves share one axis. On resume, events from after the checkpoint are purged, as the step log and the
+records are truncated: the curves continue exactly once.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-LOGS = ("tensorboard",)  # destinations besides the always-written steps.csv and results.jsonl
+from .rundir import RESULTS, STEPS
+
+LOGS = ("tensorboard",)  # destinations besides the always-written step log and epoch records
 
 
 def check_logs(log: Sequence[str]) -> tuple[str, ...]:
     bad = [x for x in log if x not in LOGS]
     if bad:
-        raise ValueError(
-            f"unknown --log {bad[0]!r}; choose from {LOGS} (steps.csv and results.jsonl are always written)"
-        )
+        raise ValueError(f"unknown --log {bad[0]!r}; choose from {LOGS} ({STEPS} and {RESULTS} are always written)")
     if "tensorboard" in log:
         _writer_class()  # refuse before any work when the package is missing
     return tuple(dict.fromkeys(log))
@@ -40,19 +41,20 @@ def _writer_class() -> type:
 class TensorBoardLog:
     """Writes the run's per-step and per-epoch numbers as TensorBoard scalars."""
 
-    def __init__(self, out: Path, purge_step: int | None = None) -> None:
-        self.dir = Path(out) / "tensorboard"
+    def __init__(self, folder: Path, purge_step: int | None = None) -> None:
+        """``folder``: where the event files go; ``purge_step``: on resume, the first step to log again."""
+        self.dir = Path(folder)
         self.writer = _writer_class()(str(self.dir), purge_step=purge_step)
 
     def step(self, step: int, names: Sequence[str], values: Sequence[float], mode: str) -> None:
-        """One training step: ``names`` and ``values`` are steps.csv's numeric columns (loss, speeds, d_speed)."""
+        """One training step: ``names`` and ``values`` are the step log's numeric columns (loss, speeds, d_speed)."""
         for name, v in zip(names, values, strict=True):
             if math.isfinite(v):
                 self.writer.add_scalar(f"step/{name}", v, step)
-        self.writer.add_scalar("step/rebalance", float(mode != "regular"), step)
+        self.writer.add_scalar("step/rebalance", float(str(mode) != "regular"), step)
 
     def epoch(self, record: Mapping[str, Any]) -> None:
-        """One results.jsonl record, at the epoch's last step (so a resume from the epoch's end keeps it)."""
+        """One epoch's record, at the epoch's last step (so a resume from the epoch's end keeps it)."""
         step = record["step"] - 1
         scalars = {"epoch": record["epoch"], "lr": record["lr"]}
         for part in ("train", "val", "test", "speed"):

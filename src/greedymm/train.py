@@ -4,100 +4,40 @@ Per step (the method's hooks, DESIGN.md section 4; the loop never asks which met
 method's mode, the method's loss (MMTM by default: the sum of the heads' cross-entropies; late fusion: the fused
 head's), the method's backward and gradient changes, the conditional learning speed on regular steps (before the
 optimizer step, SPEC.md section 4), the method picks the next mode, optimizer step. Per epoch: the method's epoch
-hooks, squeeze (or feature) means committed, validation and test evaluated in regular mode with utilization, one
-JSON line appended to results.jsonl, checkpoints written atomically (last.pt always, best.pt on a new best
-validation accuracy). Test is never used for selection.
+hooks, squeeze (or feature) means committed, validation and test evaluated in regular mode with utilization, the
+epoch's record (``epoch_record``, a pure function of the epoch's numbers) appended to the run folder, checkpoints
+written atomically (the last always, the best on a new best validation accuracy). Test is never used for
+selection. The Balancer counts steps and epochs; the loop reads its counters (``Run.step``, ``Run.epoch``).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
+from .api import StepLog
+from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import MultiModalData, epoch_order
-from .distributed import (
-    all_reduce_,
-    barrier,
-    gather_rng_states,
-    teardown,
-)
+from .distributed import all_reduce_, barrier, gather_rng_states, teardown
 from .evaluate import evaluate, record_train_squeeze_means
 from .lock import RunLock
-from .logs import whole_lines
-from .methods import REGULAR
-from .metrics import mu_names, speed_names
-from .models import INTERMEDIATE, MultiModalNet
+from .models import REGULAR, MultiModalNet
 from .precision import autocast, inputs_channels_last
-from .run import Run, RunError, build_run, versions  # noqa: F401  (RunError, build_run: public here too)
+from .run import Run, RunError, build_run, step_schedule, versions  # noqa: F401  (RunError, build_run: public here too)
+from .rundir import BROKEN, DONE, NEW, RunDir, step_row
 from .tblog import TensorBoardLog, check_logs
 
 
 def step_columns(model: MultiModalNet) -> tuple[str, ...]:
-    """steps.csv columns: the speeds s_k of an MMTM model (the paper's names for N = 2), mu(theta_k) otherwise."""
-    n = model.n_modalities
-    speeds = speed_names(n) if model.family == INTERMEDIATE else mu_names(n)
-    return ("step", "epoch", "mode", "loss", *speeds, "d_speed")
-
-
-def _check_out_dir(out: Path, cfg: TrainConfig, resume: bool) -> None:
-    cfg_path = out / "config.json"
-    if resume:
-        if not (out / "last.pt").is_file():
-            raise RunError(f"nothing to resume in {out}: no last.pt (start it without --resume)")
-        saved = json.loads(cfg_path.read_text())["config"]
-        defaults = TrainConfig().to_dict()  # a setting newer than the saved run had its default there
-        diff = {
-            k: (saved.get(k, defaults[k]), v)
-            for k, v in cfg.to_dict().items()
-            if k != "epochs" and saved.get(k, defaults[k]) != v
-        }
-        if diff:
-            raise RunError(
-                f"{out} holds a run with a different config {diff} (saved, given); resume with the "
-                "same settings, or choose another --out"
-            )
-        if (out / "done").exists():
-            done_epochs = json.loads((out / "done").read_text() or "{}").get("epochs")
-            if done_epochs is not None and done_epochs >= cfg.epochs:
-                raise RunError(f"{out} is already finished ({done_epochs} epochs); raise --epochs to train longer")
-    elif cfg_path.exists() or (out / "last.pt").exists():
-        raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-
-
-def _truncate_logs(out: Path, step: int, epoch: int) -> None:
-    """Drop log lines written after the checkpoint being resumed (and a torn last line), so the logs continue
-    exactly."""
-    steps = out / "steps.csv"
-    if steps.exists():
-        header, _, body = steps.read_text().partition("\n")
-        width = len(header.split(","))
-
-        def row(ln: str) -> int:
-            cells = ln.rstrip("\n").split(",")
-            if len(cells) != width:
-                raise ValueError(f"{len(cells)} cells, the header has {width}")
-            return int(cells[0])
-
-        kept = [ln for ln, s in whole_lines(body, str(steps), row, first=2) if s < step]
-        atomic_write_text(steps, header + "\n" + "".join(kept))
-    results = out / "results.jsonl"
-    if results.exists():
-        kept = [ln for ln, rec in whole_lines(results.read_text(), str(results), json.loads) if rec["epoch"] < epoch]
-        atomic_write_text(results, "".join(kept))
-
-
-def _append(path: Path, lines: list[str]) -> None:
-    with open(path, "a") as f:
-        f.writelines(lines)
-        f.flush()
+    """steps.csv columns: the speed columns the model declares (MMTM: s_k, the paper's names for N = 2; late
+    fusion: this step's mu(theta_k))."""
+    return ("step", "epoch", "mode", "loss", *model.speed_layout().step_names, "d_speed")
 
 
 def fit(
@@ -115,14 +55,14 @@ def fit(
     (built the same way again to resume). ``log``: extra destinations besides the jsonl/csv logs ("tensorboard")."""
     log = check_logs(log)
     try:
-        return _fit(cfg, Path(out), resume, progress, checkpoint_every, data, model, log)
+        return _fit(cfg, RunDir(out), resume, progress, checkpoint_every, data, model, log)
     finally:
         teardown()  # also after an error or an interrupt: no gloo/nccl thread outlives the run
 
 
 def _fit(
     cfg: TrainConfig,
-    out: Path,
+    rd: RunDir,
     resume: bool,
     progress: bool,
     checkpoint_every: int,
@@ -130,58 +70,91 @@ def _fit(
     model: MultiModalNet | None,
     log: tuple[str, ...],
 ) -> Path:
+    out = rd.path
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a run folder; choose a folder path")
     if out.is_dir() and os.environ.get("RANK", "0") == "0":  # rank 0 is the writer (torchrun sets RANK)
         RunLock(out).acquire().release()  # a folder being trained in: name its writer before anything else
-    _check_out_dir(out, cfg, resume)
+    _check_out_dir(rd, cfg, resume)
     run = build_run(cfg, data, model)
     barrier()  # every rank has checked the folder before rank 0 writes to it
     main = run.dist.is_main
     lock = RunLock(out).acquire() if main else None  # one writer per run folder, for the whole run
     try:
-        return _fit_locked(run, cfg, out, resume, progress, checkpoint_every, log)
+        _fit_locked(run, rd, resume, progress, checkpoint_every, log)
     finally:
         if lock is not None:
             lock.release()
+    return out
+
+
+def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> None:
+    """Resume only a run that can be resumed, with the same settings (``epochs`` may grow); start only in a
+    folder without a run."""
+    state = rd.state()
+    if resume:
+        last = rd.checkpoint("last")
+        if state in (NEW, BROKEN) or not last.is_file():
+            raise RunError(f"nothing to resume in {rd}: no {last.name} (start it without --resume)")
+        saved = rd.saved_config()
+        defaults = TrainConfig().to_dict()  # a setting newer than the saved run had its default there
+        diff = {
+            k: (saved.get(k, defaults[k]), v)
+            for k, v in cfg.to_dict().items()
+            if k != "epochs" and saved.get(k, defaults[k]) != v
+        }
+        if diff:
+            raise RunError(
+                f"{rd} holds a run with a different config {diff} (saved, given); resume with the "
+                "same settings, or choose another --out"
+            )
+        done_epochs = (rd.done_info() or {}).get("epochs") if state == DONE else None
+        if done_epochs is not None and done_epochs >= cfg.epochs:
+            raise RunError(f"{rd} is already finished ({done_epochs} epochs); raise --epochs to train longer")
+    elif state == BROKEN:
+        names = ", ".join(p.name for p in rd.leftovers())
+        raise RunError(
+            f"{rd} already holds a run that cannot be resumed (no checkpoint with its config; found {names}); "
+            "remove those files (a sweep does this itself), or choose another --out"
+        )
+    elif state != NEW:
+        raise RunError(f"{rd} already holds a run ({state}); pass --resume to continue it, or choose another --out")
 
 
 def _fit_locked(
-    run: Run, cfg: TrainConfig, out: Path, resume: bool, progress: bool, checkpoint_every: int, log: tuple[str, ...]
-) -> Path:
-    main = run.dist.is_main
+    run: Run, rd: RunDir, resume: bool, progress: bool, checkpoint_every: int, log: tuple[str, ...]
+) -> None:
+    cfg, main = run.cfg, run.dist.is_main
     if main:
-        _check_out_dir(out, cfg, resume)  # again, now that no other process can write here
-        (out / "done").unlink(missing_ok=True)
+        _check_out_dir(rd, cfg, resume)  # again, now that no other process can write here
     if resume:
-        run.load_state_dict(load_checkpoint(out / "last.pt"))
+        run.load_state_dict(load_checkpoint(rd.checkpoint("last")))
         if main:
-            _truncate_logs(out, run.step, run.epoch)
-    elif main:
-        atomic_write_text(out / "steps.csv", ",".join(step_columns(run.model)) + "\n")
+            rd.truncate_logs(run.step, run.epoch)
     if main:
-        write_json(out / "config.json", {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source})
-    tb = TensorBoardLog(out, purge_step=run.step if resume else None) if main and "tensorboard" in log else None
+        saved = {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source}
+        rd.start(saved, step_columns=None if resume else step_columns(run.model))
+    tb = None
+    if main and "tensorboard" in log:
+        tb = TensorBoardLog(rd.tensorboard, purge_step=run.step if resume else None)
     try:
-        _train(run, out, progress and main, checkpoint_every, tb)
+        _train(run, rd, progress and main, checkpoint_every, tb)
     finally:
         if tb is not None:
             tb.close()
     if main:
-        write_json(out / "done", {"epochs": cfg.epochs, "step": run.step, "best_epoch": run.best_epoch})
+        rd.mark_done(cfg.epochs, run.step, run.best_epoch)
     barrier()
-    return out
 
 
-def train_step(run: Run, x: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[list[float], str]:
-    """One optimizer step in the method's mode, through the public step calls (greedymm.api.Balancer); returns
-    ([loss, speeds (s_k or mu_k)..., d_speed], mode)."""
+def train_step(run: Run, x: dict[str, torch.Tensor], y: torch.Tensor) -> StepLog:
+    """One optimizer step in the method's mode, through the public step calls (greedymm.api.Balancer, which
+    counts the step); returns what the step measured (its number, mode, loss, speeds, d_speed)."""
     opt, dev, bal = run.optimizer, run.device, run.balancer
     x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
     if run.cfg.channels_last:
         x = inputs_channels_last(x)
     y = y.to(dev, non_blocking=True)
-    bal.step, bal.epoch = run.step, run.epoch
     mode = bal.mode
     with autocast(run.cfg.precision, dev):
         out = bal.forward(x)
@@ -199,82 +172,90 @@ def train_step(run: Run, x: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[l
             hit = (out.logits.argmax(1) == y).sum()
             extra = torch.tensor([float(len(y)), float(mode != REGULAR)], dtype=torch.float64, device=dev)
             run.epoch_stats += torch.cat([(loss.detach().double() * len(y)).view(1), hit.double().view(1), extra])
-    return log.values(), mode
+    return log
 
 
-def _train(run: Run, out: Path, progress: bool, checkpoint_every: int, tb: TensorBoardLog | None = None) -> None:
-    from tqdm.auto import tqdm
-
-    cfg, model, dev = run.cfg, run.model, run.device
-    train = run.data.train
+def _train(run: Run, rd: RunDir, progress: bool, checkpoint_every: int, tb: TensorBoardLog | None) -> None:
+    """The loop: epochs of steps; step rows buffered and flushed at checkpoints and epoch ends."""
+    cfg, train = run.cfg, run.data.train
     steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
     run.balancer.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    bar = tqdm(
-        total=cfg.epochs * steps_per_epoch,
-        initial=run.step,
-        disable=not progress,
-        desc=f"{cfg.method} {cfg.dataset}",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    step_lines: list[str] = []
-    columns = step_columns(model)[3:]  # loss, speeds, d_speed
+    bar = _progress_bar(run, steps_per_epoch, progress)
+    columns = step_columns(run.model)[3:]  # loss, speeds, d_speed
+    rows: list[str] = []
     t_start = time.time() - run.elapsed
     while run.epoch < cfg.epochs:
-        model.train()
+        run.model.train()
         if run.batch == 0:
-            run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=dev)
+            run.epoch_stats = torch.zeros(4, dtype=torch.float64, device=run.device)
             _epoch_call(run, "epoch_start")  # squeeze sums cleared; the method's epoch work
         order = epoch_order(len(train), cfg.batch_size, cfg.seed, run.epoch)
         for idx in order[run.batch :]:
             x, y = train.batch(idx.tensor_split(run.dist.world)[run.dist.rank], train=True)  # this rank's slice
-            vals, mode = train_step(run, x, y)
-            if not math.isfinite(vals[0]):
-                last = out / "last.pt"
-                raise FloatingPointError(
-                    f"loss is {vals[0]} at step {run.step} (epoch {run.epoch}); the last good checkpoint is "
-                    f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume."
-                )
-            step_lines.append(f"{run.step},{run.epoch},{mode}," + ",".join(f"{v:.6g}" for v in vals) + "\n")
+            log = train_step(run, x, y)
+            if not log.finite:
+                _non_finite(rd, log, run.epoch)
+            rows.append(step_row(log.step, run.epoch, log.mode, log.values()))
             if tb is not None:
-                tb.step(run.step, columns, vals, mode)
-            run.step += 1
+                tb.step(log.step, columns, log.values(), log.mode)
             run.batch += 1
             bar.update(1)
             if run.step % 10 == 0:
-                bar.set_postfix(loss=f"{vals[0]:.3f}", d_speed=f"{vals[-1]:+.3f}", refresh=False)
+                bar.set_postfix(loss=f"{log.loss:.3f}", d_speed=f"{log.d_speed:+.3f}", refresh=False)
             if checkpoint_every and run.step % checkpoint_every == 0 and run.batch < len(order):
                 run.elapsed = time.time() - t_start
-                step_lines = _flush(run, out, step_lines, checkpoint=True)
-        step_lines = _flush(run, out, step_lines, checkpoint=False)
-        _end_epoch(run, out, steps_per_epoch, time.time() - t_start, tb)
+                rows = _flush(run, rd, rows, checkpoint=True)
+        rows = _flush(run, rd, rows, checkpoint=False)
+        run.elapsed = time.time() - t_start
+        record, is_best = _end_epoch(run, steps_per_epoch)
+        _write_epoch(run, rd, record, is_best, tb)
         if cfg.stop_after_perfect and run.perfect_epochs >= cfg.stop_after_perfect:
             break
     bar.close()
 
 
-def _flush(run: Run, out: Path, step_lines: list[str], checkpoint: bool) -> list[str]:
+def _progress_bar(run: Run, steps_per_epoch: int, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=run.cfg.epochs * steps_per_epoch,
+        initial=run.step,
+        disable=not progress,
+        desc=f"{run.cfg.method} {run.cfg.dataset}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+
+def _non_finite(rd: RunDir, log: StepLog, epoch: int) -> None:
+    last = rd.checkpoint("last")
+    raise FloatingPointError(
+        f"loss is {log.loss} at step {log.step} (epoch {epoch}); the last good checkpoint is "
+        f"{last if last.exists() else 'none'}. Lower --lr or check the inputs, then --resume."
+    )
+
+
+def _flush(run: Run, rd: RunDir, rows: list[str], checkpoint: bool) -> list[str]:
     """Rank 0 appends the buffered step rows (and checkpoints); the rows always reach disk before the checkpoint."""
     rng = gather_rng_states() if checkpoint else None  # a collective: every rank takes part
     if run.dist.is_main:
-        _append(out / "steps.csv", step_lines)
+        rd.append_steps(rows)
         if checkpoint:
-            save_checkpoint(out / "last.pt", run.state_dict(rng))
+            rd.save_checkpoint(run.state_dict(rng))
     return []
 
 
 def _epoch_call(run: Run, call: str) -> None:
-    bal = run.balancer
-    bal.epoch = run.epoch
-    getattr(bal, call)(run.data.train, run.data.val, run.cfg.batch_size)
+    getattr(run.balancer, call)(run.data.train, run.data.val, run.cfg.batch_size)
 
 
-def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float, tb: TensorBoardLog | None) -> None:
-    run.elapsed = elapsed
+def _end_epoch(run: Run, steps_per_epoch: int) -> tuple[dict[str, Any], bool]:
+    """Close the epoch: the method's epoch work, the evaluations, the schedule and the run's best; returns (the
+    epoch's record, whether it is a new best). Every rank takes part (all-reduces); nothing is written."""
     cfg, model = run.cfg, run.model
-    loss_sum, correct, seen, rebal = all_reduce_(run.epoch_stats.clone()).tolist()
-    rebal /= run.dist.world  # every rank counted the same re-balancing steps
-    train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
+    epoch = run.epoch  # the epoch that ends; Balancer.epoch_end moves the counter on
+    sums = all_reduce_(run.epoch_stats.clone()).tolist()
+    train = train_numbers(*sums, world=run.dist.world, steps_per_epoch=steps_per_epoch)
     _epoch_call(run, "epoch_end")  # the method's epoch work; squeeze means of this epoch's training forwards
     if cfg.squeeze_means == "exact":  # or the authors' extra pass over the training split
         record_train_squeeze_means(
@@ -284,52 +265,101 @@ def _end_epoch(run: Run, out: Path, steps_per_epoch: int, elapsed: float, tb: Te
     val = evaluate(model, run.data.val, device=run.device, **opts)
     test = evaluate(model, run.data.test, device=run.device, **opts)
     speed = run.balancer.speeds()  # cumulative s_k (MMTM) or mu(theta_k) of each encoder (late fusion)
-    if run.scheduler is not None:
-        if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            run.scheduler.step(train_loss)
-        else:
-            run.scheduler.step()
-    run.perfect_epochs = run.perfect_epochs + 1 if train_acc >= 1.0 else 0
-    record = {
-        "epoch": run.epoch,
-        "step": run.step,
-        "elapsed_s": round(elapsed, 3),
-        "train": {
-            "loss": train_loss,
-            "acc": train_acc,
-            "rebalance_steps": int(rebal),
-            "rebalance_share": rebal / max(steps_per_epoch, 1),
-        },
-        "val": val,
-        "test": test,
-        "speed": speed,
-        "lr": run.optimizer.param_groups[0]["lr"],
-        "dataset": cfg.dataset,
-        "method": cfg.method,
-        "fusion": model.fusion,
-        "family": model.family,
-        "seed": cfg.seed,
-        "modalities": list(run.data.modalities),
-        "source": run.data.source,
-        "squeeze_means": cfg.squeeze_means,
-        "config": cfg.to_dict(),
-        "hparams": run.method.h,
-        "method_log": run.method.epoch_log(),
-        "versions": versions(),
-    }
-    run.epoch += 1
+    step_schedule(run.scheduler, train["loss"])
+    run.perfect_epochs = run.perfect_epochs + 1 if train["acc"] >= 1.0 else 0
     run.batch = 0
     is_best = val["acc"] > run.best_val
     if is_best:
-        run.best_val, run.best_epoch = val["acc"], record["epoch"]
-    record["best_epoch"] = run.best_epoch
-    rng = gather_rng_states()
+        run.best_val, run.best_epoch = val["acc"], epoch
+    record = epoch_record(
+        epoch=epoch,
+        step=run.step,
+        elapsed=run.elapsed,
+        train=train,
+        val=val,
+        test=test,
+        speed=speed,
+        lr=run.optimizer.param_groups[0]["lr"],
+        cfg=cfg,
+        fusion=model.fusion,
+        family=model.family,
+        modalities=run.data.modalities,
+        source=run.data.source,
+        hparams=run.method.h,
+        method_log=run.method.epoch_log(),
+        versions=versions(),
+        best_epoch=run.best_epoch,
+    )
+    return record, is_best
+
+
+def train_numbers(
+    loss_sum: float, correct: float, seen: float, rebalance: float, *, world: int, steps_per_epoch: int
+) -> dict[str, float | int]:
+    """The epoch's training numbers from its sums over every rank (loss x items, correct, items, re-balancing
+    steps counted on each rank)."""
+    rebalance /= world  # every rank counted the same re-balancing steps
+    return {
+        "loss": loss_sum / max(seen, 1),
+        "acc": correct / max(seen, 1),
+        "rebalance_steps": int(rebalance),
+        "rebalance_share": rebalance / max(steps_per_epoch, 1),
+    }
+
+
+def epoch_record(
+    *,
+    epoch: int,
+    step: int,
+    elapsed: float,
+    train: Mapping[str, Any],
+    val: Mapping[str, Any],
+    test: Mapping[str, Any],
+    speed: Mapping[str, float],
+    lr: float,
+    cfg: TrainConfig,
+    fusion: str,
+    family: str,
+    modalities: Sequence[str],
+    source: Mapping[str, Any],
+    hparams: Mapping[str, Any],
+    method_log: Mapping[str, Any],
+    versions: Mapping[str, str],
+    best_epoch: int,
+) -> dict[str, Any]:
+    """One epoch's record, as the run folder keeps it (one JSON line per epoch); a pure function of its inputs.
+    ``step``: the steps trained so far; ``elapsed``: training seconds so far (evaluations included)."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        "elapsed_s": round(elapsed, 3),
+        "train": dict(train),
+        "val": val,
+        "test": test,
+        "speed": speed,
+        "lr": lr,
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "fusion": fusion,
+        "family": family,
+        "seed": cfg.seed,
+        "modalities": list(modalities),
+        "source": source,
+        "squeeze_means": cfg.squeeze_means,
+        "config": cfg.to_dict(),
+        "hparams": hparams,
+        "method_log": method_log,
+        "versions": versions,
+        "best_epoch": best_epoch,
+    }
+
+
+def _write_epoch(run: Run, rd: RunDir, record: Mapping[str, Any], is_best: bool, tb: TensorBoardLog | None) -> None:
+    """Rank 0 appends the record, then checkpoints (the best too on a new best). The record first: if the
+    checkpoint then fails, resume drops the record and redoes the epoch."""
+    rng = gather_rng_states()  # a collective: every rank takes part
     if run.dist.is_main:
-        # the record first: if the checkpoint then fails, resume drops the record and redoes the epoch
-        _append(out / "results.jsonl", [json.dumps(record) + "\n"])
+        rd.append_record(record)
         if tb is not None:
             tb.epoch(record)
-        state = run.state_dict(rng)
-        if is_best:
-            save_checkpoint(out / "best.pt", state)
-        save_checkpoint(out / "last.pt", state)
+        rd.save_checkpoint(run.state_dict(rng), best=is_best)
