@@ -1,4 +1,4 @@
-"""PMR's CG-MNIST construction and protocol on our harness: colors, the 512-d encoder, the step schedule, --preset."""
+"""PMR's CG-MNIST construction and protocol on our harness: colors, the 512-d encoder, the step schedule, --protocol."""
 
 import json
 
@@ -64,7 +64,7 @@ def test_protocol_and_step_schedule(tmp_path):
     )
     assert cfg.fusion == "concat" and cfg.data_options == {"colors": "pmr", "arch": "pmr-convnet"}
     assert protocol("pmr-protocol", epochs=3, data_options={"colors": "ours"}).data_options["colors"] == "ours"
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown protocol"):
         protocol("ogm-protocol")
     from greedymm.train import fit
 
@@ -75,14 +75,14 @@ def test_protocol_and_step_schedule(tmp_path):
     assert lrs == pytest.approx([5e-4, 2.5e-4, 1.25e-4])  # halved after every epoch
 
 
-def test_preset_from_the_command_line(tmp_path, capsys):
+def test_protocol_from_the_command_line(tmp_path, capsys):
     from greedymm.cli import main
 
     out = tmp_path / "r"
-    args = ["train", "--preset", "pmr-protocol", "--dataset", "cg-digits", "--method", "vanilla", "--epochs", "1"]
+    args = ["train", "--protocol", "pmr-protocol", "--dataset", "cg-digits", "--method", "vanilla", "--epochs", "1"]
     assert main([*args, "--width", "0.25", "--out", str(out), "--no-progress"]) == 0
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["schedule"] == "step" and saved["data_options"]["arch"] == "pmr-convnet"
-    assert saved["epochs"] == 1 and saved["dataset"] == "cg-digits"  # the command line overrides the preset
+    assert saved["epochs"] == 1 and saved["dataset"] == "cg-digits"  # the command line overrides the protocol
     rec = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
     assert rec["source"]["colors"] == "pmr"

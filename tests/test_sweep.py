@@ -18,8 +18,8 @@ from greedymm.sweep import (
     Job,
     LocalLauncher,
     RecordingLauncher,
+    job_config,
     plan_sweep,
-    resolve_config,
     run_hash,
     run_sweep,
 )
@@ -70,14 +70,14 @@ def test_commands_are_what_train_runs(tmp_path):
         args = build_parser().parse_args(cmd[3:])
         assert args.out == str(job.folder)
         cfg = _config(args)
-        assert cfg == resolve_config(job.dataset, job.method, job.seed, job.sets, job.epochs)
+        assert cfg == job_config(job.dataset, job.method, job.seed, job.sets, job.epochs)
         assert job.name.endswith(run_hash(cfg))
         assert cfg.epochs == 4 and cfg.width == 0.5 and cfg.data_options == {"random_color_val": True}
 
 
-def test_preset_sweep_runs_the_protocol(tmp_path):
-    """`sweep --preset pmr-protocol`: its data set by default, its fusion for plain method names, its optimizer and
-    data options in every run, `train --preset` in every command, and folders apart from the plain sweep's."""
+def test_protocol_sweep_runs_the_protocol(tmp_path):
+    """`sweep --protocol pmr-protocol`: its data set by default, its fusion for plain method names, its optimizer and
+    data options in every run, `train --protocol` in every command, and folders apart from the plain sweep's."""
     from greedymm.cli import _config, build_parser
 
     jobs = plan_sweep([], ["vanilla", "pmr"], [0], tmp_path, protocol_name="pmr-protocol", epochs=3)
@@ -87,20 +87,20 @@ def test_preset_sweep_runs_the_protocol(tmp_path):
     ]
     for job in jobs:
         cmd = job.command(NEW)
-        assert cmd[cmd.index("--preset") + 1] == "pmr-protocol"
+        assert cmd[cmd.index("--protocol") + 1] == "pmr-protocol"
         cfg = _config(build_parser().parse_args(cmd[3:]))
-        assert cfg == resolve_config(job.dataset, job.method, job.seed, job.sets, job.epochs, "pmr-protocol")
+        assert cfg == job_config(job.dataset, job.method, job.seed, job.sets, job.epochs, "pmr-protocol")
         assert job.name.endswith(run_hash(cfg))
         assert (cfg.fusion, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.schedule, cfg.epochs) == (
             "concat", "sgd", 1e-3, 0.9, 1e-4, "step", 3,
         )  # fmt: skip
         assert cfg.data_options == {"colors": "pmr", "arch": "pmr-convnet"}
-        assert "--preset" not in job.command(RESUME)  # the saved config holds it
+        assert "--protocol" not in job.command(RESUME)  # the saved config holds it
     plain = plan_sweep(["cg-mnist"], ["vanilla@concat"], [0], tmp_path, epochs=3)
     assert plain[0].folder != jobs[0].folder
     with pytest.raises(ValueError, match="guided@mmtm"):  # guided needs MMTM; the protocol is late fusion
         plan_sweep([], ["guided"], [0], tmp_path, protocol_name="pmr-protocol")
-    with pytest.raises(ValueError, match="unknown preset 'pmr'"):
+    with pytest.raises(ValueError, match="unknown protocol 'pmr'"):
         plan_sweep([], ["vanilla"], [0], tmp_path, protocol_name="pmr")
     with pytest.raises(ValueError, match="--datasets"):
         plan_sweep([], ["vanilla"], [0], tmp_path)

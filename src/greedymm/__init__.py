@@ -5,14 +5,13 @@ Multi-modal Deep Neural Networks" (ICML 2022): the conditional utilization rate,
 speed, and the balanced multi-modal learning algorithm.
 """
 
-__version__ = "0.1.0"
-
 # the public API for your own model and loop (docs/OWN_CODE.md); names here are stable
-from .api import Balancer, Batches, StepLog, intermediate_fusion, late_fusion  # noqa: E402
-from .config import TrainConfig  # noqa: E402
-from .evaluate import evaluate, evaluate_batches  # noqa: E402
-from .models import MultiModalNet, Output, build_model, count_parameters  # noqa: E402
-from .train import fit  # noqa: E402
+from .api import Balancer, Batches, StepLog, intermediate_fusion, late_fusion
+from .config import TrainConfig, resolve_config
+from .evaluate import evaluate, evaluate_batches
+from .models import MultiModalNet, Output, build_model, count_parameters
+from .train import fit
+from .version import __version__
 
 __all__ = [
     "Balancer",
@@ -29,4 +28,5 @@ __all__ = [
     "fit",
     "intermediate_fusion",
     "late_fusion",
+    "resolve_config",
 ]

@@ -9,23 +9,39 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_experiments import add_experiment_commands, add_log_option
+from .cli_experiments import add_experiment_commands, add_log_option, add_protocol_option
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that trains (one parent parser, as DINO does)."""
+    """Options shared by every command that trains (one parent parser, as DINO does); the choices come from the
+    registries and greedymm.choices."""
+    from .choices import FUSIONS, OPTIMIZERS, PRECISIONS
+    from .config import DEFAULT_DATASET
+    from .data import list_datasets
+    from .methods import list_methods
+
     g = p.add_argument_group("training")
-    g.add_argument("--dataset", help="data set name (see `greedymm list`); recommended: cg-mnist")
     g.add_argument(
-        "--preset",
-        help="a named protocol of another paper on our data (pmr-protocol: PMR's CG-MNIST encoder, optimizer, "
-        "schedule and colors; `greedymm list` shows them); other options override it",
+        "--dataset",
+        help=f"data set: {' | '.join(list_datasets())} (default {DEFAULT_DATASET}); its defaults (`greedymm list` "
+        "shows them) are the base of every other setting",
     )
-    g.add_argument("--method", help="vanilla | guided | random; recommended: guided (the paper's algorithm)")
+    add_protocol_option(
+        g,
+        "start from a named protocol of another paper on our data (`greedymm list` shows its settings), on top of "
+        "the data set's defaults; the other options override it",
+    )
+    g.add_argument(
+        "--method",
+        help=f"{' | '.join(list_methods())}; recommended: guided (the paper's algorithm); `greedymm list` shows "
+        "each method's hyper-parameters and fusions",
+    )
     g.add_argument(
         "--fusion",
-        help="mmtm (default; the paper's: one head per branch, needed by guided and random) | concat | sum | film | "
-        "gated (late fusion, one fused head; film and gated take two modalities, the first conditions the second)",
+        choices=FUSIONS,
+        help=f"{FUSIONS[0]} (default; the paper's: one head per branch, needed by guided and random) or a late fusion "
+        f"({' | '.join(FUSIONS[1:])}: one fused head; film and gated take two modalities, the first conditions the "
+        "second)",
     )
     g.add_argument(
         "--modalities",
@@ -33,17 +49,18 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="train on these modalities, in this order, e.g. gray (a uni-modal baseline) or gray,colored "
         "(default: all of the data set's; a run's report names them)",
     )
-    g.add_argument("--epochs", type=int, help="epochs to train (default: the data set's reproduction config)")
+    g.add_argument("--epochs", type=int, help="epochs to train (default: the data set's defaults)")
     g.add_argument("--seed", type=int, help="training seed (default 0); data splits and colors use --set data_seed")
     g.add_argument("--batch-size", type=int, dest="batch_size", help="batch size (recommended 64 for CG data)")
-    g.add_argument("--optimizer", choices=["sgd", "adam"], help="default: the data set's reproduction config")
-    g.add_argument("--lr", type=float, help="learning rate (default: the data set's reproduction config)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the data set's defaults")
+    g.add_argument("--lr", type=float, help="learning rate (default: the data set's defaults)")
     g.add_argument("--width", type=float, help="channel multiplier of each branch (1.0 = paper size)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     g.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        help="fp32 (default, exact) | bf16 | fp16: autocast for forwards and losses; weights, gradients and every "
+        choices=PRECISIONS,
+        help=f"{' | '.join(PRECISIONS)} (default {PRECISIONS[0]}, exact): bf16 and fp16 autocast for forwards and "
+        "losses; weights, gradients and every "
         "greedymm measurement stay float32/float64; fp16 scales the loss",
     )
     g.add_argument(
@@ -59,8 +76,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other setting or method hyper-parameter, e.g. alpha=0.01 Q=5 warmup_epochs=1 "
-        "(recommended: the defaults), squeeze_means=epoch|exact",
+        help="any other setting (a TrainConfig field), a method hyper-parameter (`greedymm list` shows each "
+        "method's, with defaults and ranges), or data.<option> for the data set loader; e.g. alpha=0.01 Q=5 "
+        "warmup_epochs=1 squeeze_means=exact data.colors=pmr",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -73,39 +91,13 @@ def _modality_list(text: str) -> list[str]:
 
 
 def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
-    from .config import TrainConfig, parse_set, preset, protocol
-    from .methods import method_class
+    """The run's config from the command line (``config.resolve_config``): every option named like a config field,
+    the protocol and the ``--set`` items; ``base``: a saved config, when resuming."""
+    from .config import CONFIG_FIELDS, resolve_config
 
-    given = {
-        k: getattr(args, k)
-        for k in (
-            "dataset",
-            "method",
-            "fusion",
-            "modalities",
-            "epochs",
-            "seed",
-            "batch_size",
-            "optimizer",
-            "lr",
-            "width",
-            "device",
-            "data_dir",
-            "precision",
-            "channels_last",
-        )
-        if getattr(args, k, None) is not None
-    }
-    if base is None and getattr(args, "preset", None):
-        cfg = protocol(args.preset, **given)
-    elif base is None:
-        cfg = preset(given.get("dataset", "cg-mnist"))
-        cfg = cfg.replace(**{k: v for k, v in given.items() if k != "dataset"})
-    else:
-        cfg = TrainConfig.from_dict({**base, **given})
-    overrides, hparams = parse_set(args.set, method_class(cfg.method).hparams)
-    overrides["data_options"] = {**cfg.data_options, **overrides.get("data_options", {})}
-    return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
+    given = {k: v for k in CONFIG_FIELDS if (v := getattr(args, k, None)) is not None}
+    dataset = given.pop("dataset", None)
+    return resolve_config(dataset, getattr(args, "protocol", None), sets=args.set, base=base, **given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -151,29 +143,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .config import PRESETS
+    """Every registry: data sets with their defaults, protocols, methods with their hyper-parameter specs, and the
+    named choices of settings."""
+    from .choices import CHOICES
+    from .config import DATASET_DEFAULTS, PROTOCOLS
     from .data import list_datasets
     from .methods import list_methods, method_class
 
-    print("data sets:")
+    print("data sets (--dataset NAME):")
     for name, desc in list_datasets(args.pattern).items():
         print(f"  {name:20s} {desc}")
-        if name in PRESETS:
-            print(f"  {'':20s} reproduction config: {PRESETS[name]}")
-    from .config import PROTOCOLS
-
-    print("presets (--preset NAME; other options override them):")
+        if name in DATASET_DEFAULTS:
+            print(f"  {'':20s} defaults: {DATASET_DEFAULTS[name]}")
+    print("protocols (--protocol NAME; on top of the data set's defaults, other options override them):")
     for name, settings in PROTOCOLS.items():
         print(f"  {name:20s} {settings}")
-    print("methods:")
+    print("methods (--method NAME; hyper-parameters: --set NAME=VALUE):")
     for name in list_methods(args.pattern):
         cls = method_class(name)
         extra = "; warm-up: --set warmup_epochs=1 (recommended)" if cls.leaves_unused_parameters else ""
         fusions = " | ".join(cls.fusions) if cls.fusions else "any"
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         print(f"  {name:20s} {doc[0] if doc else ''}")
-        print(f"  {'':20s} hyper-parameters (recommended): {cls.hparams or 'none'}{extra}")
-        print(f"  {'':20s} fusions: {fusions}; extra passes per step: {cls.extra_cost}")
+        print(f"  {'':20s} fusions: {fusions}; extra passes per step: {cls.extra_cost}{extra}")
+        for line in cls.describe_hparams() or ["hyper-parameters: none"]:
+            print(f"  {'':20s}   {line}")
+    print("settings with named choices (--set NAME=VALUE; a data set's defaults or a protocol may choose them):")
+    for name, values in CHOICES.items():
+        print(f"  {name:20s} {' | '.join(values)}")
     return 0
 
 
@@ -276,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(fn=cmd_demo)
 
-    ls = sub.add_parser("list", help="data sets and methods")
+    ls = sub.add_parser(
+        "list", help="data sets, protocols, methods (with their hyper-parameters) and the choices of settings"
+    )
     ls.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'cg-*'")
     ls.set_defaults(fn=cmd_list)
 

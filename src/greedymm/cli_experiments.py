@@ -38,6 +38,22 @@ def add_log_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--log", nargs="+", default=[], choices=list(LOGS), help=help)
 
 
+class _DeprecatedPreset(argparse.Action):
+    """``--preset NAME``: the earlier name of ``--protocol NAME``; still works, with a one-line note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        print("note: --preset is deprecated; use --protocol (same meaning)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_protocol_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--protocol NAME`` (choices from config.PROTOCOLS) and its deprecated alias ``--preset``."""
+    from .config import PROTOCOLS
+
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), help=help)
+    p.add_argument("--preset", dest="protocol", action=_DeprecatedPreset, help=argparse.SUPPRESS)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalLauncher, plan_sweep, run_sweep
 
@@ -50,7 +66,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.epochs,
         args.data_dir,
         args.log,
-        protocol_name=args.preset,
+        protocol_name=args.protocol,
     )
     _sigterm_interrupts()  # `kill <sweep>` stops its runs as Ctrl-C does
     try:
@@ -112,12 +128,12 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         "Re-running the same command skips finished runs, resumes crashed ones and restarts broken ones.",
     )
     s.add_argument(
-        "--datasets", nargs="+", help="data sets (recommended: cg-mnist; with --preset, default: the preset's)"
+        "--datasets", nargs="+", help="data sets (recommended: cg-mnist; with --protocol, default: the protocol's)"
     )
-    s.add_argument(
-        "--preset",
-        help="start every run from a named protocol of another paper instead of the data set's reproduction "
-        "config (pmr-protocol: PMR's CG-MNIST encoder, optimizer, schedule and colors; `greedymm list` shows them)",
+    add_protocol_option(
+        s,
+        "start every run from a named protocol of another paper, on top of the data set's defaults "
+        "(`greedymm list` shows them); --set overrides it",
     )
     s.add_argument(
         "--methods",
@@ -137,7 +153,7 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         help="settings for every run, e.g. alpha=0.01 Q=5 (recommended: the defaults); a method hyper-parameter "
         "only reaches the methods that have it",
     )
-    s.add_argument("--epochs", type=int, help="epochs per run (default: the data set's reproduction config)")
+    s.add_argument("--epochs", type=int, help="epochs per run (default: the data set's defaults)")
     s.add_argument(
         "--workers",
         type=int,

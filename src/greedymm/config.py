@@ -1,6 +1,14 @@
-"""Training configuration: one frozen dataclass, and one reproduction config per data set.
+"""A run's settings: one frozen dataclass (``TrainConfig``) and one resolver (``resolve_config``).
 
-The per-data-set defaults live in ``PRESETS`` and nowhere else; the CLI, the demo and the benchmarks read them.
+``resolve_config`` builds every run's config the same way, for the CLI (train, sweep, reproduce), the demo and
+the Python API, in three layers, each overriding the one before:
+
+1. the data set's defaults (``DATASET_DEFAULTS``; ``TrainConfig``'s own defaults below them),
+2. a named protocol (``PROTOCOLS``, ``--protocol NAME``), when one is asked for,
+3. the user's overrides: keyword arguments (``epochs=3``) and ``--set key=value`` items.
+
+``hparams`` and ``data_options`` are merged key by key across the layers; every other setting is replaced. The
+named choices of settings (fusions, precisions, optimizers, ...) live in ``greedymm.choices``.
 """
 
 from __future__ import annotations
@@ -8,43 +16,58 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SQUEEZE_SOURCES = ("epoch", "exact")
-FUSIONS = ("mmtm", "concat", "sum", "film", "gated")  # models.FUSIONS, without importing torch here
-PRECISIONS = ("fp32", "bf16", "fp16")  # precision.PRECISIONS
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("none", "cosine", "plateau", "step")
+from .choices import CHOICES, FUSIONS, OPTIMIZERS, PRECISIONS, SCHEDULES, SQUEEZE_SOURCES
 
+__all__ = [
+    "DATASET_DEFAULTS",
+    "DEFAULT_DATASET",
+    "FUSIONS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "PROTOCOLS",
+    "SCHEDULES",
+    "SQUEEZE_SOURCES",
+    "TrainConfig",
+    "parse_set",
+    "preset",
+    "protocol",
+    "resolve_config",
+]
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One run's settings. The field defaults are only the bottom layer: build a config with ``resolve_config``,
+    which puts the data set's defaults (and a protocol, and your overrides) on top of them."""
+
     dataset: str = "cg-digits"
-    method: str = "guided"  # vanilla | guided | random
-    fusion: str = "mmtm"  # mmtm (family a, the paper's) | concat | sum | film | gated (family b, late fusion)
+    method: str = "guided"  # a registered method (`greedymm list`; greedymm.methods.list_methods())
+    fusion: str = "mmtm"  # choices.FUSIONS: mmtm (family a, the paper's) or a late fusion (family b)
     modalities: list[str] | None = None  # train on these modalities, in this order (None: all of the data set's)
     epochs: int = 20
     seed: int = 0
     batch_size: int = 64
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # choices.OPTIMIZERS
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "none"  # none | cosine (per epoch) | plateau (on training loss, factor 0.3, patience 10) | step
+    schedule: str = "none"  # choices.SCHEDULES
     step_size: int = 70  # schedule=step: multiply the learning rate by gamma every step_size epochs
     gamma: float = 0.1
     warmup_epochs: float = 1.0  # regular steps only before re-balancing may start (paper: 1 epoch)
     hparams: dict[str, Any] = field(default_factory=dict)  # method hyper-parameters, e.g. alpha, Q
     width: float = 1.0  # channel multiplier of each branch (1.0 = the paper's size)
-    gate: str = "sigmoid"  # MMTM gate: sigmoid (authors' code) | 2sigmoid (MMTM paper)
+    gate: str = "sigmoid"  # MMTM gate, choices.GATES: sigmoid (authors' code) | 2sigmoid (MMTM paper)
     ratio: float = 4.0  # MMTM squeeze ratio
     val_fraction: float = 0.1  # held out from train, keeps the training colors
     data_seed: int = 0  # fixes splits and colors; independent of the training seed
-    squeeze_means: str = "epoch"  # train-split squeeze means for utilization: epoch (free) | exact (a pass)
+    squeeze_means: str = "epoch"  # choices.SQUEEZE_SOURCES: epoch (free) | exact (a pass over the train split)
     exact_subset: int = 0  # items of the train split the exact pass reads (0 = all)
     pairwise_utilization: bool = False  # MMTM: also u(m_j|m_k) for every pair (N extra passes per evaluation)
-    precision: str = "fp32"  # fp32 (exact, default) | bf16 | fp16 (autocast; fp16 scales the loss)
+    precision: str = "fp32"  # choices.PRECISIONS: fp32 (exact) | bf16 | fp16 (autocast; fp16 scales the loss)
     channels_last: bool = False  # weights and inputs in channels-last memory format
     stop_after_perfect: int = 0  # stop after this many epochs at 100% training accuracy (0 = never)
     data_dir: str | None = None
@@ -58,17 +81,13 @@ class TrainConfig:
             (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (
-                self.squeeze_means in SQUEEZE_SOURCES,
-                f"squeeze_means must be one of {SQUEEZE_SOURCES}, got {self.squeeze_means!r}",
-            ),
             (self.exact_subset >= 0, f"exact_subset must be >= 0, got {self.exact_subset}"),
             (self.step_size >= 1, f"step_size must be >= 1 epoch, got {self.step_size}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
-            (self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"),
-            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            *(
+                (getattr(self, name) in values, f"{name} must be one of {values}, got {getattr(self, name)!r}")
+                for name, values in CHOICES.items()
+            ),
             (
                 self.modalities is None
                 or (
@@ -120,9 +139,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The reproduction config of each data set (SPEC.md section 6: CG-MNIST settings are not public; ours are
-# chosen and measured here, see docs/RESULTS.md).
-PRESETS: dict[str, dict[str, Any]] = {
+# Layer 1: the defaults (the reproduction config) of each data set (SPEC.md section 6: CG-MNIST settings are not
+# public; ours are chosen and measured here, see docs/RESULTS.md).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # measured here: SGD (lr 0.01-0.1, momentum 0.9) sits at chance for hundreds of steps on these sets or
     # diverges; Adam 1e-3 learns within the first epochs
     "cg-digits": {"epochs": 30, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
@@ -174,7 +193,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Named protocols of other papers, on our data and with our validation-only selection: `--preset NAME`.
+PRESETS = DATASET_DEFAULTS  # the earlier name
+
+# Layer 2: named protocols of other papers, on our data and with our validation-only selection (`--protocol NAME`).
+# A protocol's "dataset" is the data set it runs on when none is given.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # PMR's CG-MNIST protocol (METHODS.md section 7): its 4-conv encoder with a 512-d feature, late fusion, SGD 1e-3
     # momentum 0.9 weight decay 1e-4, StepLR(70, 0.1) per epoch, 100 epochs, batch 64; its colored construction
@@ -196,29 +218,91 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+MERGED = ("hparams", "data_options")  # dict settings merged key by key across the layers
+DEFAULT_DATASET = "cg-mnist"  # the data set when neither the caller nor a protocol names one
+
+
+def _layer(cfg: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    for key, value in changes.items():
+        if key in MERGED and isinstance(value, Mapping):
+            cfg[key] = {**cfg.get(key, {}), **value}
+        else:
+            cfg[key] = value
+
+
+def check_protocol(name: str) -> dict[str, Any]:
+    """The settings of protocol ``name``; an unknown name raises ValueError listing the known ones."""
+    if name not in PROTOCOLS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PROTOCOLS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown protocol {name!r}; choose one of {sorted(PROTOCOLS)}.{hint}")
+    return PROTOCOLS[name]
+
+
+def resolve_config(
+    dataset: str | None = None,
+    protocol: str | None = None,
+    *,
+    sets: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """The config of one run: ``dataset``'s defaults, then ``protocol`` (a name in ``PROTOCOLS``), then
+    ``overrides`` (any ``TrainConfig`` field: ``method="guided"``, ``epochs=3``, ``hparams={"alpha": 0.1}``,
+    ``data_options={...}``), then ``sets`` (``--set key=value`` items: config fields, the method's
+    hyper-parameters, ``data.<option>``). ``hparams`` and ``data_options`` are merged key by key.
+
+    ``dataset`` defaults to the protocol's data set, else ``DEFAULT_DATASET``. ``base`` (a saved config's
+    ``to_dict()``, to resume a run) replaces the first two layers. The method's hyper-parameters are validated
+    against its declared specs here, so a bad value is refused before any data is read."""
+    from .methods import method_class
+
+    if base is not None:
+        if protocol is not None:
+            raise ValueError("a resumed run keeps its saved settings; leave out --protocol when resuming")
+        cfg: dict[str, Any] = dict(base)
+        if dataset is not None:
+            cfg["dataset"] = dataset
+    else:
+        named = dict(check_protocol(protocol)) if protocol is not None else {}
+        name = dataset or named.pop("dataset", None) or DEFAULT_DATASET
+        named.pop("dataset", None)
+        cfg = {"dataset": name}
+        _layer(cfg, DATASET_DEFAULTS.get(name, {}))
+        _layer(cfg, named)
+    _layer(cfg, overrides)
+    method = method_class(cfg.get("method", CONFIG_FIELDS["method"].default))
+    config_sets, hparams = parse_set(list(sets), method.hparams)
+    _layer(cfg, config_sets)
+    _layer(cfg, {"hparams": hparams})
+    resolved = TrainConfig.from_dict(cfg) if base is not None else TrainConfig(**cfg)
+    method_class(resolved.method).check_hparams(resolved.hparams)
+    return resolved
 
 
 def preset(dataset: str, **overrides: Any) -> TrainConfig:
-    """The data set's reproduction config with ``overrides`` applied."""
-    return TrainConfig(dataset=dataset, **{**PRESETS.get(dataset, {}), **overrides})
+    """The data set's defaults with ``overrides`` applied (``resolve_config(dataset, **overrides)``)."""
+    return resolve_config(dataset, **overrides)
 
 
 def protocol(name: str, **overrides: Any) -> TrainConfig:
-    """A named protocol (``PROTOCOLS``) with ``overrides`` applied; ``data_options`` are merged."""
-    if name not in PROTOCOLS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PROTOCOLS)}")
-    base = dict(PROTOCOLS[name])
-    data_options = {**base.pop("data_options", {}), **overrides.pop("data_options", {})}
-    return TrainConfig(**{**base, **overrides, "data_options": data_options})
+    """A named protocol with ``overrides`` applied (``resolve_config(protocol=name, **overrides)``); the data set is
+    the protocol's unless ``dataset`` is given."""
+    return resolve_config(overrides.pop("dataset", None), name, **overrides)
 
 
-def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def parse_set(items: Sequence[str], method_hparams: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--set k=v`` pairs -> (config overrides, method hparams). Values are parsed as JSON when they can be.
 
-    ``data.<name>=v`` goes to the data set loader (``TrainConfig.data_options``)."""
+    ``method_hparams`` maps the method's hyper-parameter names to their specs (``methods.HParam``: the value is
+    converted and checked by the spec's type) or to plain default values (the value must have the default's
+    type). ``data.<name>=v`` goes to the data set loader (``TrainConfig.data_options``)."""
     import difflib
 
-    config, hparams = {}, {}
+    config: dict[str, Any] = {}
+    hparams: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -230,7 +314,11 @@ def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[st
         if key.startswith("data.") and len(key) > 5:  # data set loader options, e.g. data.views=[0,6]
             config.setdefault("data_options", {})[key[5:]] = value
         elif key in method_hparams:
-            expected = type(method_hparams[key])
+            spec = method_hparams[key]
+            if hasattr(spec, "convert"):
+                hparams[key] = spec.convert(key, value, raw)
+                continue
+            expected = type(spec)
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
@@ -238,7 +326,7 @@ def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[st
             hparams[key] = value
         elif key == "modalities" and isinstance(value, str):  # modalities=gray,colored
             config[key] = [m.strip() for m in value.split(",")]
-        elif key in CONFIG_FIELDS and key not in ("hparams", "data_options"):
+        elif key in CONFIG_FIELDS and key not in MERGED:
             config[key] = value
         else:
             names = sorted([*method_hparams, *CONFIG_FIELDS])
@@ -246,3 +334,17 @@ def parse_set(items: list[str], method_hparams: dict[str, Any]) -> tuple[dict[st
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown setting {key!r}; valid: {names}.{hint}")
     return config, hparams
+
+
+def format_sets(overrides: Mapping[str, Any]) -> tuple[str, ...]:
+    """Structured overrides -> ``--set key=value`` items (JSON values; ``data_options`` as ``data.<name>``), sorted:
+    the inverse of ``parse_set`` for the command line of a run."""
+    items = []
+    for key, value in overrides.items():
+        if key == "data_options":
+            items += [f"data.{k}={json.dumps(v)}" for k, v in value.items()]
+        elif key == "hparams":
+            items += [f"{k}={json.dumps(v)}" for k, v in value.items()]
+        else:
+            items.append(f"{key}={json.dumps(value)}")
+    return tuple(sorted(items))

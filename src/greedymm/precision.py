@@ -14,7 +14,10 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .choices import PRECISIONS
+
+__all__ = ["PRECISIONS", "autocast", "grad_scaler", "inputs_channels_last", "to_channels_last"]
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -20,27 +20,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 D_UTIL_LARGE = 0.2  # |d_util| from which we call the imbalance large (vanilla CG-MNIST sits near 0.5-0.8 early on)
 
 
 @dataclass(frozen=True)
 class ReproduceSettings:
-    """How `greedymm reproduce` runs one data set; the training config itself is PRESETS[dataset]."""
+    """How `greedymm reproduce` runs one data set; each run's config is ``config.resolve_config(dataset)`` (the data
+    set's defaults) with ``overrides`` (and, with --quick, ``quick_overrides``) on top: structured settings, e.g.
+    ``{"width": 0.25, "data_options": {"frames": 8}}``."""
 
     dataset: str
     seeds: tuple[int, ...] = (0, 1, 2)  # the paper reports three seeds
     methods: tuple[str, ...] = ("vanilla", "guided", "random")
-    sets: tuple[str, ...] = ()  # --set items on top of the reproduction config
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     quick_epochs: int = 3
     quick_seeds: tuple[int, ...] = (0, 1)
-    quick_sets: tuple[str, ...] = ()
+    quick_overrides: Mapping[str, Any] = field(default_factory=dict)
     quick_fallback: str | None = None  # embedded data set --quick uses when this one's files are absent
 
 
-# One entry per data set; adding a data set is one line here (and its PRESETS entry in config.py).
+# One entry per data set; adding a data set is one line here (and its DATASET_DEFAULTS entry in config.py).
 REPRODUCE: dict[str, ReproduceSettings] = {
     # --quick: 3 epochs x 112 steps on the 10k npm subset; 6 runs with --workers 2 took 10 min on 2 CPU cores
     # shared with other jobs (load ~7), about 3 min on idle ones; full 60k MNIST makes each epoch 7.5x longer
@@ -48,12 +51,16 @@ REPRODUCE: dict[str, ReproduceSettings] = {
     "cg-fashion": ReproduceSettings("cg-fashion", quick_epochs=3, quick_fallback="cg-digits"),
     # 19 steps per epoch: 12 epochs give guided 11 epochs after its warm-up; a few minutes on 2 CPU cores
     "cg-digits": ReproduceSettings("cg-digits", quick_epochs=12),
-    # the authors' protocol (PRESETS); --quick shrinks the network and the schedule so it runs on a CPU
+    # the authors' protocol (DATASET_DEFAULTS); --quick shrinks the network and the schedule so it runs on a CPU
     "modelnet40": ReproduceSettings(
-        "modelnet40", quick_epochs=2, quick_sets=("width=0.25", "batch_size=32", "optimizer=adam", "lr=0.001")
+        "modelnet40",
+        quick_epochs=2,
+        quick_overrides={"width": 0.25, "batch_size": 32, "optimizer": "adam", "lr": 0.001},
     ),
     "modelnet40-standin": ReproduceSettings("modelnet40-standin", quick_epochs=8),
-    "nvgesture": ReproduceSettings("nvgesture", quick_epochs=2, quick_sets=("width=0.125", "data.frames=8")),
+    "nvgesture": ReproduceSettings(
+        "nvgesture", quick_epochs=2, quick_overrides={"width": 0.125, "data_options": {"frames": 8}}
+    ),
     "nvgesture-standin": ReproduceSettings("nvgesture-standin", quick_epochs=6),
 }
 
@@ -241,6 +248,14 @@ def summaries_from_rows(rows: Sequence) -> dict[str, MethodSummary]:
     return out
 
 
+def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """``b`` over ``a``; ``data_options`` and ``hparams`` merged key by key (as config.resolve_config does)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = {**out.get(k, {}), **v} if k in ("data_options", "hparams") else v
+    return out
+
+
 def check_data(dataset: str, data_dir: str | None = None) -> None:
     """Raise FileNotFoundError (with the fetch command) when the data set's files are absent."""
     from .data import load_dataset
@@ -283,9 +298,9 @@ def reproduce(
         notes.append(f"--quick: {epochs} epochs, seeds {list(seeds)}; indicative only, not the full reproduction")
     for n in notes:
         echo(f"note: {n}")
-    sets = settings.sets + (settings.quick_sets if quick else ())
+    overrides = _merge(settings.overrides, settings.quick_overrides if quick else {})
     methods = tuple(methods) if methods else settings.methods
-    jobs = plan_sweep([settings.dataset], methods, seeds, out, sets, epochs, data_dir)
+    jobs = plan_sweep([settings.dataset], methods, seeds, out, (), epochs, data_dir, overrides=overrides)
     result = run_sweep(jobs, launcher, workers, echo=echo)
     if not result.ok:
         echo(result.failure_text())

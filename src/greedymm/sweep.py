@@ -10,6 +10,7 @@ commands, for tests and dry runs).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,12 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .config import PROTOCOLS, TrainConfig, parse_set, preset, protocol
+from .config import PROTOCOLS, TrainConfig, check_protocol, format_sets, resolve_config
 
 # what `greedymm train` / `greedymm eval` write into a run folder; a clean restart removes these and nothing else
 RUN_FILES = (
@@ -66,38 +68,59 @@ def sets_for_method(sets: Sequence[str], method: str) -> tuple[str, ...]:
     return tuple(f"{k}={chosen[k]}" for k in sorted(chosen))
 
 
-def resolve_config(
+def job_config(
     dataset: str, method: str, seed: int, sets: Sequence[str], epochs: int | None, protocol_name: str | None = None
 ) -> TrainConfig:
-    """The config `greedymm train` builds from these arguments: the data set's reproduction config, or the named
-    protocol (``--preset``) on this data set, with the overrides applied."""
-    from .methods import method_class
-
+    """The config `greedymm train` builds for one job's arguments (``config.resolve_config``)."""
     given = {"method": method, "seed": seed, **({"epochs": epochs} if epochs else {})}
-    cfg = protocol(protocol_name, dataset=dataset, **given) if protocol_name else preset(dataset, **given)
-    overrides, hparams = parse_set(list(sets), method_class(method).hparams)
-    overrides["data_options"] = {**cfg.data_options, **overrides.get("data_options", {})}
-    return cfg.replace(**overrides, hparams={**cfg.hparams, **hparams})
+    return resolve_config(dataset, protocol_name, sets=sets, **given)
 
 
-LATER_SETTINGS = {  # with their defaults
-    "fusion": "mmtm",
-    "modalities": None,
-    "pairwise_utilization": False,
-    "step_size": 70,
-    "gamma": 0.1,
-    "precision": "fp32",
-    "channels_last": False,
-}
+# The settings a run's hash always covers: the config's fields when run folders were first named by a hash. Any
+# field added since counts only when it differs from its default, so a new field needs no entry here and every
+# earlier folder keeps its name. This set is history: never add to it or remove from it.
+HASHED_ALWAYS = frozenset(
+    {
+        "dataset",
+        "method",
+        "epochs",
+        "seed",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "warmup_epochs",
+        "hparams",
+        "width",
+        "gate",
+        "ratio",
+        "val_fraction",
+        "data_seed",
+        "squeeze_means",
+        "exact_subset",
+        "stop_after_perfect",
+        "data_options",
+    }
+)
+
+
+def _field_defaults() -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(TrainConfig):
+        out[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return out
 
 
 def run_hash(cfg: TrainConfig) -> str:
-    """8 hex digits identifying what a run computes (its config, without where it runs)."""
-    # settings added after the first release count only when changed, so earlier sweeps keep their folder names
+    """8 hex digits identifying what a run computes: its config without where it runs (``NOT_IDENTITY``); a field
+    outside ``HASHED_ALWAYS`` only when it differs from its default."""
+    defaults = _field_defaults()
     ident = {
         k: v
         for k, v in cfg.to_dict().items()
-        if k not in NOT_IDENTITY and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])
+        if k not in NOT_IDENTITY and (k in HASHED_ALWAYS or v != defaults[k])
     }
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -114,7 +137,7 @@ class Job:
     folder: Path
     data_dir: str | None = None
     logs: tuple[str, ...] = ()  # extra log destinations (`train --log`), e.g. ("tensorboard",)
-    protocol: str | None = None  # a named protocol (`train --preset`), e.g. "pmr-protocol"
+    protocol: str | None = None  # a named protocol (`train --protocol`), e.g. "pmr-protocol"
 
     @property
     def name(self) -> str:
@@ -140,7 +163,7 @@ class Job:
         else:
             cmd += ["--dataset", self.dataset, "--method", self.method, "--seed", str(self.seed)]
             if self.protocol:
-                cmd += ["--preset", self.protocol]
+                cmd += ["--protocol", self.protocol]
             for item in self.sets:
                 cmd += ["--set", item]
             cmd += ["--out", str(self.folder)]
@@ -163,23 +186,26 @@ def plan_sweep(
     data_dir: str | None = None,
     logs: Sequence[str] = (),
     protocol_name: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[Job]:
     """The jobs of a sweep, in (data set, method, seed) order; every setting is checked before anything runs.
 
-    ``protocol_name`` (``--preset``) starts every run from that protocol instead of the data set's reproduction
-    config; with no ``datasets`` the protocol's own data set is used."""
+    ``protocol_name`` (``--protocol``) starts every run from that protocol on top of the data set's defaults; with no
+    ``datasets`` the protocol's own data set is used. ``overrides``: structured settings for every run (e.g.
+    ``{"width": 0.25, "data_options": {"frames": 8}}``), passed to each run as ``--set`` items after ``sets``."""
     from .data import list_datasets
     from .tblog import check_logs
 
     logs = check_logs(logs)
-    if protocol_name is not None and protocol_name not in PROTOCOLS:
-        raise ValueError(f"unknown preset {protocol_name!r}; choose one of {sorted(PROTOCOLS)}")
+    sets = (*sets, *format_sets(overrides or {}))
+    if protocol_name is not None:
+        check_protocol(protocol_name)
     if protocol_name and not datasets:
         datasets = [PROTOCOLS[protocol_name]["dataset"]]
     base_fusion = PROTOCOLS[protocol_name].get("fusion", "mmtm") if protocol_name else "mmtm"
 
     if not datasets:
-        raise ValueError("a sweep needs --datasets (e.g. cg-mnist) or a --preset that names its data set")
+        raise ValueError("a sweep needs --datasets (e.g. cg-mnist) or a --protocol that names its data set")
     if not methods or not seeds:
         raise ValueError("a sweep needs at least one data set, one method and one seed")
     if epochs is not None and epochs < 1:
@@ -206,7 +232,7 @@ def plan_sweep(
                 own = tuple(sorted([*(i for i in own if not i.startswith("fusion=")), f"fusion={fusion}"]))
             for s in seeds:
                 # raises on a bad --set, before any launch
-                cfg = resolve_config(d, m, int(s), own, epochs, protocol_name)
+                cfg = job_config(d, m, int(s), own, epochs, protocol_name)
                 lead = f"{d}-{protocol_name}" if protocol_name else d
                 folder = Path(out) / f"{lead}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
                 jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir, logs, protocol_name))
@@ -220,7 +246,7 @@ def split_method(spec: str) -> tuple[str, str | None]:
     name, _, fusion = spec.partition("@")
     method_class(name)  # raises with a suggestion
     if "@" in spec:
-        from .config import FUSIONS
+        from .choices import FUSIONS
 
         if fusion not in FUSIONS:
             raise ValueError(f"{spec!r}: unknown fusion {fusion!r}; write method@fusion with one of {FUSIONS}")

@@ -6,6 +6,8 @@ import pkgutil
 from .base import (
     REGULAR,
     EpochInfo,
+    HParam,
+    HParamRule,
     Method,
     StepContext,
     StepInfo,
@@ -23,6 +25,8 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "REGULAR",
     "EpochInfo",
+    "HParam",
+    "HParamRule",
     "Method",
     "StepContext",
     "StepInfo",

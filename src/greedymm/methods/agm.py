@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from ..distributed import all_reduce_
 from ..models.late import ConcatFusion, FiLMFusion, GatedFusion, SumFusion
 from ..models.network import INTERMEDIATE, MultiModalNet
-from .base import Method, StepContext, register_method
+from .base import HParam, HParamRule, Method, StepContext, register_method
 
 CAPS = {2: 10.0, 3: 7.0}  # run/CREMAD_main.py:151, run/URFunny_main.py:128
 MIN_PROB = 1e-8  # run/CREMAD_main.py:134: p < 1e-8 scores -log(1e-8)
@@ -167,7 +167,24 @@ def output_weights(model: MultiModalNet) -> list[Tensor]:
 
 @register_method("agm")
 class AGM(Method):
-    hparams = {"alpha": 1.0, "modulation_starts": 0, "modulation_ends": 20}
+    hparams = {
+        "alpha": HParam(
+            1.0,
+            "c = exp(alpha * cap), cap 10, stays finite in float32 within [0, 8] (the code's default 1.0, its "
+            "README uses 2.5)",
+            type=float,
+            low=0,
+            high=8,
+        ),
+        "modulation_starts": HParam(0, "first epoch (epochs count from 1, inclusive) with modulation", low=0),
+        "modulation_ends": HParam(20, "last epoch (epochs count from 1, inclusive) with modulation", low=0),
+    }
+    hparam_rules = (
+        HParamRule(
+            lambda h: h["modulation_ends"] >= h["modulation_starts"],
+            "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts})",
+        ),
+    )
     fusions = None  # any network: the construction only zeroes inputs
     # M = 2: f(a,0), f(0,v), f(0,0); one backward through the 3 graphs that carry gradient (f(0,0) carries none).
     # In general 2^M - 1 extra forwards and 2^M - 2 extra backward passes.
@@ -175,19 +192,6 @@ class AGM(Method):
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
-        alpha, start, end = self.h["alpha"], self.h["modulation_starts"], self.h["modulation_ends"]
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-            raise ValueError(f"agm: alpha must be a finite number (recommended 1.0), got {alpha!r}")
-        if not 0 <= alpha <= 8:
-            raise ValueError(
-                f"agm: alpha must lie in [0, 8] so that c = exp(alpha * cap), cap 10, stays finite in float32 "
-                f"(the code's default is 1.0, its README uses 2.5), got {alpha}"
-            )
-        for name, v in (("modulation_starts", start), ("modulation_ends", end)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"agm: {name} must be an integer epoch >= 0 (epochs count from 1), got {v!r}")
-        if end < start:
-            raise ValueError(f"agm: modulation_ends ({end}) must be >= modulation_starts ({start})")
         self.running: list[float] = []  # sbar_k, the running targets (empty until the first step)
         self.scale: list[float] = []  # c_k currently on the hooks
         self._reset_log()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any, ClassVar
@@ -82,12 +82,103 @@ class EpochInfo:
     seed: int = 0
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", list: "a list"}
+
+
+@dataclass(frozen=True)
+class HParam:
+    """The declaration of one method hyper-parameter: its default, type, allowed range or choices, and what it does.
+
+    ``type`` is bool, int, float, str or list (default: the default's type; an int is accepted where a float is
+    asked); ``low`` / ``high`` bound numbers (and a list's items; ``*_open`` excludes the bound); ``choices`` lists
+    the allowed values; ``items`` is a list's item type. ``Method.check_hparams`` checks every value against its
+    spec (type, finite, range, choices); ``help`` is shown by `greedymm list` and ends every error message."""
+
+    default: Any
+    help: str = ""
+    type: type | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    items: type | None = None
+
+    @property
+    def kind(self) -> type:
+        return self.type or type(self.default)
+
+    def _number_ok(self, v: Any, kind: type) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind):
+            return False
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        return self.high is None or not (v > self.high or (self.high_open and v == self.high))
+
+    def accepts(self, v: Any) -> bool:
+        kind = self.kind
+        if kind in (int, float):
+            ok = self._number_ok(v, kind)
+        elif kind is list:
+            ok = isinstance(v, list) and (self.items is None or all(self._number_ok(x, self.items) for x in v))
+        else:
+            ok = isinstance(v, kind)
+        return ok and (self.choices is None or v in self.choices)
+
+    def describe(self) -> str:
+        """What a valid value is, e.g. "a finite number >= 0", "an integer in [1, 10]", "one of ('sgd', 'adam')"."""
+        if self.choices is not None:
+            return f"one of {self.choices}"
+        kind = self.kind
+        what = _TYPE_WORDS.get(kind, kind.__name__)
+        if kind is list and self.items is not None:
+            what = f"a list of {_TYPE_WORDS[self.items].removeprefix('a ').removeprefix('an ')}s"
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return f"{what} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+        if lo is not None:
+            return f"{what} {'>' if self.low_open else '>='} {lo}"
+        if hi is not None:
+            return f"{what} {'<' if self.high_open else '<='} {hi}"
+        return what
+
+    def convert(self, name: str, value: Any, raw: str | None = None) -> Any:
+        """A ``--set`` value (parsed as JSON) -> the declared type (an int becomes a float where a float is asked);
+        a value of another type raises ValueError naming the expected type."""
+        kind = self.kind
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+            got = raw if raw is not None else repr(value)
+            raise ValueError(f"--set {name}: expected {kind.__name__} ({self.describe()}), got {got!r}")
+        return value
+
+
+def as_hparam(value: Any) -> HParam:
+    """A declared spec as is; a plain default value becomes a spec of the default's type with no range."""
+    return value if isinstance(value, HParam) else HParam(value)
+
+
+@dataclass(frozen=True)
+class HParamRule:
+    """A condition between hyper-parameters (e.g. modulation_ends >= modulation_starts) and the message, which
+    names the fix, raised when it fails. ``Method.check_hparams`` checks the rules after every single value."""
+
+    check: Callable[[Mapping[str, Any]], bool]
+    message: str  # formatted with the hyper-parameters, e.g. "modulation_ends ({modulation_ends}) must be ..."
+
+
 class Method:
     """Base class: vanilla training (regular steps, the model's own loss, plain gradients)."""
 
     name = "vanilla"
-    # hyper-parameters this method reads, with defaults; the registry checks --set names against these
-    hparams: ClassVar[dict[str, Any]] = {}
+    # hyper-parameters this method reads: name -> HParam (a plain default value is read as HParam(value));
+    # --set names, types and ranges are checked against these
+    hparams: ClassVar[dict[str, HParam]] = {}
+    # conditions between hyper-parameters, checked after each value is
+    hparam_rules: ClassVar[tuple[HParamRule, ...]] = ()
     # fusions the method is defined for (None: every fusion)
     fusions: ClassVar[tuple[str, ...] | None] = None
     # extra forward / backward passes per step beyond the plain one (the benchmark measures the real cost)
@@ -97,13 +188,50 @@ class Method:
     # whether the model needs a linear head per modality besides the fused one (late fusion)
     needs_unimodal_heads = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.hparams = {k: as_hparam(v) for k, v in cls.hparams.items()}
+
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         self.seed = seed
-        self.h = {**self.hparams, **hparams}
-        for k, v in self.h.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{self.name}: hyper-parameter {k} must be a finite number, got {v}")
+        self.h = {**self.defaults(), **hparams}
+        self.check_hparams(self.h)
         self.mode = REGULAR  # mode of the next step
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every hyper-parameter at its declared default."""
+        return {k: spec.default for k, spec in cls.hparams.items()}
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Raise ValueError naming the first bad value (unknown name, type, finite, range, choices) or failed rule;
+        the message says what a valid value is and what the default is."""
+        for k, v in hparams.items():
+            spec = cls.hparams.get(k)
+            if spec is None:
+                raise ValueError(
+                    f"method {cls.name!r} has no hyper-parameter {k!r}; it takes {sorted(cls.hparams) or 'none'}."
+                    + _suggest(k, list(cls.hparams))
+                )
+            if not spec.accepts(v):
+                why = f"; {spec.help}" if spec.help else ""
+                raise ValueError(
+                    f"{cls.name}: {k} must be {spec.describe()}, got {v!r} (default {spec.default!r}: "
+                    f"--set {k}={_json(spec.default)}{why})"
+                )
+        full = {**cls.defaults(), **hparams}
+        for rule in cls.hparam_rules:
+            if not rule.check(full):
+                raise ValueError(f"{cls.name}: " + rule.message.format(**full))
+
+    @classmethod
+    def describe_hparams(cls) -> list[str]:
+        """One line per hyper-parameter: name, default, valid values, what it does (`greedymm list`, --help)."""
+        return [
+            f"{k}={_json(spec.default)} ({spec.describe()}){': ' + spec.help if spec.help else ''}"
+            for k, spec in cls.hparams.items()
+        ]
 
     # -- set-up -----------------------------------------------------------------------------------------
     def check(self, model: MultiModalNet) -> None:
@@ -170,7 +298,13 @@ def list_methods(pattern: str = "*") -> list[str]:
     return sorted(n for n in _METHODS if fnmatch(n, pattern))
 
 
-def _suggest(name: str, choices: list[str]) -> str:
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
 
@@ -182,12 +316,5 @@ def method_class(name: str) -> type[Method]:
 
 
 def create_method(name: str, seed: int = 0, **hparams: Any) -> Method:
-    cls = method_class(name)
-    unknown = [k for k in hparams if k not in cls.hparams]
-    if unknown:
-        k = unknown[0]
-        raise ValueError(
-            f"method {name!r} has no hyper-parameter {k!r}; it takes {sorted(cls.hparams) or 'none'}."
-            + _suggest(k, list(cls.hparams))
-        )
-    return cls(seed=seed, **hparams)
+    """A new ``name`` method; ``hparams`` are checked against its declared specs (``Method.check_hparams``)."""
+    return method_class(name)(seed=seed, **hparams)

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,10 +58,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..choices import OPTIMIZERS
 from ..data.base import epoch_order
 from ..distributed import DistBatchNorm, all_reduce_
 from ..models.network import LATE, MultiModalNet
-from .base import EpochInfo, Method, StepContext, register_method
+from .base import EpochInfo, HParam, Method, StepContext, register_method
 
 DG_MIN, DO2_MIN = 0.0, 1e-8  # the guards of tsai: dG clipped at 0, dO^2 floored
 
@@ -132,10 +132,22 @@ def _mean_loss(model: MultiModalNet, k: int, split: Any, idx_all: Tensor, bs: in
 @register_method("gblending")
 class GBlending(Method):
     hparams = {
-        "super_epoch": 5,  # n: epochs per super-epoch and per estimate (published BB default: 10)
-        "holdout": 0.1,  # share of the training split held out for L^V (tsai V_pct)
-        "est_lr": 0.01,  # learning rate of the copies (set it to the run's --lr)
-        "est_optimizer": "sgd",  # "sgd" (momentum 0.9) or "adam", for the copies (set it to the run's)
+        "super_epoch": HParam(5, "n: epochs per super-epoch and per estimate (published default 10)", low=1),
+        "holdout": HParam(
+            0.1,
+            "share of the training split held out for L^V (recommended 0.1)",
+            type=float,
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+        ),
+        "est_lr": HParam(
+            0.01, "learning rate of the copies (set it to the run's lr)", type=float, low=0, low_open=True
+        ),
+        "est_optimizer": HParam(
+            "sgd", "optimizer of the copies, sgd (momentum 0.9) or adam (set it to the run's)", choices=OPTIMIZERS
+        ),
     }
     fusions = None
     needs_unimodal_heads = True
@@ -144,14 +156,6 @@ class GBlending(Method):
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
         n, hold, lr, opt = (self.h[k] for k in ("super_epoch", "holdout", "est_lr", "est_optimizer"))
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"gblending: super_epoch must be an integer >= 1 (published default 10), got {n!r}")
-        if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 < hold < 1:
-            raise ValueError(f"gblending: holdout must be a number in (0, 1) (recommended 0.1), got {hold!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"gblending: est_lr must be a finite number > 0 (the run's lr), got {lr!r}")
-        if opt not in ("sgd", "adam"):
-            raise ValueError(f"gblending: est_optimizer must be 'sgd' or 'adam' (the run's optimizer), got {opt!r}")
         self.super_epoch, self.holdout, self.est_lr, self.est_optimizer = n, float(hold), float(lr), opt
         self.weights: list[float] | None = None  # w_0..w_{M-1}, w_fused
         self.estimated_at = -1  # epoch of the last estimate

@@ -10,11 +10,10 @@ Needs MMTM gates: late-fusion models are refused.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..models.network import INTERMEDIATE, MultiModalNet
-from .base import REGULAR, Method, StepInfo, rebalance_mode, register_method
+from .base import REGULAR, HParam, Method, StepInfo, rebalance_mode, register_method
 
 
 def check_rebalancing(name: str, model: MultiModalNet) -> None:
@@ -27,17 +26,15 @@ def check_rebalancing(name: str, model: MultiModalNet) -> None:
 
 @register_method("guided")
 class Guided(Method):
-    hparams = {"alpha": 0.01, "Q": 5}
+    hparams = {
+        "alpha": HParam(0.01, "re-balance when |d_speed| > alpha (recommended 0.01)", type=float, low=0),
+        "Q": HParam(5, "re-balancing steps per window (recommended 5)", low=1),
+    }
     fusions = ("mmtm",)
     leaves_unused_parameters = True  # the re-balanced branch's gate layer gets no gradient
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
-        alpha, q = self.h["alpha"], self.h["Q"]
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a finite number >= 0 (recommended 0.01), got {alpha!r}")
-        if not isinstance(q, int) or isinstance(q, bool) or q < 1:
-            raise ValueError(f"Q must be an integer >= 1 (recommended 5), got {q!r}")
         self.remaining = 0  # re-balancing steps still to run in the current window
 
     def check(self, model: MultiModalNet) -> None:

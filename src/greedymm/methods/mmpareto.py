@@ -42,7 +42,6 @@ equals the single-process one.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -51,7 +50,7 @@ from torch import Tensor, nn
 
 from ..distributed import all_reduce_, is_distributed
 from ..models.network import LATE, MultiModalNet
-from .base import Method, StepContext, register_method
+from .base import HParam, Method, StepContext, register_method
 
 
 def encoder_parameters(model: MultiModalNet, k: int) -> list[nn.Parameter]:
@@ -95,7 +94,11 @@ def _dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
 
 @register_method("mmpareto")
 class MMPareto(Method):
-    hparams = {"gamma": 1.5}
+    hparams = {
+        "gamma": HParam(
+            1.5, "scale of the multi-modal gradient's weight (the code's 1.5)", type=float, low=0, low_open=True
+        )
+    }
     fusions = None  # late fusion with uni-modal heads (any head), and MMTM [proposal]
     needs_unimodal_heads = True
     # M = 2: autograd.grad for L_mm, L_a, L_v, then the summed backward (the code's 3 retained + 1); M + 1 in general
@@ -103,10 +106,7 @@ class MMPareto(Method):
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
-        gamma = self.h["gamma"]
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
-            raise ValueError(f"mmpareto: gamma must be a finite number > 0 (the code's 1.5), got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = float(self.h["gamma"])
         self._reset_log()
 
     def _reset_log(self) -> None:

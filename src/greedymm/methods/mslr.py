@@ -37,7 +37,6 @@ Extra cost: no extra pass per step; one pass over the validation split per epoch
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -47,7 +46,7 @@ from ..data import eval_order
 from ..distributed import all_reduce_, rank, world_size
 from ..models.late import ConcatFusion, SumFusion
 from ..models.network import INTERMEDIATE, MultiModalNet
-from .base import EpochInfo, Method, StepContext, register_method
+from .base import EpochInfo, HParam, Method, StepContext, register_method
 from .ogm_ge import SPLITTABLE, check_splittable, fusion_head_logits
 
 
@@ -81,25 +80,18 @@ def scaled_parameters(model: MultiModalNet, m: int) -> list[nn.Parameter]:
 
 @register_method("mslr")
 class MSLR(Method):
-    # c0: initial multiplier per modality ([] = 1.0 each; official CREMA-D [0.9, 1.1]);
-    # memory: epochs of accuracy the ratio compares with (official 5)
-    hparams: dict[str, Any] = {"c0": [], "memory": 5}
+    hparams = {
+        "c0": HParam(
+            [], "initial multiplier per modality ([] = 1.0 each; official CREMA-D [0.9, 1.1])", items=float, low=0
+        ),
+        "memory": HParam(5, "epochs of accuracy the ratio compares with (official 5)", low=1),
+    }
     fusions = SPLITTABLE
     extra_cost = {"forward": 0, "backward": 0}  # plus one forward pass over the validation split per epoch
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
-        c0, memory = self.h["c0"], self.h["memory"]
-        if not isinstance(c0, list) or not all(
-            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0 for c in c0
-        ):
-            raise ValueError(
-                f"c0 must be a list of finite numbers >= 0, one per modality (e.g. [0.9, 1.1]; [] = 1.0 each), "
-                f"got {c0!r}"
-            )
-        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-            raise ValueError(f"memory must be an integer >= 1 (recommended 5), got {memory!r}")
-        self.c0 = [float(c) for c in c0]
+        self.c0 = [float(c) for c in self.h["c0"]]
         self.memory: list[list[float]] = []  # per modality: the last ``memory`` validation accuracies
         self.ratio: list[float] = []  # per modality ([] until known: 1.0 each)
         self.last: dict[str, list[float]] = {}  # what the last epoch end measured and used, for epoch_log

@@ -41,7 +41,6 @@ Defaults: alpha 0.1 (the README's default command; its tips recommend 0.8 on CRE
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -52,7 +51,7 @@ from torch.nn.modules.conv import _ConvNd
 from ..distributed import all_reduce_
 from ..models.late import ConcatFusion, SumFusion
 from ..models.network import INTERMEDIATE, MultiModalNet, Output
-from .base import EpochInfo, Method, StepContext, register_method
+from .base import EpochInfo, HParam, HParamRule, Method, StepContext, register_method
 
 SPLITTABLE = ("mmtm", "concat", "sum")  # fusions whose head gives uni-modal logits without new parameters
 
@@ -130,34 +129,27 @@ def modulate_(grads: list[Tensor], k: Tensor, ge: bool, generator: torch.Generat
             g.mul_(kk)
 
 
-def _int(h: dict[str, Any], key: str) -> int:
-    v = h[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{key} must be an integer >= 0 (epochs counted from 0), got {v!r}")
-    return v
-
-
 @register_method("ogm-ge")
 class OGMGE(Method):
-    # alpha: 0.1 is the README's default command (tips: 0.1 VGGSound, 0.8 CREMA-D); ge false gives plain OGM;
-    # modulation_starts/ends: the epochs (from 0, inclusive) in which gradients are modulated
-    hparams = {"alpha": 0.1, "ge": True, "modulation_starts": 0, "modulation_ends": 50}
+    hparams = {
+        "alpha": HParam(0.1, "modulation strength (README: 0.1; tips: 0.1 VGGSound, 0.8 CREMA-D)", type=float, low=0),
+        "ge": HParam(True, "add the generalization-enhancement noise (false: plain OGM)"),
+        "modulation_starts": HParam(0, "first epoch (from 0, inclusive) with modulated gradients", low=0),
+        "modulation_ends": HParam(50, "last epoch (from 0, inclusive) with modulated gradients", low=0),
+    }
+    hparam_rules = (
+        HParamRule(
+            lambda h: h["modulation_ends"] >= h["modulation_starts"],
+            "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts}); with ends < "
+            "starts nothing would ever be modulated",
+        ),
+    )
     fusions = SPLITTABLE
     extra_cost = {"forward": 0, "backward": 0}
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
-        alpha = self.h["alpha"]
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a finite number >= 0 (recommended 0.1; 0.8 on CREMA-D), got {alpha!r}")
-        if not isinstance(self.h["ge"], bool):
-            raise ValueError(f"ge must be true (OGM-GE) or false (OGM), got {self.h['ge']!r}")
-        if _int(self.h, "modulation_ends") < _int(self.h, "modulation_starts"):
-            raise ValueError(
-                f"modulation_ends ({self.h['modulation_ends']}) must be >= modulation_starts "
-                f"({self.h['modulation_starts']}); with ends < starts nothing would ever be modulated"
-            )
-        self.alpha = float(alpha)
+        self.alpha = float(self.h["alpha"])
         # the GE noise: one seed a step from this generator (identical on every rank), then drawn on the device
         self.generator = torch.Generator().manual_seed(20_011 + seed)
         self._device_generators: dict[str, torch.Generator] = {}

@@ -43,7 +43,6 @@ average, declared in ``extra_cost``).
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 import torch
@@ -52,7 +51,7 @@ from torch import Tensor
 
 from ..distributed import all_reduce_, rank, world_size
 from ..models.network import MultiModalNet
-from .base import EpochInfo, Method, StepContext, register_method
+from .base import EpochInfo, HParam, HParamRule, Method, StepContext, register_method
 
 
 def prototype_similarity(z: Tensor, prototypes: Tensor) -> Tensor:
@@ -84,50 +83,48 @@ def _generator(*stream: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def _float(name: str, v: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if not ok or v < low or v > high or (low_open and v == low):
-        bound = f"in ({low}, {high}]" if low_open else (f"in [{low}, {high}]" if high < math.inf else f">= {low}")
-        raise ValueError(f"pmr: {name} must be a finite number {bound}, got {v!r}")
-    return float(v)
-
-
-def _int(name: str, v: Any, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"pmr: {name} must be an integer >= {low}, got {v!r}")
-    return v
-
-
 @register_method("pmr")
 class PMR(Method):
     hparams = {
-        "alpha": 1.0,  # coefficient of the weaker modality's prototypical CE (CG-MNIST runs: 1.0)
-        "modulation_starts": 0,  # first epoch with the PCE term (inclusive)
-        "modulation_ends": 60,  # last epoch with the PCE term (inclusive; CG-MNIST runs: 60)
-        "mu": 0.0,  # prototype momentum: P <- (1 - mu) P_new + mu P_old (every official run: 0)
-        "proto_fraction": 0.1,  # share of the training split read for the prototypes each epoch (official ~10 %)
-        "per_mu": 0.0,  # [our reading] entropy regulariser on the dominant modality; 0 = off (the official code)
-        "per_epochs": 0,  # epochs (from 0) with the regulariser when per_mu > 0
+        "alpha": HParam(1.0, "coefficient of the weaker modality's prototypical CE (CG-MNIST runs: 1.0)", low=0),
+        "modulation_starts": HParam(0, "first epoch with the PCE term (inclusive)", low=0),
+        "modulation_ends": HParam(60, "last epoch with the PCE term (inclusive; CG-MNIST runs: 60)", low=0),
+        "mu": HParam(
+            0.0,
+            "prototype momentum: P <- (1 - mu) P_new + mu P_old; 1 never updates them (official runs: 0.0)",
+            low=0,
+            high=1,
+            high_open=True,
+        ),
+        "proto_fraction": HParam(
+            0.1,
+            "share of the training split read for the prototypes each epoch (official ~10 %)",
+            low=0,
+            high=1,
+            low_open=True,
+        ),
+        "per_mu": HParam(0.0, "[our reading] entropy regulariser on the dominant modality; 0 = off (official)", low=0),
+        "per_epochs": HParam(0, "epochs (from 0) with the regulariser when per_mu > 0", low=0),
     }
+    hparam_rules = (
+        HParamRule(
+            lambda h: h["modulation_ends"] >= h["modulation_starts"],
+            "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts})",
+        ),
+        HParamRule(
+            lambda h: h["per_mu"] == 0 or h["per_epochs"] >= 1,
+            "per_mu > 0 needs per_epochs >= 1 (the epochs the regulariser runs), e.g. --set per_epochs=10",
+        ),
+    )
     fusions = None  # only z_m is used
     extra_cost = {"forward": 0.1, "backward": 0}  # the per-epoch prototype pass, per step on average
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         super().__init__(seed, **hparams)
         h = self.h
-        self.alpha = _float("alpha", h["alpha"], 0.0)
-        self.starts = _int("modulation_starts", h["modulation_starts"], 0)
-        self.ends = _int("modulation_ends", h["modulation_ends"], 0)
-        if self.ends < self.starts:
-            raise ValueError(f"pmr: modulation_ends ({self.ends}) must be >= modulation_starts ({self.starts})")
-        self.mu = _float("mu", h["mu"], 0.0, 1.0)
-        if self.mu == 1.0:
-            raise ValueError("pmr: mu must be < 1 (mu = 1 never updates the prototypes); the official runs use 0.0")
-        self.fraction = _float("proto_fraction", h["proto_fraction"], 0.0, 1.0, low_open=True)
-        self.per_mu = _float("per_mu", h["per_mu"], 0.0)
-        self.per_epochs = _int("per_epochs", h["per_epochs"], 0)
-        if self.per_mu > 0 and self.per_epochs == 0:
-            raise ValueError("pmr: per_mu > 0 needs per_epochs >= 1 (the epochs the regulariser runs), e.g. 10")
+        self.alpha, self.mu, self.per_mu = float(h["alpha"]), float(h["mu"]), float(h["per_mu"])
+        self.fraction = float(h["proto_fraction"])
+        self.starts, self.ends, self.per_epochs = h["modulation_starts"], h["modulation_ends"], h["per_epochs"]
         self.prototypes: list[Tensor] | None = None  # per modality (C, d_m), float32
         # this epoch's log: [window steps, items, s_0..s_{M-1}, PCE added 0..M-1] (identical on every rank)
         self.stats: Tensor | None = None
