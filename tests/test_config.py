@@ -299,3 +299,34 @@ def test_version_is_the_package_metadata():
 
     assert version("greedymm") == greedymm.__version__
     assert json.dumps(greedymm.__version__)
+
+
+def test_a_missing_extra_names_the_install_command(monkeypatch):
+    import sys
+
+    from greedymm.data.optional import MissingExtra, optional_module
+
+    for module, extra in (("cv2", "video"), ("trimesh", "mesh")):
+        monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+        lazy = optional_module(module)
+        with pytest.raises(MissingExtra, match=rf"pip install 'greedymm\[{extra}\]'"):
+            getattr(lazy, "anything")  # noqa: B009  (the attribute read is what imports)
+
+
+@pytest.mark.process
+def test_core_install_needs_no_extra(tmp_path):
+    """Without OpenCV and trimesh the package, the CLI and the CG sets work; a video data set names its extra."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['cv2'] = None; sys.modules['trimesh'] = None\n"
+        "import greedymm, greedymm.cli\n"
+        "from greedymm.data import load_dataset\n"
+        "assert len(load_dataset('cg-digits').train) > 0\n"
+        "from greedymm.data.nvgesture_standin import make_nvgesture_standin\n"
+        f"sys.exit(greedymm.cli.main(['data', 'make', 'nvgesture-standin', '--data-dir', {str(tmp_path)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'greedymm[video]'" in proc.stderr and "Traceback" not in proc.stderr

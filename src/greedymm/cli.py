@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_experiments import add_experiment_commands, add_log_option, add_protocol_option
+from .data.optional import MissingExtra
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -129,14 +130,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .report import evaluate_run
+    from .report import eval_table
+    from .run import evaluate_checkpoint
 
-    print(evaluate_run(Path(args.run), checkpoint=args.checkpoint, squeeze_means=args.squeeze_means))
+    result = evaluate_checkpoint(Path(args.run), checkpoint=args.checkpoint, squeeze_means=args.squeeze_means)
+    print(eval_table(result, Path(args.run)))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .report.demo import run_demo
+    from .demo import run_demo
 
     run_demo(Path(args.out), epochs=args.epochs, fresh=args.fresh, progress=not args.no_progress)
     return 0
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError, FloatingPointError, MissingExtra) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

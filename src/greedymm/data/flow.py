@@ -22,10 +22,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from .optional import optional_module
+
+cv2 = optional_module("cv2")  # imported on first use: greedymm[video]
 
 CHANNELS = 2  # (dx, dy)
 FLOW_UNITS = 1000  # stored units per frame side (see the module docstring)

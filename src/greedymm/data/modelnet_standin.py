@@ -37,10 +37,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from PIL import Image
 
 from .modelnet import NUM_VIEWS, STANDIN_MARKER, view_filename
+from .optional import optional_module
+
+trimesh = optional_module("trimesh")  # imported on first use: greedymm[mesh]
 
 ELEVATION_DEG = 30.0
 AZIMUTHS_DEG = tuple(30.0 * v for v in range(NUM_VIEWS))  # v001 .. v012

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -56,6 +55,9 @@ from .nvgesture_format import (  # noqa: F401  (also re-exported: the stand-in a
     read_list,
     read_window,
 )
+from .optional import optional_module
+
+cv2 = optional_module("cv2")  # imported on first use: greedymm[video]
 
 STANDIN_FILE = "STANDIN.json"  # written by the stand-in generator; its presence means "not the real data"
 CACHE_DIR = ".greedymm_cache"

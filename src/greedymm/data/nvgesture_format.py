@@ -12,10 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .idx import DataFormatError
+from .optional import optional_module
+
+cv2 = optional_module("cv2")  # imported on first use: greedymm[video]
 
 LIST_FILES = {"train": "nvgesture_train_correct_cvpr2016_v2.lst", "test": "nvgesture_test_correct_cvpr2016_v2.lst"}
 VIDEO_DIR = "Video_data"

@@ -27,10 +27,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .nvgesture import LIST_FILES, NUM_CLASSES, STANDIN_FILE, VIDEO_DIR, WINDOW
+from .optional import optional_module
+
+cv2 = optional_module("cv2")  # imported on first use: greedymm[video]
 
 FPS = 30
 CLIP_FRAMES = (100, 120)  # inclusive range of clip lengths
