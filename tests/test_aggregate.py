@@ -19,7 +19,6 @@ from greedymm.report.aggregate import (
     load_runs,
     report_csv,
     report_markdown,
-    unfinished_runs,
     write_report,
 )
 
@@ -37,8 +36,7 @@ def _row(rows, method, settings=""):
 
 
 def test_aggregate_matches_hand_computed_numbers(loaded):
-    records, steps, _ = loaded
-    rows = aggregate(records, steps)
+    rows = aggregate(loaded.records, loaded.steps)
     assert [(r.method, r.settings, r.n) for r in rows] == [
         ("vanilla", "", 2),
         ("guided", "alpha=0.01", 2),  # alpha differs between the guided runs, so it labels their rows
@@ -68,9 +66,9 @@ def test_aggregate_matches_hand_computed_numbers(loaded):
 
 
 def test_markdown_matches_checked_in_expected_output(loaded):
-    records, steps, notes = loaded
-    assert unfinished_runs(notes) == ["tiny_random_s0_ffff5555"]  # no done marker
-    text = report_markdown(aggregate(records, steps, unfinished_runs(notes)), "greedymm report: sweep", notes=notes)
+    assert loaded.unfinished == ["tiny_random_s0_ffff5555"]  # no done marker
+    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
+    text = report_markdown(rows, "greedymm report: sweep", notes=loaded.notes)
     assert text == (DATA / "expected.md").read_text()
     assert "u(m1\\|m0) val" in text  # a bare | would split the markdown cell
     assert "tiny_random_s0_ffff5555: unfinished (2 epochs so far)" in text
@@ -78,7 +76,7 @@ def test_markdown_matches_checked_in_expected_output(loaded):
 
 
 def test_csv_holds_means_and_stds(loaded):
-    records, steps, _ = loaded
+    records, steps = loaded.records, loaded.steps
     table = list(csv.DictReader(io.StringIO(report_csv(aggregate(records, steps)))))
     assert len(table) == 4 and table[0]["method"] == "vanilla" and table[0]["seeds"] == "0 1"
     assert float(table[0]["test.acc_mean"]) == pytest.approx(0.45)
@@ -86,7 +84,7 @@ def test_csv_holds_means_and_stds(loaded):
 
 
 def test_settings_that_differ_across_methods_label_every_row(loaded):
-    records, steps, _ = loaded
+    records, steps = loaded.records, loaded.steps
     records = copy.deepcopy(records)
     for rec in records["tiny_vanilla_s1_bbbb1111"]:
         rec["config"]["lr"] = 0.01
@@ -97,7 +95,7 @@ def test_settings_that_differ_across_methods_label_every_row(loaded):
 
 
 def test_uni_modal_runs_are_labelled_by_what_they_trained_on(loaded):
-    records, steps, _ = loaded
+    records, steps = loaded.records, loaded.steps
     records = copy.deepcopy(records)
     for recs in records.values():  # as greedymm writes them now: the config holds fusion and modalities
         for rec in recs:
@@ -147,8 +145,8 @@ def test_report_of_a_real_run(tmp_path):
     """One tiny real `fit`: the report reads its folder and picks its best-validation record."""
     from conftest import tiny_colored_data
     from greedymm.config import TrainConfig
-    from greedymm.report import load_steps
-    from greedymm.report.aggregate import best_record, late_d_speed
+    from greedymm.report.aggregate import late_d_speed
+    from greedymm.rundir import RunDir, best_record
     from greedymm.train import fit
 
     cfg = TrainConfig(
@@ -163,7 +161,7 @@ def test_report_of_a_real_run(tmp_path):
     assert row.method == "guided" and row.n == 1 and row.sources == ("STAND-IN (test fixture)",)
     assert row.stats["test.acc"].values == (best["test"]["acc"],)
     assert row.stats["val.d_util"].values == (best["val"]["d_util"],)
-    assert row.stats["d_speed"].values[0] == pytest.approx(late_d_speed(load_steps(run), best["step"]))
+    assert row.stats["d_speed"].values[0] == pytest.approx(late_d_speed(RunDir(run).steps(), best["step"]))
     assert row.stats["rebalance_share"].values[0] == pytest.approx(
         sum(r["train"]["rebalance_steps"] for r in recs) / recs[-1]["step"]
     )
@@ -204,8 +202,8 @@ def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypat
     """The headline figure: one bar per row at the mean test accuracy, a dot per seed, STAND-IN in the title."""
     from greedymm.report import sweep_figures
 
-    records, steps, notes = load_runs(SWEEP)
-    rows = aggregate(records, steps, unfinished_runs(notes))
+    loaded = load_runs(SWEEP)
+    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
     drawn = {}
 
     def keep(fig, path):

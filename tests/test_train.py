@@ -200,9 +200,9 @@ def test_torn_last_log_lines_are_repaired_on_resume_and_noted_in_reports(tmp_pat
         f.write("8,2,regular,1.2")  # torn: no line end
     with open(tmp_path / "b" / "results.jsonl", "a") as f:
         f.write('{"epoch": 2, "step": 12, "val": {"ac')
-    records, _, notes = load_runs(tmp_path / "b")
-    assert len(records["b"]) == 2 and any("results.jsonl is torn" in n for n in notes)
-    assert any("steps.csv is torn" in n for n in notes)
+    loaded = load_runs(tmp_path / "b")
+    assert len(loaded.records["b"]) == 2 and any("results.jsonl is torn" in n for n in loaded.notes)
+    assert any("steps.csv is torn" in n for n in loaded.notes)
     fit(cfg(epochs=3), tmp_path / "b", resume=True, progress=False, data=data)
     assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
     ra, rb = ((p / "results.jsonl").read_text().splitlines() for p in (tmp_path / "a", tmp_path / "b"))
@@ -211,13 +211,13 @@ def test_torn_last_log_lines_are_repaired_on_resume_and_noted_in_reports(tmp_pat
 
 def test_a_damaged_log_line_is_refused_with_file_and_line(tmp_path):
     from greedymm.logs import LogError
-    from greedymm.report import load_records
+    from greedymm.rundir import RunDir
 
     data = tiny_colored_data()
     fit(cfg(epochs=2), tmp_path / "r", progress=False, data=data)
     lines = (tmp_path / "r" / "results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "r" / "results.jsonl").write_text(lines[0][:40] + "\n" + lines[1])  # damaged, not the last
     with pytest.raises(LogError, match=r"results.jsonl line 1 is damaged"):
-        load_records(tmp_path / "r")
+        RunDir(tmp_path / "r").records()
     with pytest.raises(LogError, match=r"results.jsonl line 1 is damaged"):
         fit(cfg(epochs=3), tmp_path / "r", resume=True, progress=False, data=data)

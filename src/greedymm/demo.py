@@ -1,16 +1,19 @@
-"""`greedymm demo`: vanilla vs guided on the embedded CG-Digits set, a table and a markdown report."""
+"""`greedymm demo`: vanilla vs guided on the embedded CG-Digits set, a table and a markdown report.
+
+An experiment command beside ``reproduce`` and ``sweep``: it trains (or reuses) two runs, then renders them with
+``greedymm.report``."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
-from ..config import TrainConfig, preset
-from . import comparison_table, run_summary, source_line
-from .figures import plot_d_speed, plot_epochs
+from .atomic import atomic_write_text
+from .config import TrainConfig, preset
+from .report import comparison_table, run_summary, source_line
+from .report.figures import plot_d_speed, plot_epochs
+from .rundir import DONE, NEW, RESUMABLE, RunDir
 
 DEMO_DATASET = "cg-digits"
 DEMO_METHODS = ("vanilla", "guided")
@@ -22,18 +25,19 @@ def demo_config(method: str, epochs: int | None = None) -> TrainConfig:
 
 
 def _train_or_reuse(cfg: TrainConfig, out: Path, progress: bool) -> None:
-    from ..train import fit
+    from .train import fit
 
-    saved = out / "config.json"
-    if saved.is_file():
-        same = json.loads(saved.read_text())["config"] == cfg.to_dict()
-        if same and (out / "done").exists():
+    rd = RunDir(out)
+    state = rd.state()
+    if state != NEW:
+        same = rd.config_file.is_file() and rd.saved_config() == cfg.to_dict()
+        if same and state == DONE:
             print(f"{out}: finished earlier with the same settings; reusing it (--fresh retrains)")
             return
-        if same and (out / "last.pt").exists():
+        if same and state == RESUMABLE:
             fit(cfg, out, resume=True, progress=progress)
             return
-        shutil.rmtree(out)  # a demo folder of other settings: the demo owns it
+        shutil.rmtree(out)  # a demo folder of other settings (or a broken one): the demo owns it
     fit(cfg, out, progress=progress)
 
 

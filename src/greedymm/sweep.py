@@ -1,11 +1,11 @@
 """Sweeps: one run folder per (data set, method, seed, settings), resumable without a database (DomainBed-style).
 
 A run folder is named readably plus a short hash of its resolved training config, e.g.
-``cg-mnist_guided_s0_3fa2c1d9``, so the same command finds the same folders again: finished runs (a ``done``
-marker) are skipped, crashed runs (``last.pt`` but no ``done``) resumed with ``greedymm train --resume``, and
-never-started or broken folders (no ``last.pt``) restarted cleanly. Each job is one ``greedymm train`` process;
-a ``Launcher`` runs them (``LocalLauncher``: a pool of local worker processes; ``RecordingLauncher``: records the
-commands, for tests and dry runs).
+``cg-mnist_guided_s0_3fa2c1d9``, so the same command finds the same folders again; by the folder's state
+(``greedymm.rundir``) finished runs are skipped, crashed runs (a checkpoint, not done) resumed with
+``greedymm train --resume``, and broken folders (files of a run, no checkpoint) cleaned and restarted. Each job
+is one ``greedymm train`` process; a ``Launcher`` runs them (``LocalLauncher``: a pool of local worker processes;
+``RecordingLauncher``: records the commands, for tests and dry runs).
 """
 
 from __future__ import annotations
@@ -25,23 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rundir
 from .config import PROTOCOLS, TrainConfig, check_protocol, format_sets, resolve_config
+from .rundir import RunDir
 
-# what `greedymm train` / `greedymm eval` write into a run folder; a clean restart removes these and nothing else
-RUN_FILES = (
-    "config.json",
-    "results.jsonl",
-    "steps.csv",
-    "last.pt",
-    "best.pt",
-    "done",
-    "eval_best.json",
-    "eval_last.json",
-)
 # config fields that say where or on what a run executes, not what it computes: not part of a run's identity
 NOT_IDENTITY = ("data_dir", "device")
 
-DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"
+DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"  # what a sweep does with a run folder
+_ACTION = {rundir.DONE: DONE, rundir.RESUMABLE: RESUME, rundir.BROKEN: RESTART, rundir.NEW: NEW}
 
 
 def _split_set(item: str) -> tuple[str, str]:
@@ -145,15 +137,13 @@ class Job:
 
     @property
     def log(self) -> Path:
-        return self.folder.with_name(self.folder.name + ".log")
+        """The output of the job's process (``RunDir.sweep_log``: next to the run folder)."""
+        return RunDir(self.folder).sweep_log
 
     def state(self) -> str:
-        """done (finished), resume (crashed after a checkpoint), restart (broken, no checkpoint), or new."""
-        if (self.folder / "done").exists():
-            return DONE
-        if (self.folder / "last.pt").is_file() and (self.folder / "config.json").is_file():
-            return RESUME  # `train --resume` needs both: the checkpoint and the saved config
-        return RESTART if self.folder.exists() else NEW
+        """done (finished), resume (crashed after a checkpoint), restart (broken: files of a run, no checkpoint to
+        resume from; cleaned first), or new: the run folder's state (``RunDir.state``) as the sweep acts on it."""
+        return _ACTION[RunDir(self.folder).state()]
 
     def command(self, state: str | None = None, python: str = sys.executable) -> list[str]:
         state = state or self.state()
@@ -271,10 +261,7 @@ def _check_fusion(method: str, fusion: str) -> None:
 
 def clean_run_folder(folder: Path) -> None:
     """Remove what a run wrote (and the temp files of its atomic writes); leave anything else alone."""
-    for name in RUN_FILES:
-        (folder / name).unlink(missing_ok=True)
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
+    RunDir(folder).clean()
 
 
 Progress = Callable[[Job, int, float], None]
@@ -290,7 +277,7 @@ class Launcher:
 @dataclass
 class RecordingLauncher(Launcher):
     """Records the commands instead of running them. ``complete`` makes each job look finished afterwards
-    (``config.json``, ``last.pt`` and a ``done`` marker), so a second sweep sees it as done; jobs named in
+    (an empty checkpoint, config and done marker), so a second sweep sees it as done; jobs named in
     ``fail`` exit 1."""
 
     complete: bool = True
@@ -304,15 +291,16 @@ class RecordingLauncher(Launcher):
             codes[job] = 1 if job.name in self.fail else 0
             if self.complete and not codes[job]:
                 job.folder.mkdir(parents=True, exist_ok=True)
-                (job.folder / "last.pt").write_bytes(b"")
-                (job.folder / "config.json").write_text("{}\n")
-                (job.folder / "done").write_text("{}\n")
+                rd = RunDir(job.folder)
+                rd.checkpoint("last").write_bytes(b"")
+                rd.config_file.write_text("{}\n")
+                rd.done_file.write_text("{}\n")
             progress(job, codes[job], 0.0)
         return codes
 
 
 class LocalLauncher(Launcher):
-    """A pool of ``workers`` local processes; each job's stdout and stderr are appended to ``<folder>.log``."""
+    """A pool of ``workers`` local processes; each job's stdout and stderr are appended to its log (``Job.log``)."""
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python

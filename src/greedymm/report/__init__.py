@@ -1,14 +1,13 @@
-"""Run folders -> summaries, tables and figures. Everything here reads the jsonl/csv records only."""
+"""Run folders -> summaries, tables and figures. Everything here reads a run's records and step log (through
+``greedymm.rundir``), selects, and renders; nothing trains or evaluates."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from ..logs import whole_lines
+from ..rundir import RunDir, best_record
 
 
 def _util_label(key: str, modalities: list[str]) -> str:
@@ -42,47 +41,20 @@ def table_rows(record: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def load_records(run: Path) -> list[dict[str, Any]]:
-    path = Path(run) / "results.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no results.jsonl in {run}: is it a run folder (made by `greedymm train`)?")
-    return [rec for _, rec in whole_lines(path.read_text(), str(path), json.loads)]  # a torn last line: dropped
-
-
-def load_steps(run: Path) -> dict[str, list]:
-    """steps.csv as columns: step (int), mode (str), d_speed etc. (float); a torn last row is dropped."""
-    path = Path(run) / "steps.csv"
-    header, _, body = path.read_text().partition("\n")
-    names = next(csv.reader([header]))
-
-    def row(line: str) -> list:
-        cells = next(csv.reader([line]))
-        if len(cells) != len(names):
-            raise ValueError(f"{len(cells)} cells, the header has {len(names)}")
-        typed = zip(names, cells, strict=True)
-        return [v if k == "mode" else (int(v) if k in ("step", "epoch") else float(v)) for k, v in typed]
-
-    cols: dict[str, list] = {k: [] for k in names}
-    for _, values in whole_lines(body, str(path), row, first=2):
-        for k, v in zip(names, values, strict=True):
-            cols[k].append(v)
-    return cols
-
-
-def run_summary(run: Path) -> dict[str, Any]:
-    """The best-validation epoch, the last epoch, and the run's totals."""
-    recs = load_records(run)
-    best = max(recs, key=lambda r: (r["val"]["acc"], -r["epoch"]))  # the first epoch reaching the best
-    steps = load_steps(run)
+def run_summary(run: str | Path | RunDir) -> dict[str, Any]:
+    """The best-validation record, the last record, and the run's totals."""
+    rd = run if isinstance(run, RunDir) else RunDir(run)
+    recs = rd.records()
+    steps = rd.steps()
     modes = steps.get("mode", [])
     rebal = sum(m != "regular" for m in modes)
     return {
-        "run": str(run),
+        "run": str(rd.path),
         "method": recs[-1]["method"],
         "dataset": recs[-1]["dataset"],
         "seed": recs[-1]["seed"],
         "source": recs[-1].get("source", {}),
-        "best": best,
+        "best": best_record(recs),
         "last": recs[-1],
         "last_d_speed": steps["d_speed"][-1] if steps.get("d_speed") else math.nan,
         "rebalance_steps": rebal,
@@ -143,39 +115,12 @@ def summarize_run(run: Path) -> str:
     )
 
 
-def evaluate_run(run: Path, checkpoint: str = "best", squeeze_means: str = "saved") -> str:
-    """Recompute every metric from a checkpoint of the run (regular mode, utilization included)."""
-    from ..checkpoint import load_checkpoint, write_json
-    from ..config import TrainConfig
-    from ..evaluate import evaluate, record_train_squeeze_means
-    from ..run import build_run
-
-    state = load_checkpoint(Path(run) / f"{checkpoint}.pt")
-    cfg = TrainConfig.from_dict(state["config"])
-    r = build_run(cfg)
-    r.model.load_state_dict(state["model"])
-    if squeeze_means == "exact":
-        record_train_squeeze_means(r.model, r.data.train, subset=cfg.exact_subset, seed=cfg.data_seed, device=r.device)
-    out = {
-        "checkpoint": checkpoint,
-        "epoch": state["epoch"] - 1,
-        "squeeze_means": squeeze_means,
-        **{
-            split: evaluate(
-                r.model,
-                getattr(r.data, split),
-                device=r.device,
-                pairwise=cfg.pairwise_utilization,
-                precision=cfg.precision,
-                channels_last=cfg.channels_last,
-            )
-            for split in ("val", "test")
-        },
-    }
-    write_json(Path(run) / f"eval_{checkpoint}.json", out)
-    lines = [f"{run}: {checkpoint} checkpoint (epoch {out['epoch']}), {cfg.method} on {cfg.dataset}"]
-    keys = [k for k in out["test"] if k.startswith(("acc", "u_")) or k in ("d_util", "util_spread")]
+def eval_table(result: dict[str, Any], run: str | Path) -> str:
+    """A checkpoint's evaluation (``greedymm.run.evaluate_checkpoint``) as a markdown table, one row per split."""
+    cfg = result["config"]
+    lines = [f"{run}: {result['checkpoint']} checkpoint (epoch {result['epoch']}), {cfg['method']} on {cfg['dataset']}"]
+    keys = [k for k in result["test"] if k.startswith(("acc", "u_")) or k in ("d_util", "util_spread")]
     lines += ["| split | " + " | ".join(k.replace("|", "\\|") for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for split in ("val", "test"):
-        lines.append(f"| {split} | " + " | ".join(_fmt(out[split].get(k, math.nan)) for k in keys) + " |")
+        lines.append(f"| {split} | " + " | ".join(_fmt(result[split].get(k, math.nan)) for k in keys) + " |")
     return "\n".join(lines)

@@ -14,9 +14,13 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..rundir import RunDir, Stat, best_record, find_runs
+
+__all__ = ["Stat", "best_record"]  # the selection rule and the statistics, from greedymm.rundir
 
 # (key, label); "split.field" keys are read from the best-validation record
 METRICS: tuple[tuple[str, str], ...] = (
@@ -71,26 +75,6 @@ EXPLANATION = (
 
 
 @dataclass(frozen=True)
-class Stat:
-    values: tuple[float, ...]  # one per run, in the row's seed order
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return math.fsum(self.values) / self.n if self.n else math.nan
-
-    @property
-    def std(self) -> float:
-        if self.n < 2:
-            return math.nan
-        m = self.mean
-        return math.sqrt(math.fsum((v - m) ** 2 for v in self.values) / (self.n - 1))
-
-
-@dataclass(frozen=True)
 class Row:
     dataset: str
     method: str
@@ -102,7 +86,7 @@ class Row:
     source_notes: tuple[str, ...]
     stats: Mapping[str, Stat]
     fusion: str = "mmtm"  # the model's fusion as the records say ("none" for a uni-modal model)
-    unfinished: tuple[str, ...] = ()  # the row's runs still short of their epochs (no `done` marker)
+    unfinished: tuple[str, ...] = ()  # the row's runs that are not done (RunDir.unfinished)
 
     @property
     def n(self) -> int:
@@ -116,11 +100,6 @@ class Row:
     @property
     def label(self) -> str:
         return f"{self.method} ({self.settings})" if self.settings else self.method
-
-
-def best_record(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The record with the highest validation accuracy; the first such epoch on ties."""
-    return max(records, key=lambda r: (r["val"]["acc"], -r["epoch"]))
 
 
 def late_d_speed(steps: Mapping[str, Sequence], until_step: int) -> float:
@@ -408,50 +387,43 @@ def report_html(
     return "\n".join([*parts, "</body></html>", ""])
 
 
-def find_runs(path: str | Path) -> list[Path]:
-    """Every run folder (one holding results.jsonl) under ``path``, ``path`` itself included, sorted."""
+@dataclass
+class LoadedRuns:
+    """What ``load_runs`` read: records and step logs by run name (the path relative to the folder read), the
+    names of the unfinished runs (not done: still training, crashed or stopped early), and notes for
+    the report."""
+
+    records: dict[str, list[dict]] = field(default_factory=dict)
+    steps: dict[str, dict[str, list]] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_runs(path: str | Path, runs: Sequence[str | Path | RunDir] | None = None) -> LoadedRuns:
+    """The runs under ``path`` (or just ``runs``), named by their path relative to ``path``."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass a sweep folder (e.g. runs/sweep1) or a run folder")
-    return sorted(p.parent for p in path.rglob("results.jsonl"))
-
-
-def load_runs(
-    path: str | Path, runs: Sequence[Path] | None = None
-) -> tuple[dict[str, list[dict]], dict[str, dict[str, list]], list[str]]:
-    """(records by run, steps by run, notes) for the runs under ``path``; names are paths relative to it.
-    A run without a ``done`` marker gets a note starting "<name>: unfinished" (``unfinished_runs`` reads them)."""
-    from ..logs import torn
-    from . import load_records, load_steps
-
-    path = Path(path)
-    records, steps, notes = {}, {}, []
-    for run in runs if runs is not None else find_runs(path):
-        name = run.relative_to(path).as_posix() if run != path else run.name
-        recs = load_records(run)
+    out = LoadedRuns()
+    for run in [r if isinstance(r, RunDir) else RunDir(r) for r in runs] if runs is not None else find_runs(path):
+        name = run.path.relative_to(path).as_posix() if run.path != path else run.path.name
+        recs = run.records()
         if not recs:
-            notes.append(f"{name}: no finished epoch yet; left out")
+            out.notes.append(f"{name}: no finished epoch yet; left out")
             continue
-        records[name] = recs
-        if (run / "steps.csv").is_file():
-            steps[name] = load_steps(run)
-        for log in ("results.jsonl", "steps.csv"):
-            if (run / log).is_file() and torn(run / log):
-                notes.append(
-                    f"{name}: the last line of {log} is torn (a crash while it was written) and was left out; "
-                    f"`greedymm train --resume {run}` repairs the log and redoes that work"
-                )
-        if not (run / "done").exists():
+        out.records[name] = recs
+        if run.has_steps():
+            out.steps[name] = run.steps()
+        for log in run.torn_logs():
+            out.notes.append(
+                f"{name}: the last line of {log} is torn (a crash while it was written) and was left out; "
+                f"`greedymm train --resume {run}` repairs the log and redoes that work"
+            )
+        if run.unfinished:
+            out.unfinished.append(name)
             so_far = f"{len(recs)} epoch{'s' if len(recs) != 1 else ''} so far"
-            notes.append(f"{name}: unfinished ({so_far}); its numbers are from those epochs")
-    if not records:
+            out.notes.append(f"{name}: unfinished ({so_far}); its numbers are from those epochs")
+    if not out.records:
         raise FileNotFoundError(f"no run with results under {path}; run `greedymm sweep ... --out {path}` first")
-    return records, steps, notes
-
-
-def unfinished_runs(notes: Sequence[str]) -> list[str]:
-    """The run names that ``load_runs`` noted as unfinished."""
-    return [note.split(": unfinished (", 1)[0] for note in notes if ": unfinished (" in note]
+    return out
 
 
 def write_report(
@@ -466,8 +438,9 @@ def write_report(
         raise ValueError(f"report format must be md, html or csv, got {fmt!r}")
     path = Path(path)
     out = Path(out) if out else path / f"report.{fmt}"
-    records, steps, notes = load_runs(path, runs)
-    rows = aggregate(records, steps, unfinished_runs(notes))
+    loaded = load_runs(path, runs)
+    records, steps, notes = loaded.records, loaded.steps, loaded.notes
+    rows = aggregate(records, steps, loaded.unfinished)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         out.write_text(report_csv(rows))

@@ -9,13 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import load_records, load_steps  # noqa: E402
+from ..rundir import RunDir  # noqa: E402
 
 
 def plot_d_speed(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, run in runs.items():
-        s = load_steps(run)
+        s = RunDir(run).steps()
         (line,) = ax.plot(s["step"], s["d_speed"], label=label, lw=1.2)
         rebal = [st for st, m in zip(s["step"], s["mode"], strict=True) if m != "regular"]
         if rebal:  # a rug of re-balancing steps on the zero line, in the run's colour
@@ -42,7 +42,7 @@ def plot_d_speed(runs: dict[str, Path], path: Path, title: str = "") -> Path:
 def plot_epochs(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, (label, run) in enumerate(runs.items()):
-        recs = load_records(run)
+        recs = RunDir(run).records()
         ep = [r["epoch"] + 1 for r in recs]
         color = f"C{i}"
         a1.plot(ep, [r["val"]["d_util"] for r in recs], color=color, label=f"{label}, val")
