@@ -276,6 +276,7 @@ def test_help_and_list_come_from_the_registries(capsys):
         build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(m in text for m in list_methods()) and all(f in text for f in choices.FUSIONS)
+    assert "Q=5 (an integer >= 1): re-balancing steps" in text  # the specs, in the epilog
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(p in listed for p in PROTOCOLS) and "Q=5 (an integer >= 1)" in listed

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_experiments import add_experiment_commands, add_log_option, add_protocol_option
+from .cli_experiments import add_experiment_commands, add_log_option, add_protocol_option, hparams_epilog
 from .data.optional import MissingExtra
 
 
@@ -102,14 +101,16 @@ def _config(args: argparse.Namespace, base: dict[str, Any] | None = None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .rundir import RunDir
     from .train import fit
 
     if args.resume:
         out = Path(args.resume)
-        saved = out / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"nothing to resume in {out}: no config.json (start it without --resume)")
-        cfg = _config(args, base=json.loads(saved.read_text())["config"])
+        run = RunDir(out)
+        if not run.config_file.is_file():
+            name = run.config_file.name
+            raise FileNotFoundError(f"nothing to resume in {out}: no {name} (start it without --resume)")
+        cfg = _config(args, base=run.saved_config())
     else:
         if not args.out:
             raise ValueError("--out is required (the run folder, e.g. runs/guided-s0)")
@@ -230,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
-        "train", help="train one run", description="Train one run; one JSON line per epoch goes to <out>/results.jsonl."
+        "train",
+        help="train one run",
+        description="Train one run; one JSON line per epoch goes to <out>/results.jsonl.",
+        epilog=hparams_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(t)
     t.add_argument("--out", help="run folder to create (e.g. runs/guided-s0)")

@@ -54,6 +54,17 @@ def add_protocol_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--preset", dest="protocol", action=_DeprecatedPreset, help=argparse.SUPPRESS)
 
 
+def hparams_epilog() -> str:
+    """The methods' hyper-parameter specs (name=default (valid values): what it does), for a command's --help."""
+    from .methods import list_methods, method_class
+
+    lines = ["method hyper-parameters (--set NAME=VALUE; `greedymm list` shows more):"]
+    for name in list_methods():
+        specs = method_class(name).describe_hparams()
+        lines += [f"  {name}:", *(f"    {line}" for line in specs)] if specs else [f"  {name}: none"]
+    return "\n".join(lines)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalLauncher, plan_sweep, run_sweep
 
@@ -126,6 +137,8 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         help="train every (data set, method, seed) combination, resumably",
         description="One run folder per (data set, method, seed, settings), named with a hash of its config. "
         "Re-running the same command skips finished runs, resumes crashed ones and restarts broken ones.",
+        epilog=hparams_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument(
         "--datasets", nargs="+", help="data sets (recommended: cg-mnist; with --protocol, default: the protocol's)"

@@ -170,8 +170,8 @@ class AGM(Method):
     hparams = {
         "alpha": HParam(
             1.0,
-            "c = exp(alpha * cap), cap 10, stays finite in float32 within [0, 8] (the code's default 1.0, its "
-            "README uses 2.5)",
+            "strength: c = exp(alpha * min(gap, cap)), cap 10, stays finite in float32 up to 8 (the code's default "
+            "1.0, its README uses 2.5)",
             type=float,
             low=0,
             high=8,
