@@ -219,6 +219,8 @@ def test_bad_settings_name_the_fix():
     with pytest.raises(ValueError, match="has no hyper-parameter 'Q'"):
         resolve_config("cg-digits", method="vanilla", hparams={"Q": 3})
     assert resolve_config("cg-digits", method="guided", sets=["alpha=1"]).hparams == {"alpha": 1.0}
+    with pytest.raises(ValueError, match="unknown setting 'epoch'.*Did you mean 'epochs'"):
+        resolve_config("cg-digits", epoch=3)
 
 
 @pytest.mark.parametrize("name", list_methods())

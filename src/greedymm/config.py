@@ -38,6 +38,7 @@ __all__ = [
     "resolve_config",
 ]
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One run's settings. The field defaults are only the bottom layer: build a config with ``resolve_config``,
@@ -259,6 +260,15 @@ def resolve_config(
     against its declared specs here, so a bad value is refused before any data is read."""
     from .methods import method_class
 
+    if unknown := sorted(set(overrides) - set(CONFIG_FIELDS)):
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(CONFIG_FIELDS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown setting {unknown[0]!r}; a config has {sorted(CONFIG_FIELDS)} (method hyper-parameters go in "
+            f"hparams={{...}}).{hint}"
+        )
     if base is not None:
         if protocol is not None:
             raise ValueError("a resumed run keeps its saved settings; leave out --protocol when resuming")
