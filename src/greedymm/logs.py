@@ -1,4 +1,5 @@
-"""Reading the append-only logs of a run (steps.csv, results.jsonl) so that a crash never corrupts what is read.
+"""Reading the append-only logs of a run (its step log and epoch records, ``greedymm.rundir``) so that a crash
+never corrupts what is read.
 
 A crash while a line is appended leaves a torn last line; it belongs to work after the last checkpoint, so
 readers drop it (resume redoes that work). A damaged line anywhere else is not something greedymm writes, and is

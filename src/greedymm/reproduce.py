@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rundir import mean, std
+
 D_UTIL_LARGE = 0.2  # |d_util| from which we call the imbalance large (vanilla CG-MNIST sits near 0.5-0.8 early on)
 
 
@@ -94,15 +96,7 @@ class Verdict:
     numbers: str
 
 
-def _mean(xs: Sequence[float]) -> float:
-    return math.fsum(xs) / len(xs) if xs else math.nan
-
-
-def _std(xs: Sequence[float]) -> float:
-    if len(xs) < 2:
-        return math.nan
-    m = _mean(xs)
-    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+_mean, _std = mean, std  # over seeds, as every report computes them (greedymm.rundir)
 
 
 def _pm(xs: Sequence[float], signed: bool = False) -> str:

@@ -248,12 +248,15 @@ def model_from_config(cfg: TrainConfig, data: MultiModalData) -> MultiModalNet:
     )
 
 
-def evaluate_checkpoint(folder: str | Path, checkpoint: str = "best", squeeze_means: str = "saved") -> dict[str, Any]:
+def evaluate_checkpoint(
+    folder: str | Path, checkpoint: str = "best", squeeze_means: str = "saved", data: MultiModalData | None = None
+) -> dict[str, Any]:
     """Every metric of a run recomputed from one of its checkpoints (regular mode, utilization included) and
     saved beside it (``RunDir.eval_file``); returns {"checkpoint", "epoch", "squeeze_means", "val", "test",
     "config"}. Builds the data and the model from the saved config and loads the weights: no optimizer, method
     or DDP wrapper. ``squeeze_means``: "saved" (the train-split means in the checkpoint) or "exact" (recomputed
-    by an eval-mode pass over the training split)."""
+    by an eval-mode pass over the training split). ``data``: the MultiModalData the run was trained on when it
+    was not the config's data set (``fit(..., data=...)``)."""
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate, record_train_squeeze_means
 
@@ -262,7 +265,7 @@ def evaluate_checkpoint(folder: str | Path, checkpoint: str = "best", squeeze_me
     run = RunDir(folder)
     state = load_checkpoint(run.checkpoint(checkpoint))
     cfg = TrainConfig.from_dict(state["config"])
-    data = load_data(cfg)
+    data = select_modalities(data, cfg.modalities) if data is not None else load_data(cfg)
     device = setup(cfg.device).device  # under torchrun every rank evaluates its shard
     model = model_from_config(cfg, data)
     model.load_state_dict(state["model"])

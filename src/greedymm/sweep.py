@@ -32,7 +32,8 @@ from .rundir import RunDir
 # config fields that say where or on what a run executes, not what it computes: not part of a run's identity
 NOT_IDENTITY = ("data_dir", "device")
 
-DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"  # what a sweep does with a run folder
+# what a sweep does with a run folder: skip it (done), resume it, clean and restart it (broken), start it (new)
+DONE, RESUME, RESTART, NEW = rundir.DONE, "resume", "restart", rundir.NEW
 _ACTION = {rundir.DONE: DONE, rundir.RESUMABLE: RESUME, rundir.BROKEN: RESTART, rundir.NEW: NEW}
 
 
