@@ -14,9 +14,8 @@ from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.methods import StepContext, create_method
 from greedymm.methods.ogm_ge import encoder_weights, modulate_, ogm_coefficients
-from greedymm.models import build_model
+from greedymm.models import LateFusionNet, build_model
 from greedymm.models.branch import Branch
-from greedymm.models.late import LateFusionNet
 from greedymm.train import fit
 
 

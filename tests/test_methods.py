@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from greedymm.methods import REGULAR, StepInfo, create_method, list_methods
+from greedymm.methods import REGULAR, StepInfo, create_method, list_methods, rebalance_mode
 
 
 def drive(method, d_speeds, warmup=0, speeds=None, n=2):
@@ -31,14 +31,14 @@ def test_guided_trigger_runs_exactly_q_rebalancing_steps():
     m = create_method("guided", alpha=0.1, Q=3)
     modes = drive(m, [0.0, 0.5, 9, 9, 9, 0.0, 0.0])
     # step 1 (regular) sees d_speed 0.5 > alpha -> steps 2, 3, 4 re-balance branch 0, step 5 is regular
-    assert modes == [REGULAR, REGULAR, "rebalance0", "rebalance0", "rebalance0", REGULAR, REGULAR]
+    assert modes == [REGULAR, REGULAR, rebalance_mode(0), rebalance_mode(0), rebalance_mode(0), REGULAR, REGULAR]
 
 
 def test_guided_sign_picks_the_branch():
     m = create_method("guided", alpha=0.01, Q=1)
     modes = drive(m, [-0.2, 0.0, 0.3, 0.0, 0.005])
     # d_speed < 0 -> re-balance branch 1; d_speed > 0 -> branch 0; |d_speed| <= alpha -> nothing
-    assert modes == [REGULAR, "rebalance1", REGULAR, "rebalance0", REGULAR]
+    assert modes == [REGULAR, rebalance_mode(1), REGULAR, rebalance_mode(0), REGULAR]
 
 
 def test_guided_waits_for_warmup_and_ignores_nan():
@@ -46,10 +46,10 @@ def test_guided_waits_for_warmup_and_ignores_nan():
     # re-balancing step is P + 1 = 4
     m = create_method("guided", alpha=0.01, Q=2)
     modes = drive(m, [1.0] * 6, warmup=3)
-    assert modes == [REGULAR] * 4 + ["rebalance0", "rebalance0"]
+    assert modes == [REGULAR] * 4 + [rebalance_mode(0), rebalance_mode(0)]
     m = create_method("guided", alpha=0.01, Q=2)
     modes = drive(m, [1.0, 1.0, 1.0, math.nan, 1.0, 1.0], warmup=3)
-    assert modes == [REGULAR] * 5 + ["rebalance0"]
+    assert modes == [REGULAR] * 5 + [rebalance_mode(0)]
     m2 = create_method("guided")
     assert drive(m2, [math.nan] * 3) == [REGULAR] * 3
 
@@ -69,7 +69,7 @@ def test_random_is_uniform_after_warmup_and_resumable():
     m = create_method("random", seed=3)
     modes = drive(m, [0.0] * 3010, warmup=10)
     assert set(modes[:11]) == {REGULAR}  # warm-up 10: the first draw follows step 10
-    counts = {k: modes[11:].count(k) for k in (REGULAR, "rebalance0", "rebalance1")}
+    counts = {k: modes[11:].count(k) for k in (REGULAR, rebalance_mode(0), rebalance_mode(1))}
     assert all(900 < c < 1100 for c in counts.values()), counts
     a, b = create_method("random", seed=3), create_method("random", seed=3)
     drive(a, [0.0] * 50)
@@ -86,14 +86,14 @@ def test_guided_three_branches_rebalances_the_fastest():
     m = create_method("guided", alpha=0.1, Q=1)
     speeds = [(0.0, 0.5, 0.2), (0.0, 0.5, 0.2), (0.9, 0.1, 0.3), (0.9, 0.1, 0.3), (0.1, 0.12, 0.15), (0, 0, 0)]
     modes = drive(m, [0.5, 0.5, 0.8, 0.8, 0.05, 0.0], speeds=speeds, n=3)
-    assert modes == [REGULAR, "rebalance1", REGULAR, "rebalance0", REGULAR, REGULAR]
+    assert modes == [REGULAR, rebalance_mode(1), REGULAR, rebalance_mode(0), REGULAR, REGULAR]
     # a negative d_speed cannot happen for N > 2, and a small spread does not trigger
     assert drive(create_method("guided", alpha=0.1), [0.05] * 4, speeds=[(0.0, 0.05, 0.0)] * 4, n=3) == [REGULAR] * 4
 
 
 def test_random_three_branches_draws_four_modes():
     modes = drive(create_method("random", seed=1), [0.0] * 4000, n=3)
-    counts = {k: modes[1:].count(k) for k in (REGULAR, "rebalance0", "rebalance1", "rebalance2")}
+    counts = {k: modes[1:].count(k) for k in (REGULAR, rebalance_mode(0), rebalance_mode(1), rebalance_mode(2))}
     assert all(900 < c < 1100 for c in counts.values()), counts
 
 
@@ -111,3 +111,12 @@ def test_rebalancing_methods_refuse_late_fusion():
 def test_nan_hyper_parameter_is_refused():
     with pytest.raises(ValueError, match="alpha"):
         create_method("guided", alpha=math.nan)
+
+
+def test_method_state_holds_the_mode_name_and_reads_old_checkpoints():
+    m = create_method("guided", alpha=0.0, Q=2)
+    m.load_state_dict({"mode": "rebalance1", "remaining": 2})  # what every checkpoint holds: the mode's name
+    assert m.mode == rebalance_mode(1) and m.remaining == 2
+    assert m.state_dict() == {"mode": "rebalance1", "remaining": 2}
+    with pytest.raises(ValueError, match="unknown mode"):
+        m.load_state_dict({"mode": "rebalanced", "remaining": 0})

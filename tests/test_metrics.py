@@ -25,7 +25,7 @@ def _u(acc, cut):
 def test_utilization_from_given_accuracies():
     u = _u([0.8, 0.5], [0.6, 0.45])
     assert u == pytest.approx([0.25, 0.1])  # (0.8 - 0.6) / 0.8, (0.5 - 0.45) / 0.5
-    summary = utilization_summary(u, "intermediate")
+    summary = utilization_summary(u, of_others=True)
     assert summary["d_util"] == pytest.approx(0.15)
     assert summary["least_used"] == 0  # head 0 leans more on m1 than head 1 on m0: m0 is under-used
     assert util_names(2, "intermediate") == ("u_m1_given_m0", "u_m0_given_m1")  # the paper's names
@@ -34,21 +34,21 @@ def test_utilization_from_given_accuracies():
 def test_negative_utilization_is_not_clipped():
     u = _u([0.4, 0.9], [0.6, 0.0])
     assert u == pytest.approx([-0.5, 1.0])  # (0.4 - 0.6) / 0.4
-    assert utilization_summary(u, "intermediate")["d_util"] == pytest.approx(-1.5)  # outside [-1, 1], as is
+    assert utilization_summary(u, of_others=True)["d_util"] == pytest.approx(-1.5)  # outside [-1, 1], as is
 
 
 def test_three_modality_summary_spread_and_least_used():
     u = _u([0.9, 0.6, 0.5], [0.45, 0.54, 0.5])  # 0.5, 0.1, 0.0
-    s = utilization_summary(u, "intermediate")
+    s = utilization_summary(u, of_others=True)
     assert "d_util" not in s and s["util_spread"] == pytest.approx(0.5) and s["least_used"] == 0
     assert util_names(3, "intermediate") == ("u_others_given_m0", "u_others_given_m1", "u_others_given_m2")
     # late fusion: u(m_j) is how much the prediction needs m_j; the least used has the smallest
     late = _u([0.8, 0.8, 0.8], [0.2, 0.8, 0.7])  # 0.75, 0.0, 0.125
-    s = utilization_summary(late, "late")
+    s = utilization_summary(late, of_others=False)
     assert s["least_used"] == 1 and s["util_spread"] == pytest.approx(0.75)
     # N = 2 late fusion: d_util = u(m1) - u(m0) > 0 means m0 is under-used, as for MMTM
-    assert utilization_summary([0.1, 0.6], "late")["d_util"] == pytest.approx(0.5)
-    nan = utilization_summary([math.nan, 0.2, 0.1], "intermediate")
+    assert utilization_summary([0.1, 0.6], of_others=False)["d_util"] == pytest.approx(0.5)
+    nan = utilization_summary([math.nan, 0.2, 0.1], of_others=True)
     assert nan["least_used"] is None and math.isnan(nan["util_spread"])
 
 

@@ -36,13 +36,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .choices import LATE_FUSIONS
 from .data.base import Split, epoch_order, eval_order
 from .distributed import all_reduce_, rank, world_size
 from .evaluate import evaluate, evaluate_batches
-from .methods import REGULAR, EpochInfo, Method, StepContext, StepInfo, create_method
-from .metrics import SpeedTracker, d_speed, mu_names, speed_names
-from .models import INTERMEDIATE, Branch, LateFusionNet, MMTMNet, MultiModalNet, Output
-from .models.late import LATE_FUSIONS
+from .methods import EpochInfo, Method, StepContext, StepInfo, create_method
+from .metrics import SpeedTracker, d_speed
+from .models import REGULAR, Branch, LateFusionNet, MMTMNet, Mode, MultiModalNet, Output
 
 __all__ = ["Balancer", "Batches", "StepLog", "intermediate_fusion", "late_fusion"]
 
@@ -174,7 +174,7 @@ class StepLog:
     """What one training step measured (the row greedymm writes to steps.csv)."""
 
     step: int  # global step, 0-based
-    mode: str  # the mode this step ran in
+    mode: Mode  # the mode this step ran in (``str(mode)``: its name, as steps.csv writes it)
     loss: float  # the method's loss, averaged over ranks
     speeds: dict[str, float] = field(default_factory=dict)  # s_... (MMTM) or this step's mu_theta_m<k> (late)
     d_speed: float = math.nan  # max - min conditional learning speed (MMTM; NaN for late fusion)
@@ -226,19 +226,20 @@ class Balancer:
         self.model, self.net, self.scaler = model, net if net is not None else model, scaler
         self.warmup_steps = int(warmup_steps)
         self.groups = model.speed_groups()
-        fam_a = model.family == INTERMEDIATE
+        self.speed_layout = model.speed_layout()
         dev = next(model.parameters()).device
-        self.speed = SpeedTracker(len(self.groups), with_psi=fam_a).to(dev)
-        n = model.n_modalities
-        self.speed_names = speed_names(n) if fam_a else mu_names(n)
+        self.speed = SpeedTracker(len(self.groups), with_psi=self.speed_layout.conditional).to(dev)
+        self.speed_names = self.speed_layout.step_names
+        # the run's counters, kept here only: end_step counts steps, epoch_end counts epochs (greedymm's loop
+        # reads them, a checkpoint saves them)
         self.step = 0  # global step, 0-based: the next step's number
-        self.epoch = 0
+        self.epoch = 0  # the current epoch, 0-based
         self._ctx: StepContext | None = None
         self._loss: Tensor | None = None
 
     @property
-    def mode(self) -> str:
-        """The mode the next step runs in ("regular", or "rebalance<k>" under guided / random)."""
+    def mode(self) -> Mode:
+        """The mode the next step runs in (REGULAR, or rebalance(k) under guided / random)."""
         return self.method.mode
 
     # -- per step, in this order ----------------------------------------------------------------------------
@@ -308,14 +309,14 @@ class Balancer:
     def epoch_start(self, train: Split | None = None, val: Split | None = None, batch_size: int = 64) -> None:
         """Before an epoch's first step: clears the squeeze (feature) sums; the method's epoch work. ``train`` and
         ``val`` (greedymm splits) are needed only by methods with epoch work on data (pmr, gblending)."""
-        self.model.reset_squeeze_sums()
+        self.model.reset_means()
         self.method.on_epoch_start(self._epoch_info(train, val, batch_size))
 
     def epoch_end(self, train: Split | None = None, val: Split | None = None, batch_size: int = 64) -> None:
         """After an epoch's last step: the method's epoch work, then the train-split means the utilization passes
         replace a modality with (the mean over this epoch's training forwards)."""
         self.method.on_epoch_end(self._epoch_info(train, val, batch_size))
-        self.model.commit_squeeze_means()
+        self.model.commit_means()
         self.epoch += 1
 
     def _epoch_info(self, train: Split | None, val: Split | None, batch_size: int) -> EpochInfo:
@@ -326,9 +327,7 @@ class Balancer:
         """The cumulative conditional learning speeds so far (MMTM), or each encoder's mu (late fusion), and
         d_speed: what results.jsonl records each epoch."""
         speeds, d = self.speed.speeds()
-        if self.model.family == INTERMEDIATE:
-            return {**dict(zip(speed_names(self.model.n_modalities), speeds, strict=True)), "d_speed": d}
-        return {**{f"M_theta_m{k}": v for k, v in enumerate(speeds)}, "d_speed": d}
+        return {**dict(zip(self.speed_layout.total_names, speeds, strict=True)), "d_speed": d}
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def evaluate(

@@ -1,9 +1,11 @@
 """Evaluation in regular mode, with the conditional utilization rate computed in the same sweep.
 
 Each batch runs the shared part of the network once (the stages before the first MMTM, or the encoders of a
-late-fusion model) and then every utilization pass the model names (DESIGN.md section 2): MMTM's single "cut"
-pass gives A(f_k') for every head at once; a late-fusion model runs one "drop<j>" pass per modality.
-Names for two modalities with MMTM are the paper's (acc_head0_cut, u_m1_given_m0, d_util, ...).
+late-fusion model) and then every evaluation pass the model declares (``MultiModalNet.eval_passes``, DESIGN.md
+section 2): MMTM's single cut pass gives A(f_k') for every head at once; a late-fusion model runs one drop pass per
+modality. Each pass names the accuracies it yields; the model turns them into utilization rates
+(``MultiModalNet.utilization``). Names for two modalities with MMTM are the paper's (acc_head0_cut, u_m1_given_m0,
+d_util, ...).
 """
 
 from __future__ import annotations
@@ -12,35 +14,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .data import eval_order
 from .data.base import Split
 from .distributed import all_reduce_, rank, world_size
-from .metrics import pairwise_utilization, util_names, utilization_rate, utilization_summary
-from .models import INTERMEDIATE, MultiModalNet
+from .models import REGULAR, MultiModalNet
 from .precision import autocast, inputs_channels_last
-
-
-def _columns(model: MultiModalNet, utilization: bool, pairwise: bool) -> tuple[list[str], list[str]]:
-    """(modes to run, names of the correct-count columns in the order they are filled)."""
-    n, modes = model.n_modalities, ["regular"]
-    cols = ["acc", *(f"acc_head{k}" for k in range(_n_heads(model)))]
-    if utilization:
-        for mode in model.utilization_modes(pairwise):
-            modes.append(mode)
-            if model.family == INTERMEDIATE:
-                suffix = "cut" if mode == "cut" else f"no_m{mode[len('remove') :]}"
-                cols += [f"acc_head{k}_{suffix}" for k in range(n)]
-            else:
-                cols.append(f"acc_{mode}")
-    return modes, cols
-
-
-def _n_heads(model: MultiModalNet) -> int:
-    if model.family == INTERMEDIATE:
-        return model.n_modalities
-    return model.n_modalities if getattr(model, "unimodal_heads", None) is not None else 0
 
 
 @torch.no_grad()
@@ -74,8 +53,9 @@ def evaluate_batches(
     was_training = model.training
     model.eval()
     utilization = utilization and model.n_modalities > 1  # nothing to take away from a uni-modal model
-    modes, cols = _columns(model, utilization, pairwise)
-    fam_a = model.family == INTERMEDIATE
+    passes = model.eval_passes(utilization, pairwise)
+    modes = [p.mode for p in passes]
+    cols = [name for p in passes for name in p.names]
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     correct = torch.zeros(len(cols), dtype=torch.long, device=dev)  # kept on the device until the end
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -86,13 +66,9 @@ def evaluate_batches(
         y = y.to(dev, non_blocking=True)
         with autocast(precision, dev):
             out = model.forward_modes(x, modes)
-        reg = out["regular"]
-        # the family's training loss without method terms, summed over items (MMTM: sum of the heads' CEs)
-        terms = [F.cross_entropy(h, y, reduction="sum") for h in (reg.heads if fam_a else [reg.logits])]
-        loss_sum += sum(terms[1:], start=terms[0]).double()
-        hits = [reg.logits, *reg.heads]
-        for mode in modes[1:]:
-            hits += list(out[mode].heads) if fam_a else [out[mode].logits]
+        # the model's training loss without method terms, summed over items (MMTM: sum of the heads' CEs)
+        loss_sum += model.eval_loss(out[REGULAR], y).double()
+        hits = [h for p in passes for h in p.scored(out[p.mode])]
         correct += torch.stack([(h.argmax(1) == y).sum() for h in hits])
         n += len(y)
     model.train(was_training)
@@ -101,23 +77,8 @@ def evaluate_batches(
     acc = dict(zip(cols, (totals[: len(cols)] / max(n, 1)).tolist(), strict=True))
     metrics: dict[str, Any] = {"n": n, "loss": float(totals[len(cols)]) / max(n, 1), **acc}
     if utilization:
-        metrics.update(_utilization(model, acc, pairwise))
+        metrics.update(model.utilization(acc, pairwise))
     return metrics
-
-
-def _utilization(model: MultiModalNet, acc: dict[str, float], pairwise: bool) -> dict[str, Any]:
-    n, fam = model.n_modalities, model.family
-    if fam == INTERMEDIATE:
-        u = [utilization_rate(acc[f"acc_head{k}"], acc[f"acc_head{k}_cut"]) for k in range(n)]
-    else:
-        u = [utilization_rate(acc["acc"], acc[f"acc_drop{j}"]) for j in range(n)]
-    out: dict[str, Any] = dict(zip(util_names(n, fam), u, strict=True))
-    out.update(utilization_summary(u, fam))
-    if pairwise and fam == INTERMEDIATE:
-        heads = [acc[f"acc_head{k}"] for k in range(n)]
-        removed = [[acc[f"acc_head{k}_no_m{j}"] for k in range(n)] for j in range(n)]
-        out.update(pairwise_utilization(heads, removed))
-    return out
 
 
 @torch.no_grad()
@@ -138,10 +99,13 @@ def record_train_squeeze_means(
         idx_all = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:subset].sort().values
     else:
         idx_all = torch.arange(n)
-    model.reset_squeeze_sums()
-    with model.recording_squeeze():
+    model.reset_means()
+    with model.recording_means():
         for idx in idx_all.split(batch_size):
             x, _ = split.batch(idx)
             model({k: v.to(device) for k, v in x.items()})
-    model.commit_squeeze_means()
+    model.commit_means()
     model.train(was_training)
+
+
+record_train_means = record_train_squeeze_means  # the name for both families' means

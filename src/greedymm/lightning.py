@@ -37,6 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from .api import Balancer, StepLog
 from .data.base import Split
 from .methods import Method, method_class
+from .models import REGULAR
 
 
 class GreedyMMCallback(pl.Callback):
@@ -114,7 +115,7 @@ class GreedyMMCallback(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
         log = self._bal().end_step()
         self.steps.append(log)
-        values = {"loss": log.loss, **log.speeds, "d_speed": log.d_speed, "rebalance": float(log.mode != "regular")}
+        values = {"loss": log.loss, **log.speeds, "d_speed": log.d_speed, "rebalance": float(log.mode != REGULAR)}
         pl_module.log_dict({f"greedymm/{k}": float(v) for k, v in values.items()}, on_step=True, on_epoch=False)
 
     # -- per epoch --------------------------------------------------------------------------------------

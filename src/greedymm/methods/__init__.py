@@ -3,6 +3,7 @@
 import importlib
 import pkgutil
 
+from ..models.modes import rebalance as rebalance_mode
 from .base import (
     REGULAR,
     EpochInfo,
@@ -14,7 +15,6 @@ from .base import (
     create_method,
     list_methods,
     method_class,
-    rebalance_mode,
     register_method,
 )
 

@@ -56,8 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import all_reduce_
-from ..models.late import ConcatFusion, FiLMFusion, GatedFusion, SumFusion
-from ..models.network import INTERMEDIATE, MultiModalNet
+from ..models.network import MultiModalNet
 from .base import HParam, HParamRule, Method, StepContext, register_method
 
 CAPS = {2: 10.0, 3: 7.0}  # run/CREMAD_main.py:151, run/URFunny_main.py:128
@@ -152,17 +151,8 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def output_weights(model: MultiModalNet) -> list[Tensor]:
-    """The output layer's weight(s) whose gradient range triggers the clip, from the module tree."""
-    if model.family == INTERMEDIATE:
-        return [b.head.weight for b in model.branches]
-    head = getattr(model, "head", None)
-    if isinstance(head, ConcatFusion):
-        return [head.fc.weight]
-    if isinstance(head, SumFusion):
-        return [fc.weight for fc in head.fcs]
-    if isinstance(head, (FiLMFusion, GatedFusion)):
-        return [head.fc_out.weight]
-    raise ValueError(f"AGM does not know the output layer of a {type(head).__name__} head")
+    """The output layer's weight(s) whose gradient range triggers the clip, as the model declares them."""
+    return model.output_weights()
 
 
 @register_method("agm")
@@ -206,7 +196,13 @@ class AGM(Method):
                 f"agm is defined by its authors' code for 2 or 3 modalities (the cap of the coefficient is 10 and "
                 f"7), not {model.n_modalities}; train it on 2 or 3 modalities (--modalities), or pick another method"
             )
-        output_weights(model)
+        try:
+            output_weights(model)
+        except NotImplementedError as e:
+            raise ValueError(
+                f"agm clips gradients by the output layer's gradient range, and a {type(model).__name__} does not "
+                "declare its output layer; implement MultiModalNet.output_weights for it"
+            ) from e
 
     def in_window(self, epoch: int) -> bool:
         # the code counts epochs from 1: our 0-based epoch e is its e + 1

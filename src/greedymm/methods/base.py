@@ -26,14 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..models.modes import REGULAR, Mode
 from ..models.network import MultiModalNet, Output
-
-REGULAR = "regular"
-
-
-def rebalance_mode(k: int) -> str:
-    """The mode of a re-balancing step for branch k (SPEC.md section 5)."""
-    return f"rebalance{k}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class StepInfo:
     """What the loop knows after the backward pass of step ``step`` (0-based, global)."""
 
     step: int
-    mode: str  # the mode this step ran in
+    mode: Mode  # the mode this step ran in
     d_speed: float  # current d_speed (NaN before the first regular step, and for late fusion)
     warmup_steps: int  # P * warmup_epochs; the first decision that may leave regular mode follows step P
     speeds: tuple[float, ...] = ()  # s_k for every branch (MMTM), in modality order
@@ -63,7 +57,7 @@ class StepContext:
     out: Output  # the forward pass in ``mode``
     model: MultiModalNet  # the bare model: heads, encoders, parameter groups
     net: nn.Module  # what forward passes call: the model, or its DistributedDataParallel wrapper
-    mode: str
+    mode: Mode
     step: int  # global step, 0-based
     epoch: int
 
@@ -245,7 +239,7 @@ class Method:
             )
 
     # -- per-step hooks ---------------------------------------------------------------------------------
-    def next_mode(self, info: StepInfo) -> str:
+    def next_mode(self, info: StepInfo) -> Mode:
         """Decide the mode of step ``info.step + 1``; called after each backward pass."""
         return REGULAR
 
@@ -274,10 +268,10 @@ class Method:
 
     # -- state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode}
+        return {"mode": str(self.mode)}  # the mode's name, as checkpoints always held it
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mode = state["mode"]
+        self.mode = Mode.parse(state["mode"])
 
 
 _METHODS: dict[str, type[Method]] = {}

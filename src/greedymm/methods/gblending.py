@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from ..choices import OPTIMIZERS
 from ..data.base import epoch_order
 from ..distributed import DistBatchNorm, all_reduce_
-from ..models.network import LATE, MultiModalNet
+from ..models.network import MultiModalNet
 from .base import EpochInfo, HParam, Method, StepContext, register_method
 
 DG_MIN, DO2_MIN = 0.0, 1e-8  # the guards of tsai: dG clipped at 0, dO^2 floored
@@ -110,10 +110,7 @@ def head_logits(model: MultiModalNet, x: dict[str, Tensor], k: int) -> Tensor:
     """Logits of head k alone: k < M a uni-modal head (see the module docstring), k = M the prediction."""
     if k == model.n_modalities:
         return model(x).logits
-    name = model.modalities[k]
-    if model.family == LATE:
-        return model.unimodal_heads[k](model.encoder(k).encode(x[name]))  # type: ignore[index]
-    return model({m: x[m] if m == name else torch.zeros_like(x[m]) for m in model.modalities}).heads[k]
+    return model.unimodal_logits(x, k)
 
 
 @torch.no_grad()
@@ -168,7 +165,7 @@ class GBlending(Method):
                 "method 'gblending' blends uni-modal and multi-modal heads; a uni-modal model has one head. Train it "
                 "with --method vanilla, or give two or more --modalities"
             )
-        if model.family == LATE and getattr(model, "unimodal_heads", None) is None:
+        if not model.has_unimodal_heads:
             raise ValueError(
                 "method 'gblending' needs a linear head per modality; build the model with unimodal_heads=True "
                 "(greedymm's training loop does this for methods with needs_unimodal_heads)"

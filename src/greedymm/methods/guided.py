@@ -5,19 +5,23 @@ d_speed > alpha (N = 2: |d_speed| > alpha), the next Q steps re-balance branch a
 d_speed > 0, else 1: the paper's rule); re-balancing branch k replaces its MMTM gates by their running means, so
 it learns from m_k alone. After the Q-th re-balancing step the next step is regular again. Warm-up: as in the
 authors' code, the first re-balancing step is global step P * warmup_epochs + 1 (see ``StepInfo.in_warmup``).
-Needs MMTM gates: late-fusion models are refused.
+Needs MMTM gates: a model without a re-balancing mode per modality (late fusion) is refused.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..models.network import INTERMEDIATE, MultiModalNet
-from .base import REGULAR, HParam, Method, StepInfo, rebalance_mode, register_method
+from ..models.modes import Mode
+from ..models.modes import rebalance as rebalance_mode
+from ..models.network import MultiModalNet
+from .base import REGULAR, HParam, Method, StepInfo, register_method
 
 
 def check_rebalancing(name: str, model: MultiModalNet) -> None:
-    if model.family != INTERMEDIATE:
+    """Refuse a model that has no re-balancing training mode for every modality."""
+    modes = model.training_modes()
+    if not all(rebalance_mode(k) in modes for k in range(model.n_modalities)):
         raise ValueError(
             f"method {name!r} re-balances a branch by freezing its MMTM gates; a {model.fusion!r}-fusion model has no "
             "gates. Use --fusion mmtm (with two or more modalities), or a method for late fusion (`greedymm list`)"
@@ -40,7 +44,7 @@ class Guided(Method):
     def check(self, model: MultiModalNet) -> None:
         check_rebalancing(self.name, model)
 
-    def next_mode(self, info: StepInfo) -> str:
+    def next_mode(self, info: StepInfo) -> Mode:
         if info.mode != REGULAR:
             self.remaining -= 1
             return info.mode if self.remaining > 0 else REGULAR

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import all_reduce_, is_distributed
-from ..models.network import LATE, MultiModalNet
+from ..models.network import MultiModalNet
 from .base import HParam, Method, StepContext, register_method
 
 
@@ -119,7 +119,7 @@ class MMPareto(Method):
                 f"mmpareto balances each encoder's multi-modal and uni-modal losses; a uni-modal model has one loss. "
                 f"Train it on two or more modalities (--modalities), got {list(model.modalities)}"
             )
-        if model.family == LATE and getattr(model, "unimodal_heads", None) is None:
+        if not model.has_unimodal_heads:
             raise ValueError(
                 "mmpareto needs a linear head per modality besides the fused head; build the model with "
                 "unimodal_heads=True (greedymm.train does so for this method)"

@@ -44,8 +44,7 @@ from torch import nn
 
 from ..data import eval_order
 from ..distributed import all_reduce_, rank, world_size
-from ..models.late import ConcatFusion, SumFusion
-from ..models.network import INTERMEDIATE, MultiModalNet
+from ..models.network import MultiModalNet
 from .base import EpochInfo, HParam, Method, StepContext, register_method
 from .ogm_ge import SPLITTABLE, check_splittable, fusion_head_logits
 
@@ -69,13 +68,12 @@ def unimodal_accuracy(model: MultiModalNet, split: Any, batch_size: int, device:
     return (counts[:n_mod] / counts[n_mod].clamp_min(1)).tolist()
 
 
-def scaled_parameters(model: MultiModalNet, m: int) -> list[nn.Parameter]:
-    """Whole tensors whose gradient c_m multiplies: encoder m (MMTM: branch m with its head), and fc_m of a sum
-    head (a concat head's columns of z_m are scaled as a slice, not listed here)."""
-    params = list(model.encoder(m).parameters())
-    if model.family != INTERMEDIATE and isinstance(model.head, SumFusion):
-        params += list(model.head.fcs[m].parameters())
-    return params
+def scaled_parameters(model: MultiModalNet, m: int) -> list[tuple[nn.Parameter, Any]]:
+    """(parameter, index) parts whose gradient c_m multiplies: encoder m whole (MMTM: branch m with its head), then
+    the parts of the fusion head that read z_m only (``model.modality_slices``: fc_m of a sum head; a concat
+    head's columns of z_m)."""
+    parts: list[tuple[nn.Parameter, Any]] = [(p, ...) for p in model.encoder(m).parameters()]
+    return parts + [(s.param, s.index) for s in model.modality_slices(m)]
 
 
 @register_method("mslr")
@@ -116,18 +114,11 @@ class MSLR(Method):
         c = self.coefficients(model.n_modalities)
         if all(v == 1.0 for v in c):
             return
-        start = 0
         with torch.no_grad():
             for m, cm in enumerate(c):
-                for p in scaled_parameters(model, m):
+                for p, index in scaled_parameters(model, m):
                     if p.grad is not None:
-                        p.grad.mul_(cm)
-                if model.family != INTERMEDIATE and isinstance(model.head, ConcatFusion):
-                    d = ctx.out.features[m].shape[1]
-                    g = model.head.fc.weight.grad
-                    if g is not None:
-                        g[:, start : start + d].mul_(cm)
-                    start += d
+                        p.grad[index].mul_(cm)
 
     def on_epoch_start(self, info: EpochInfo) -> None:
         if info.val is None or len(info.val) == 0:

@@ -49,44 +49,28 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..distributed import all_reduce_
-from ..models.late import ConcatFusion, SumFusion
-from ..models.network import INTERMEDIATE, MultiModalNet, Output
+from ..models import SPLITTING_FUSIONS, MultiModalNet, Output
 from .base import EpochInfo, HParam, HParamRule, Method, StepContext, register_method
 
-SPLITTABLE = ("mmtm", "concat", "sum")  # fusions whose head gives uni-modal logits without new parameters
+SPLITTABLE = SPLITTING_FUSIONS  # mmtm, concat, sum: fusions whose head gives uni-modal logits without new parameters
 
 
 def check_splittable(name: str, model: MultiModalNet) -> None:
-    """Refuse models whose uni-modal logits cannot be read off the fusion head."""
+    """Refuse models whose prediction does not split into per-modality logits (as the model declares)."""
     if model.n_modalities < 2:
         raise ValueError(
             f"method {name!r} balances two or more modalities; this model reads one ({list(model.modalities)}). "
             "Train it with --method vanilla, or give it more --modalities"
         )
-    if model.family != INTERMEDIATE and not isinstance(getattr(model, "head", None), (ConcatFusion, SumFusion)):
+    if not model.splits_per_modality:
         raise ValueError(
-            f"method {name!r} reads each modality's logits off the fusion head, which a {model.fusion!r} head does not "
-            "split into (the official OGM-GE code crashes there); use --fusion concat, sum or mmtm"
+            f"method {name!r} reads each modality's logits off the fusion head, and {model.cannot_split()}"
         )
 
 
 def fusion_head_logits(model: MultiModalNet, out: Output) -> list[Tensor]:
     """o_m for every modality (module docstring), from the forward's features: (B, C) each."""
-    if model.family == INTERMEDIATE:
-        return list(out.heads)
-    head, zs = model.head, out.features
-    if isinstance(head, SumFusion):
-        return [fc(z) for fc, z in zip(head.fcs, zs, strict=True)]
-    if isinstance(head, ConcatFusion):
-        w, b = head.fc.weight, head.fc.bias
-        bias = b / len(zs) if b is not None else None  # [our reading] for M > 2: the code's b / 2 at M = 2
-        logits, start = [], 0
-        for z in zs:
-            d = z.shape[1]
-            logits.append(F.linear(z, w[:, start : start + d], bias))
-            start += d
-        return logits
-    raise ValueError(f"a {model.fusion!r} head has no uni-modal logits; use --fusion concat, sum or mmtm")
+    return model.modality_logits(out)
 
 
 def encoder_weights(model: MultiModalNet, k: int) -> list[nn.Parameter]:

@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
+from ..models.modes import Mode
+from ..models.modes import rebalance as rebalance_mode
 from ..models.network import MultiModalNet
-from .base import REGULAR, Method, StepInfo, rebalance_mode, register_method
+from .base import REGULAR, Method, StepInfo, register_method
 from .guided import check_rebalancing
 
 
@@ -28,7 +30,7 @@ class RandomRebalance(Method):
     def check(self, model: MultiModalNet) -> None:
         check_rebalancing(self.name, model)
 
-    def next_mode(self, info: StepInfo) -> str:
+    def next_mode(self, info: StepInfo) -> Mode:
         if info.in_warmup:
             return REGULAR
         choice = int(torch.randint(info.n_modalities + 1, (1,), generator=self.generator))

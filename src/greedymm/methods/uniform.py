@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.network import INTERMEDIATE, MultiModalNet, heads_loss
+from ..models.network import MultiModalNet, heads_loss
 from .base import Method, StepContext, register_method
 
 
@@ -31,9 +31,9 @@ class Uniform(Method):
 
     def check(self, model: MultiModalNet) -> None:
         super().check(model)
-        if model.family != INTERMEDIATE and getattr(model, "unimodal_heads", None) is None:
+        if not model.has_unimodal_heads:
             raise ValueError(
-                f"method {self.name!r} trains a uni-modal head per modality, and this late-fusion model has none; "
+                f"method {self.name!r} trains a uni-modal head per modality, and this model has none; "
                 "build it with build_model(..., unimodal_heads=True) (greedymm train does so for this method)"
             )
 

@@ -1,21 +1,31 @@
-"""Backbones, fusion and the two model families of DESIGN.md; ``build_model`` makes one from names.
+"""Backbones, fusions and the two model families of DESIGN.md; ``build_model`` makes one from names.
 
-family (a) ``MMTMNet``: N branches joined by N-way MMTM, one head per branch (the paper's network for N = 2);
-family (b) ``LateFusionNet``: encoders + concat / sum / FiLM / gated fusion, one fused head (N = 1: uni-modal).
+family (a) ``MMTMNet`` (mmtm_net.py): N branches joined by N-way MMTM (mmtm.py), one head per branch (the paper's
+network for N = 2); family (b) ``LateFusionNet`` (late_fusion.py): encoders + a late fusion from ``fusions/``
+(concat, sum, FiLM, gated: one file each), one fused head (N = 1: uni-modal).
+Both implement ``MultiModalNet`` (network.py), the interface the rest of greedymm uses; forward modes are ``Mode``
+values (modes.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..choices import FUSIONS, LATE_FUSIONS
 from .branch import Branch, count_parameters
 from .cnn import SMALL_CNN_FUSE_AFTER, pmr_convnet, small_cnn
+from .fusions import FUSION_HEADS, Fusion, ParamSlice, register_fusion
 from .i3d import I3D_FUSE_AFTER, i3d_branch
-from .intermediate import MMTMNet
-from .late import LATE_FUSIONS, LateFusionNet
+from .late_fusion import FeatureMeans, LateFusionNet
 from .mmtm import MMTM
-from .network import INTERMEDIATE, LATE, MultiModalNet, Output
+from .mmtm_net import MMTMNet
+from .modes import CUT, REGULAR, Mode, drop, rebalance, remove
+from .network import INTERMEDIATE, LATE, EvalPass, MultiModalNet, Output, SpeedLayout
 from .resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
+
+# fusions whose prediction splits into per-modality logits without new parameters (as the networks declare:
+# MMTMNet's branch heads, and the late fusions whose ``Fusion.splits`` is true)
+SPLITTING_FUSIONS = ("mmtm", *(name for name in LATE_FUSIONS if FUSION_HEADS[name].splits))
 
 # name -> (branch builder(in_channels, num_classes or None, width), stages followed by MMTM)
 ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
@@ -25,7 +35,6 @@ ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
     "resnet18": (resnet18_branch, RESNET18_FUSE_AFTER),
     "resnet18-small": (resnet18_small_branch, RESNET18_FUSE_AFTER),  # 3x3 stride-1 stem for tiny CPU images
 }
-FUSIONS = ("mmtm", *LATE_FUSIONS)
 
 
 def build_model(
@@ -63,15 +72,30 @@ def build_model(
 
 __all__ = [
     "ARCHITECTURES",
+    "CUT",
     "FUSIONS",
+    "FUSION_HEADS",
     "INTERMEDIATE",
     "LATE",
+    "LATE_FUSIONS",
     "MMTM",
+    "REGULAR",
+    "SPLITTING_FUSIONS",
     "Branch",
+    "EvalPass",
+    "FeatureMeans",
+    "Fusion",
     "LateFusionNet",
     "MMTMNet",
+    "Mode",
     "MultiModalNet",
     "Output",
+    "ParamSlice",
+    "SpeedLayout",
     "build_model",
     "count_parameters",
+    "drop",
+    "rebalance",
+    "register_fusion",
+    "remove",
 ]

@@ -1,77 +1,36 @@
-"""Family (b): encoders, late fusion, one fused head, optional uni-modal heads (DESIGN.md section 1b).
+"""Family (b): encoders, a late fusion, one fused head, optional uni-modal heads (DESIGN.md section 1b).
 
-Fusions (METHODS.md section 6, as the field's official code builds them; z_k is modality k's pooled feature):
-    concat   Linear(sum_k d_k -> C) on [z_1; ...; z_N]
-    sum      sum_k Linear_k(d_k -> C)(z_k)
-    film     two modalities: (gamma, beta) = split(Linear(d_0 -> 2 d_1)(z_0)); Linear(d_1 -> C)(gamma * z_1 + beta)
-    gated    two modalities: Linear(h -> C)(sigmoid(Linear(d_0 -> h)(z_0)) * Linear(d_1 -> h)(z_1)), h = d_1
-In FiLM and gated the first modality conditions the second (order them with --modalities).
-A uni-modal model is this family with one modality (its fusion is one linear layer).
+The fusion head is one of ``fusions.FUSION_HEADS`` (concat, sum for any N; film, gated for two modalities: one
+file each in ``fusions/``). A uni-modal model is this family with one modality (its fusion is one linear layer).
 
-Modes: "regular", and for the utilization pass "drop<j>": z_j replaced by its train-split mean (DESIGN 2b).
+What it declares (``MultiModalNet``): training mode regular; evaluation passes regular (acc, and acc_head<k> when
+it has uni-modal heads) and drop(j) (acc_drop<j>: z_j replaced by its train-split mean, DESIGN 2b); utilization
+u(m_j) = (A(f) - A(f^{-j})) / A(f) (d_util = u(m1) - u(m0) for N = 2); speed groups theta_k = encoder k (each
+step's mu logged, no conditional speed); per-modality logits and parameter slices when its fusion splits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..choices import LATE_FUSIONS
 from ..distributed import all_reduce_
+from ..metrics.speed import mu_names
+from ..metrics.utilization import own_util_names, utilization_rate, utilization_summary
 from .branch import Branch
-from .network import LATE, MultiModalNet, Output
+from .fusions import FUSION_HEADS, ParamSlice
+from .modes import REGULAR, Mode, drop
+from .network import LATE, EvalPass, MultiModalNet, Output, SpeedLayout, summed_ce
 
-LATE_FUSIONS = ("concat", "sum", "film", "gated")
-TWO_MODALITY_FUSIONS = ("film", "gated")
-
-
-class ConcatFusion(nn.Module):
-    def __init__(self, dims: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(sum(dims), num_classes)
-
-    def forward(self, zs: Sequence[Tensor]) -> Tensor:
-        return self.fc(torch.cat(list(zs), dim=1))
-
-
-class SumFusion(nn.Module):
-    def __init__(self, dims: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        self.fcs = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
-
-    def forward(self, zs: Sequence[Tensor]) -> Tensor:
-        outs = [fc(z) for fc, z in zip(self.fcs, zs, strict=True)]
-        return sum(outs[1:], start=outs[0])
-
-
-class FiLMFusion(nn.Module):
-    def __init__(self, dims: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        self.film = nn.Linear(dims[0], 2 * dims[1])
-        self.fc_out = nn.Linear(dims[1], num_classes)
-
-    def forward(self, zs: Sequence[Tensor]) -> Tensor:
-        gamma, beta = self.film(zs[0]).chunk(2, dim=1)
-        return self.fc_out(gamma * zs[1] + beta)
-
-
-class GatedFusion(nn.Module):
-    def __init__(self, dims: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        self.fc_x = nn.Linear(dims[0], dims[1])
-        self.fc_y = nn.Linear(dims[1], dims[1])
-        self.fc_out = nn.Linear(dims[1], num_classes)
-
-    def forward(self, zs: Sequence[Tensor]) -> Tensor:
-        return self.fc_out(torch.sigmoid(self.fc_x(zs[0])) * self.fc_y(zs[1]))
-
-
-_FUSION_MODULES = {"concat": ConcatFusion, "sum": SumFusion, "film": FiLMFusion, "gated": GatedFusion}
+_WORDS = {1: "one", 2: "two", 3: "three"}
 
 
 class FeatureMeans(nn.Module):
-    """Train-split means of the pooled features (float64 sums), for the "drop" passes."""
+    """Train-split means of the pooled features z_k (float64 sums), which the drop(j) passes put in place of z_j."""
 
     def __init__(self, dims: Sequence[int]) -> None:
         super().__init__()
@@ -80,7 +39,7 @@ class FeatureMeans(nn.Module):
             self.register_buffer(f"mean{k}", torch.zeros(d, dtype=torch.float64))
             self.register_buffer(f"sum{k}", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
-        self.record_squeeze = False
+        self.recording = False  # set by the network's recording_means() for the exact pass
 
     def buffer(self, name: str, k: int) -> Tensor:
         return getattr(self, f"{name}{k}")
@@ -92,13 +51,13 @@ class FeatureMeans(nn.Module):
             self.buffer("sum", k).add_(z.detach().double().sum(dim=0))
 
     @torch.no_grad()
-    def reset_squeeze_sums(self) -> None:
+    def reset_sums(self) -> None:
         self.count.zero_()
         for k in range(len(self.dims)):
             self.buffer("sum", k).zero_()
 
     @torch.no_grad()
-    def commit_squeeze_means(self) -> bool:
+    def commit_means(self) -> bool:
         for t in (self.count, *(self.buffer("sum", k) for k in range(len(self.dims)))):
             all_reduce_(t)
         if int(self.count) == 0:
@@ -122,56 +81,112 @@ class LateFusionNet(MultiModalNet):
         unimodal_heads: bool = False,
     ) -> None:
         super().__init__(modalities)
-        if fusion not in _FUSION_MODULES:
+        if fusion not in FUSION_HEADS:
             raise ValueError(f"unknown late fusion {fusion!r}; choose one of {LATE_FUSIONS} (or mmtm)")
         if len(encoders) != len(modalities):
             raise ValueError(f"one encoder per modality: {len(encoders)} encoders for {list(modalities)}")
-        if fusion in TWO_MODALITY_FUSIONS and len(modalities) != 2:
+        counts = FUSION_HEADS[fusion].n_modalities
+        if counts is not None and len(modalities) not in counts:
             raise ValueError(
-                f"{fusion} fusion is defined for exactly two modalities (the first conditions the second), got "
-                f"{list(modalities)}; use concat or sum for {len(modalities)}"
+                f"{fusion} fusion is defined for exactly {' or '.join(_WORDS.get(c, str(c)) for c in counts)} "
+                f"modalities (the first conditions the second), got {list(modalities)}; use concat or sum for "
+                f"{len(modalities)}"
             )
         self.fusion = fusion if len(modalities) > 1 else "none"
         self.encoders = nn.ModuleList(encoders)
         dims = [e.out_features for e in encoders]
-        self.head = _FUSION_MODULES[fusion](dims, num_classes)
+        self.head = FUSION_HEADS[fusion](dims, num_classes)
         self.unimodal_heads = nn.ModuleList(nn.Linear(d, num_classes) for d in dims) if unimodal_heads else None
         self.means = FeatureMeans(dims)
 
-    def forward_modes(self, inputs: dict[str, Tensor], modes: Sequence[str]) -> dict[str, Output]:
-        drops = {mode: self._parse(mode) for mode in modes}
-        zs = [e.encode(x) for e, x in zip(self.encoders, self._inputs(inputs), strict=True)]  # (B, d_k) each
-        if self.training or self.means.record_squeeze:
+    def _forward_modes(self, xs: list[Tensor], modes: list[Mode]) -> dict[Mode, Output]:
+        zs = [e.encode(x) for e, x in zip(self.encoders, xs, strict=True)]  # (B, d_k) each
+        if self.training or self.means.recording:
             self.means.accumulate(zs)
         heads = tuple(h(z) for h, z in zip(self.unimodal_heads, zs, strict=True)) if self.unimodal_heads else ()
         out = {}
-        for mode, j in drops.items():
+        for mode in modes:
             used = list(zs)
-            if j >= 0:
+            if mode.kind == "drop":
+                j = mode.index
                 used[j] = self.means.buffer("mean", j).to(zs[j].dtype).expand_as(zs[j])
             out[mode] = Output(self.head(used), heads, tuple(zs))
         return out
 
-    def _parse(self, mode: str) -> int:
-        if mode == "regular":
-            return -1
-        if mode.startswith("drop") and mode[4:].isdigit() and int(mode[4:]) < self.n_modalities:
-            return int(mode[4:])
-        valid = ["regular", *self.utilization_modes()]
-        raise ValueError(f"unknown mode {mode!r} for a late-fusion model; choose one of {valid}")
-
-    def utilization_modes(self, pairwise: bool = False) -> tuple[str, ...]:
-        return tuple(f"drop{j}" for j in range(self.n_modalities))
-
     def loss(self, out: Output, y: Tensor) -> Tensor:
         return nn.functional.cross_entropy(out.logits, y)
 
+    # -- evaluation ------------------------------------------------------------------------------------
+    def utilization_modes(self, pairwise: bool = False) -> tuple[Mode, ...]:
+        return tuple(drop(j) for j in range(self.n_modalities))
+
+    def eval_passes(self, utilization: bool = True, pairwise: bool = False) -> tuple[EvalPass, ...]:
+        n_heads = self.n_modalities if self.has_unimodal_heads else 0
+
+        def all_logits(out: Output) -> list[Tensor]:
+            return [out.logits, *out.heads]
+
+        def fused(out: Output) -> list[Tensor]:
+            return [out.logits]
+
+        passes = [EvalPass(REGULAR, ("acc", *(f"acc_head{k}" for k in range(n_heads))), all_logits)]
+        if utilization:
+            passes += [EvalPass(mode, (f"acc_{mode}",), fused) for mode in self.utilization_modes(pairwise)]
+        return tuple(passes)
+
+    def eval_loss(self, out: Output, y: Tensor) -> Tensor:
+        return summed_ce([out.logits], y)
+
+    def utilization(self, acc: Mapping[str, float], pairwise: bool = False) -> dict[str, Any]:
+        n = self.n_modalities
+        u = [utilization_rate(acc["acc"], acc[f"acc_{drop(j)}"]) for j in range(n)]
+        out: dict[str, Any] = dict(zip(own_util_names(n), u, strict=True))
+        out.update(utilization_summary(u, of_others=False))
+        return out
+
+    # -- learning speed ----------------------------------------------------------------------------------
     def speed_groups(self) -> list[list[nn.Parameter]]:
         """theta_k = encoder k (there is no psi: no gates; DESIGN section 3 logs mu(theta_k) only)."""
         return [list(e.parameters()) for e in self.encoders]
 
+    def speed_layout(self) -> SpeedLayout:
+        n = self.n_modalities
+        return SpeedLayout(False, mu_names(n), tuple(f"M_theta_m{k}" for k in range(n)))
+
+    # -- per modality ----------------------------------------------------------------------------------
     def encoder(self, k: int) -> nn.Module:
         return self.encoders[k]
+
+    @property
+    def has_unimodal_heads(self) -> bool:
+        return self.unimodal_heads is not None
+
+    def unimodal_logits(self, inputs: dict[str, Tensor], k: int) -> Tensor:
+        """Uni-modal head k on encoder k's feature (the other encoders are not run)."""
+        if self.unimodal_heads is None:
+            raise ValueError(
+                "this late-fusion model has no uni-modal heads; build it with unimodal_heads=True "
+                "(build_model(..., unimodal_heads=True), or greedymm.late_fusion(..., unimodal_heads=True))"
+            )
+        return self.unimodal_heads[k](self.encoders[k].encode(inputs[self.modalities[k]]))
+
+    @property
+    def splits_per_modality(self) -> bool:
+        return self.head.splits
+
+    def modality_logits(self, out: Output) -> list[Tensor]:
+        """The fusion head's part for each modality (see ``fusions``), from the forward's features."""
+        if not self.head.splits:
+            raise ValueError(self.cannot_split())
+        return self.head.modality_logits(out.features)
+
+    def modality_slices(self, k: int) -> list[ParamSlice]:
+        if not self.head.splits:
+            raise ValueError(self.cannot_split())
+        return self.head.modality_slices(k)
+
+    def output_weights(self) -> list[Tensor]:
+        return self.head.output_weights()
 
     def _mean_holders(self) -> list[nn.Module]:
         return [self.means]

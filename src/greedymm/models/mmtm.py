@@ -27,19 +27,21 @@ import torch
 from torch import Tensor, nn
 
 from ..distributed import all_reduce_
+from .modes import REGULAR, Mode
 
 GATE_FUNCTIONS = ("sigmoid", "2sigmoid")
 
 
-def parse_mode(mode: str, n: int) -> tuple[str, int]:
-    """("regular"|"cut"|"rebalance"|"remove", branch index or -1); a clear error for anything else."""
-    if mode in ("regular", "cut"):
-        return mode, -1
-    for kind in ("rebalance", "remove"):
-        if mode.startswith(kind) and mode[len(kind) :].isdigit() and int(mode[len(kind) :]) < n:
-            return kind, int(mode[len(kind) :])
-    valid = ["regular", "cut", *(f"rebalance{k}" for k in range(n)), *(f"remove{k}" for k in range(n))]
-    raise ValueError(f"unknown MMTM mode {mode!r}; choose one of {valid}")
+MMTM_KINDS = ("regular", "rebalance", "cut", "remove")
+
+
+def parse_mode(mode: Mode | str, n: int) -> Mode:
+    """The ``Mode`` an MMTM between ``n`` branches runs (a Mode or its name); a clear error for anything else."""
+    m = Mode.parse(mode)
+    if m.kind not in MMTM_KINDS or m.index >= n:
+        valid = ["regular", "cut", *(f"rebalance{k}" for k in range(n)), *(f"remove{k}" for k in range(n))]
+        raise ValueError(f"unknown MMTM mode {str(mode)!r}; choose one of {valid}")
+    return m
 
 
 def _squeeze(x: Tensor) -> Tensor:
@@ -59,7 +61,7 @@ class MMTM(nn.Module):
         gate_mean<k>  running mean over training forwards of branch k's batch-mean gates (SPEC section 2)
         gate_count    number of training forwards folded into gate_mean
         sq_mean<k>    train-split mean of S_k, used by the "cut" and "remove" modes
-        sq_sum<k>, sq_count   accumulators that ``commit_squeeze_means`` turns into sq_mean
+        sq_sum<k>, sq_count   accumulators that ``commit_means`` turns into sq_mean
     """
 
     def __init__(self, *channels: int, ratio: float = 4.0, gate: str = "sigmoid") -> None:
@@ -83,7 +85,7 @@ class MMTM(nn.Module):
             self.register_buffer(f"sq_sum{k}", torch.zeros(c, dtype=torch.float64))
         self.register_buffer("gate_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("sq_count", torch.zeros((), dtype=torch.long))
-        self.record_squeeze = False  # set by the network's recording_squeeze() for the exact pass
+        self.recording = False  # set by the network's recording_means() for the exact pass
 
     @property
     def n(self) -> int:
@@ -99,12 +101,13 @@ class MMTM(nn.Module):
     def _means(self, s: Sequence[Tensor]) -> list[Tensor]:
         return [self.buffer("sq_mean", k).to(s[k].dtype).expand_as(s[k]) for k in range(self.n)]
 
-    def forward(self, *xs: Tensor, mode: str = "regular") -> tuple[Tensor, ...]:
+    def forward(self, *xs: Tensor, mode: Mode | str = REGULAR) -> tuple[Tensor, ...]:
         if len(xs) != self.n:
             raise ValueError(f"this MMTM joins {self.n} branches, got {len(xs)} feature maps")
-        kind, j = parse_mode(mode, self.n)
+        m = parse_mode(mode, self.n)
+        kind, j = m.kind, m.index
         s = [_squeeze(x) for x in xs]  # (B, C_k) each
-        if self.training or self.record_squeeze:
+        if self.training or self.recording:
             self._accumulate_squeeze(s)
         if kind == "cut":
             means = self._means(s)
@@ -148,13 +151,13 @@ class MMTM(nn.Module):
             self.buffer("sq_sum", k).add_(s[k].detach().double().sum(dim=0))
 
     @torch.no_grad()
-    def reset_squeeze_sums(self) -> None:
+    def reset_sums(self) -> None:
         self.sq_count.zero_()
         for k in range(self.n):
             self.buffer("sq_sum", k).zero_()
 
     @torch.no_grad()
-    def commit_squeeze_means(self) -> bool:
+    def commit_means(self) -> bool:
         """Set sq_mean from the accumulated sums; returns False (and keeps sq_mean) if nothing was seen."""
         for t in (self.sq_count, *(self.buffer("sq_sum", k) for k in range(self.n))):
             all_reduce_(t)  # every rank saw its own slice of the split
@@ -163,3 +166,6 @@ class MMTM(nn.Module):
         for k in range(self.n):
             self.buffer("sq_mean", k).copy_(self.buffer("sq_sum", k) / self.sq_count)
         return True
+
+    reset_squeeze_sums = reset_sums
+    commit_squeeze_means = commit_means
