@@ -111,9 +111,7 @@ def run_hash(cfg: TrainConfig) -> str:
     outside ``HASHED_ALWAYS`` only when it differs from its default."""
     defaults = _field_defaults()
     ident = {
-        k: v
-        for k, v in cfg.to_dict().items()
-        if k not in NOT_IDENTITY and (k in HASHED_ALWAYS or v != defaults[k])
+        k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY and (k in HASHED_ALWAYS or v != defaults[k])
     }
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
