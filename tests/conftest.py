@@ -113,6 +113,7 @@ def fit_killed(monkeypatch, cfg, out, data, steps: int) -> None:
 
 
 # -- the two tiers ------------------------------------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ddp" in getattr(item, "fixturenames", ()):

@@ -290,6 +290,7 @@ def test_two_processes_equal_one(tmp_path, ddp):
 
 
 # -- the training loop ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fit_trains_and_resume_equals_straight_run(tmp_path):
     data = tiny_colored_data()
     c = TrainConfig(dataset="tiny", method="agm", epochs=2, batch_size=16, optimizer="sgd", lr=0.05, width=0.25,

@@ -174,6 +174,7 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch):
     d = tiny_colored_data(n_train=48)  # 36 training items: 2 steps an epoch, 32 + 4 for the estimate
     c = _cfg()

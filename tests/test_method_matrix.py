@@ -18,6 +18,9 @@ SMALL = ["--width", "0.25", "--epochs", "1", "--no-progress"]
 SMALL_SYNTHETIC = ["--set", "data.size=96", "--set", "data.test_size=32", "--set", "data.image_size=12"]
 # settings that keep a method's epoch-level work small on tiny data (G-Blending: one epoch per estimate)
 QUICK_HPARAMS = {"gblending": {"super_epoch": 1}}
+# the fast tier trains the paper's method and one late-fusion baseline; the full tier every method
+FAST = ("guided", "ogm-ge")
+ROWS = [pytest.param(m, marks=() if m in FAST else pytest.mark.slow) for m in METHODS]
 
 
 def fusion_for(name: str) -> str:
@@ -31,7 +34,7 @@ def _refusal(capsys) -> str:
     return capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ROWS)
 def test_every_method_trains_through_the_cli(tmp_path, name, capsys):
     fusion = [
         "--fusion",
@@ -61,7 +64,7 @@ def _cfg(name: str, epochs: int = 3) -> TrainConfig:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ROWS)
 def test_every_method_resumes_exactly_after_a_crash_mid_epoch(tmp_path, name, monkeypatch):
     data = tiny_colored_data()  # 72 training items, batch 16: 4 steps an epoch
     fit(_cfg(name), tmp_path / "a", progress=False, data=data)

@@ -263,7 +263,8 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("fusion, data", [("concat", tiny_colored_data), ("mmtm", tiny_three_data)],
+@pytest.mark.parametrize("fusion, data", [("concat", tiny_colored_data),
+                                          pytest.param("mmtm", tiny_three_data, marks=pytest.mark.slow)],
                          ids=["concat", "mmtm-3"])  # fmt: skip
 def test_trains_and_resume_equals_straight_run(tmp_path, monkeypatch, fusion, data):
     import json

@@ -83,6 +83,7 @@ def test_own_loop_gives_greedymm_trains_numbers(reference):
     assert [e["acc"] for e in evals] == [r["val"]["acc"] for r in recs]
 
 
+@pytest.mark.slow
 def test_fit_with_the_users_model_object_equals_greedymm_train(reference, tmp_path):
     data, rows, recs, _ = reference
     out = fit(CFG, tmp_path / "run", progress=False, data=data, model=_model(data))
@@ -94,6 +95,7 @@ def test_fit_with_the_users_model_object_equals_greedymm_train(reference, tmp_pa
     assert [r["speed"] for r in mine] == [r["speed"] for r in recs]
 
 
+@pytest.mark.slow
 def test_lightning_callback_gives_greedymm_trains_numbers(reference):
     lightning = pytest.importorskip("lightning.pytorch")
     from greedymm.lightning import GreedyMMCallback
@@ -146,6 +148,7 @@ def test_examples_run_quick(name, tmp_path):
     assert "test acc" in r.stdout
 
 
+@pytest.mark.slow
 def test_own_model_with_1d_and_2d_encoders_resumes_exactly(tmp_path):
     own_model = _example("own_model")
     data = own_model.make_data(quick=True)

@@ -23,7 +23,7 @@ def _losses(out):
     return [float(x.split(",")[3]) for x in (out / "steps.csv").read_text().splitlines()[1:]]
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])
 def test_mixed_precision_follows_fp32(tmp_path, precision):
     data = tiny_colored_data()
     ref = _losses(fit(cfg(), tmp_path / "fp32", progress=False, data=data))
@@ -36,6 +36,7 @@ def test_mixed_precision_follows_fp32(tmp_path, precision):
     assert sums.dtype == torch.float64 and torch.isfinite(sums).all() and (sums > 0).all()
 
 
+@pytest.mark.slow
 def test_fp16_resumes_exactly_with_its_loss_scale(tmp_path, monkeypatch):
     data = tiny_colored_data()
     c = cfg(precision="fp16", epochs=3)

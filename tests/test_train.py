@@ -51,7 +51,7 @@ def test_run_folder_contents(tmp_path):
     assert modes[:2] == ["regular", "regular"] and {"rebalance0", "rebalance1"} & set(modes)
 
 
-@pytest.mark.parametrize("method", ["guided", "random"])
+@pytest.mark.parametrize("method", ["guided", pytest.param("random", marks=pytest.mark.slow)])
 def test_resume_equals_straight_run(tmp_path, method):
     data = tiny_colored_data()
     fit(
@@ -148,6 +148,7 @@ class CrashingSplit:
         return self.split.batch(idx, train)
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_mid_epoch(tmp_path):
     import dataclasses
 
