@@ -211,3 +211,25 @@ def test_eval_of_a_finished_run_builds_no_training_run(tmp_path, monkeypatch):
     assert result["epoch"] == best["epoch"] and result["val"] == best["val"] and result["test"] == best["test"]
     saved = json.loads(RunDir(out).eval_file("best").read_text())
     assert saved["val"] == best["val"] and saved["checkpoint"] == "best"
+
+
+def test_demo_reuses_resumes_or_retrains_by_the_folder_state(tmp_path, monkeypatch):
+    import greedymm.train
+    from greedymm.demo import _train_or_reuse, demo_config
+
+    calls = []
+    monkeypatch.setattr(greedymm.train, "fit", lambda cfg, out, resume=False, progress=True: calls.append(resume))
+    cfg = demo_config("vanilla", epochs=1)
+    run = RunDir(tmp_path / "vanilla")
+    _train_or_reuse(cfg, run.path, progress=False)
+    assert calls == [False]  # new: trained
+    run.path.mkdir()
+    run.start({"config": cfg.to_dict()}, step_columns=("step",))
+    run.checkpoint("last").write_bytes(b"")
+    _train_or_reuse(cfg, run.path, progress=False)
+    assert calls == [False, True]  # resumable with the same settings: resumed
+    run.mark_done(1, 18, 0)
+    _train_or_reuse(cfg, run.path, progress=False)
+    assert calls == [False, True]  # done with the same settings: reused
+    _train_or_reuse(demo_config("vanilla", epochs=2), run.path, progress=False)
+    assert calls == [False, True, False] and not run.path.exists()  # other settings: the folder goes, trained anew
