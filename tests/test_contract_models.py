@@ -70,6 +70,9 @@ def test_modes_print_their_on_disk_names_and_parse_back():
     assert [str(m) for m in modes] == names and [f"{m}" for m in modes] == names
     assert [Mode.parse(s) for s in names] == modes and Mode.parse(rebalance(3)) == rebalance(3)
     assert len({*modes, Mode.parse("cut")}) == len(modes)  # hashable, equal by value
+    # a mode equals its name, so code written for string modes keeps working
+    assert REGULAR == "regular" and rebalance(1) != "regular" and "rebalance1" == rebalance(1)
+    assert {CUT: 1}["cut"] == 1 and {"drop2": 2}[drop(2)] == 2 and rebalance(0) != remove(0)
     for bad in ("rebalance", "cut0", "drop-1", "Regular", "remove1x", "rebalance١"):
         with pytest.raises(ValueError, match="unknown mode"):
             Mode.parse(bad)

@@ -9,8 +9,9 @@ A ``Mode`` is a kind and, for the kinds that name a modality, its index:
     drop(j)        late fusion: modality j's pooled feature at its train-split mean
 
 ``str(mode)`` is the name written to steps.csv and checkpoints ("regular", "rebalance0", "cut", "remove1",
-"drop0"); ``Mode.parse`` reads such a name back. Which modes a network runs is the network's to declare
-(``MultiModalNet.training_modes`` and its evaluation passes); nothing here knows a family.
+"drop0"); ``Mode.parse`` reads such a name back. A mode also equals (and hashes as) its name, so code written when
+modes were strings (``log.mode != "regular"``, ``outputs["cut"]``) keeps working. Which modes a network runs is
+the network's to declare (``MultiModalNet.training_modes`` and its evaluation passes); nothing here knows a family.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 KINDS: dict[str, bool] = {"regular": False, "cut": False, "rebalance": True, "remove": True, "drop": True}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Mode:
     """One forward mode: ``kind`` from ``KINDS`` and ``index`` (a modality, 0-based; -1 for kinds without one)."""
 
@@ -40,6 +41,16 @@ class Mode:
 
     def __str__(self) -> str:
         return f"{self.kind}{self.index}" if KINDS[self.kind] else self.kind
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mode):
+            return (self.kind, self.index) == (other.kind, other.index)
+        if isinstance(other, str):
+            return str(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))  # equal to its name, so hashed as its name
 
     @classmethod
     def parse(cls, name: str | Mode) -> Mode:
