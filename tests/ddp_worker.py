@@ -55,7 +55,7 @@ def record_modes() -> list[str]:
     observe = Method.observe
 
     def recording(self, info):
-        modes.append(info.mode)
+        modes.append(str(info.mode))  # the mode's name, as steps.csv writes it
         observe(self, info)
 
     Method.observe = recording
