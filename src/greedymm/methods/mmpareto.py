@@ -56,8 +56,8 @@ from .base import HParam, Method, StepContext, register_method
 def encoder_parameters(model: MultiModalNet, k: int) -> list[nn.Parameter]:
     """theta_k: encoder k's trainable parameters without its head (MMTM: branch k's stages)."""
     enc = model.encoder(k)
-    head = getattr(enc, "head", None)
-    skip = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    head = model.encoder_head(k)
+    skip = {id(p) for p in head.parameters()} if head is not None else set()
     return [p for p in enc.parameters() if p.requires_grad and id(p) not in skip]
 
 

@@ -76,7 +76,7 @@ def fusion_head_logits(model: MultiModalNet, out: Output) -> list[Tensor]:
 def encoder_weights(model: MultiModalNet, k: int) -> list[nn.Parameter]:
     """The Conv and Linear weights inside encoder k, its head excluded (MMTM: branch k without its head)."""
     enc = model.encoder(k)
-    head = getattr(enc, "head", None)
+    head = model.encoder_head(k)
     skip = {id(m) for m in head.modules()} if head is not None else set()
     return [
         m.weight

@@ -160,6 +160,9 @@ class MMTMNet(MultiModalNet):
         """Branch k, its head included."""
         return self.branches[k]
 
+    def encoder_head(self, k: int) -> nn.Module:
+        return self.branches[k].head
+
     @property
     def has_unimodal_heads(self) -> bool:
         return True

@@ -11,7 +11,7 @@ uni-modal head it has, and the pooled feature of every modality. Besides the for
     loss                    ``loss(out, y)``: the default training loss (a method may replace it)
     learning speed          ``speed_groups()`` and ``speed_layout()`` (the steps.csv / results.jsonl names)
     uni-modal heads         ``has_unimodal_heads``, ``unimodal_logits(x, k)``
-    per-modality parts      ``encoder(k)``; ``splits_per_modality`` and, when it does, ``modality_logits(out)`` and
+    per-modality parts      ``encoder(k)`` and ``encoder_head(k)``; ``splits_per_modality`` and, when it does, ``modality_logits(out)`` and
                             ``modality_slices(k)`` (the fusion parameters that read modality k only);
                             ``output_weights()``
     train-split means       ``reset_means`` / ``commit_means`` / ``recording_means`` (the utilization passes
@@ -158,6 +158,11 @@ class MultiModalNet(nn.Module):
     def encoder(self, k: int) -> nn.Module:
         """The module that reads modality k (for methods that act on one modality's parameters)."""
         raise NotImplementedError
+
+    def encoder_head(self, k: int) -> nn.Module | None:
+        """The classification head inside ``encoder(k)``, if it has one (methods that act on an encoder's feature
+        extractor leave it out)."""
+        return None
 
     @property
     def has_unimodal_heads(self) -> bool:
