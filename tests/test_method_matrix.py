@@ -18,7 +18,7 @@ SMALL = ["--width", "0.25", "--epochs", "1", "--no-progress"]
 SMALL_SYNTHETIC = ["--set", "data.size=96", "--set", "data.test_size=32", "--set", "data.image_size=12"]
 # settings that keep a method's epoch-level work small on tiny data (G-Blending: one epoch per estimate)
 QUICK_HPARAMS = {"gblending": {"super_epoch": 1}}
-# the fast tier trains the paper's method and one late-fusion baseline; the full tier every method
+# the fast tier resumes the paper's method and one late-fusion baseline; the full tier every method
 FAST = ("guided", "ogm-ge")
 ROWS = [pytest.param(m, marks=() if m in FAST else pytest.mark.slow) for m in METHODS]
 
@@ -34,7 +34,8 @@ def _refusal(capsys) -> str:
     return capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ROWS)
+@pytest.mark.slow  # a CLI epoch on cg-digits each; tests/test_cli.py trains through the CLI in the fast tier
+@pytest.mark.parametrize("name", METHODS)
 def test_every_method_trains_through_the_cli(tmp_path, name, capsys):
     fusion = [
         "--fusion",
