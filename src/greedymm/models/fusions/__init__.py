@@ -8,15 +8,14 @@ import importlib
 import pkgutil
 
 from .base import FUSION_HEADS, Fusion, ParamSlice, register_fusion
+from .concat import ConcatFusion
+from .film import FiLMFusion
+from .gated import GatedFusion
+from .sum import SumFusion
 
-for _module in pkgutil.iter_modules(__path__):
+for _module in pkgutil.iter_modules(__path__):  # any other fusion file in this folder registers itself too
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
-
-from .concat import ConcatFusion  # noqa: E402
-from .film import FiLMFusion  # noqa: E402
-from .gated import GatedFusion  # noqa: E402
-from .sum import SumFusion  # noqa: E402
 
 __all__ = [
     "FUSION_HEADS",
