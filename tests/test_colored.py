@@ -1,4 +1,4 @@
-"""The Colored-and-gray construction (DATA.md)."""
+"""The Colored-and-gray construction (docs/DATA.md)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""AGM (METHODS.md section 4): the coefficients and responses by hand, the gradient it forms, refusals, state, DDP."""
+"""AGM (docs/BASELINES.md section 4): the coefficients and responses by hand, its gradient, refusals, state, DDP."""
 
 import copy
 import math
@@ -52,7 +52,7 @@ def step(method, model, x, y, step=0, epoch=0):
     return loss
 
 
-# -- METHODS.md's sanity values ---------------------------------------------------------------------------
+# -- docs/BASELINES.md's sanity values ---------------------------------------------------------------------------
 def test_coefficients_two_modalities_by_hand():
     s, sbar = [0.5, 1.5], [0.8, 1.2]
     assert ratios(s) == approx([2.718282, 0.367879], abs=1e-6)  # r_a = e, r_v = 1 / r_a

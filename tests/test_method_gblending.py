@@ -1,4 +1,4 @@
-"""Gradient-Blending (METHODS.md section 2): the weight function by hand (the sanity check and its guards), the
+"""Gradient-Blending (docs/BASELINES.md section 2): the weight function by hand (the sanity check and its guards), the
 blended loss, the estimate (single-head copies, determinism, the model left alone), refusals, state, and a short
 run that resumes exactly."""
 
@@ -20,7 +20,7 @@ from greedymm.train import fit
 
 
 def test_sanity_check_weights():
-    # METHODS.md: (L^T_N, L^V_N, L^T_{N+n}, L^V_{N+n}) for a, v, av -> raw 5, 3.333, 2.5 -> (6/13, 4/13, 3/13)
+    # docs/BASELINES.md: (L^T_N, L^V_N, L^T_{N+n}, L^V_{N+n}) for a, v, av -> raw 5, 3.333, 2.5 -> (6/13, 4/13, 3/13)
     w = blend_weights([(1.0, 1.2, 0.6, 1.0), (1.0, 1.3, 0.4, 1.0), (0.9, 1.1, 0.6, 1.0)])
     assert w == pytest.approx([6 / 13, 4 / 13, 3 / 13])
     assert w == pytest.approx([0.4615, 0.3077, 0.2308], abs=1e-4)

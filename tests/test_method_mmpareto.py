@@ -1,4 +1,4 @@
-"""MMPareto (METHODS.md section 5): the 2-D examples by hand, the per-encoder rule on real networks, refusals,
+"""MMPareto (docs/BASELINES.md section 5): the 2-D examples by hand, the per-encoder rule on real networks, refusals,
 state, DDP, and a run through the training loop."""
 
 import copy
@@ -51,7 +51,7 @@ def rule_2d(g_mm, g_u, g_sum, gamma=1.5):
     return combine(g_mm, g_u, g_sum, l1, gamma), float(l1), float(cos)
 
 
-# -- METHODS.md's sanity values ---------------------------------------------------------------------------
+# -- docs/BASELINES.md's sanity values ---------------------------------------------------------------------------
 def test_conflicting_example_by_hand():
     final, l1, cos = rule_2d([1.0, 0.0], [-0.5, 1.0], [0.5, 1.0])
     assert cos == approx(-0.4472, abs=1e-4) and l1 == approx(0.538462, abs=1e-6)

@@ -1,4 +1,4 @@
-"""MSLR (METHODS.md section 6): the ratio rule by hand, exactly which gradients change, the validation split only,
+"""MSLR (docs/BASELINES.md section 6): the ratio rule by hand, which gradients change, the validation split only,
 refusals, state, resume, and the all-reduced accuracy under DDP."""
 
 import copy

@@ -1,4 +1,4 @@
-"""OGM-GE / OGM (METHODS.md section 1): the sanity values, exactly which gradients change, refusals, state, DDP."""
+"""OGM-GE / OGM (docs/BASELINES.md section 1): the sanity values, which gradients change, refusals, state, DDP."""
 
 import copy
 import json
@@ -23,7 +23,7 @@ def k_of(scores, alpha):
     return ogm_coefficients(torch.tensor(scores, dtype=torch.float64), alpha).tolist()
 
 
-# -- METHODS.md sanity values ----------------------------------------------------------------------------------
+# -- docs/BASELINES.md sanity values ----------------------------------------------------------------------------------
 def test_sanity_values():
     # s_a = 40, s_v = 20: rho_a = 2, so k_a = 1 - tanh(2 alpha), k_v = 1
     assert k_of([40.0, 20.0], 0.1) == pytest.approx([0.802625, 1.0], abs=1e-6)

@@ -1,4 +1,4 @@
-"""PMR (METHODS.md section 3): the sanity check by hand, prototypes, the M > 2 rule, what it touches, refusals,
+"""PMR (docs/BASELINES.md section 3): the sanity check by hand, prototypes, the M > 2 rule, what it touches, refusals,
 state, and a short run that resumes exactly."""
 
 import math
@@ -22,7 +22,7 @@ def _ctx(model, x, y, out, epoch=0):
 
 
 def test_sanity_check_by_hand():
-    # METHODS.md: z_a = (0,0), prototypes (0,0), (3,4): p_a = 1/(1+e^-5); z_v = (1,0), prototypes (0,0), (2,0):
+    # docs/BASELINES.md: z_a = (0,0), prototypes (0,0), (3,4): p_a = 1/(1+e^-5); z_v = (1,0), prototypes (0,0), (2,0):
     # p_v = 0.5; rho = 1.986614 > 1, so L = CE + alpha * 0.693147 on the visual branch, nothing for audio
     za, zv, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([0])
     pa, pv = torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [2.0, 0.0]])

@@ -1,4 +1,4 @@
-"""The uniform baseline (METHODS.md section 6): the loss by hand, which parameters it trains, refusals, resume."""
+"""The uniform baseline (docs/BASELINES.md section 6): loss by hand, which parameters it trains, refusals, resume."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Conditional utilization rate and conditional learning speed against hand computation (SPEC 3, 4; DESIGN 2, 3)."""
+"""Conditional utilization rate and learning speed against hand computation (docs/PAPER.md sections 3 and 4)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""MMTM forward against numbers worked out by hand (SPEC.md section 1)."""
+"""MMTM forward against numbers worked out by hand (docs/PAPER.md section 1)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The two-branch network: parameter groups, the cut path and re-balancing (SPEC.md sections 1, 3, 5)."""
+"""The two-branch network: parameter groups, the cut path and re-balancing (docs/PAPER.md sections 1, 3, 5)."""
 
 import torch
 import torch.nn.functional as F

@@ -196,7 +196,9 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         help="md (recommended; PNG figures beside it), html (figures embedded), csv (the table only)",
     )
     r.add_argument("--out", help="report file (default PATH/report.<format>)")
-    r.add_argument("--claims", action="store_true", help="also judge the paper's claims per data set (SPEC section 7)")
+    r.add_argument(
+        "--claims", action="store_true", help="also judge the paper's claims per data set (docs/PAPER.md section 7)"
+    )
     r.set_defaults(fn=cmd_report)
 
     p = subparsers.add_parser(

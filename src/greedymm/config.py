@@ -140,7 +140,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Layer 1: the defaults (the reproduction config) of each data set (SPEC.md section 6: CG-MNIST settings are not
+# Layer 1: the defaults (the reproduction config) of each data set (docs/PAPER.md section 6: CG-MNIST settings are not
 # public; ours are chosen and measured here, see docs/RESULTS.md).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # measured here: SGD (lr 0.01-0.1, momentum 0.9) sits at chance for hundreds of steps on these sets or
@@ -150,7 +150,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cg-fashion": {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     # generated data (greedymm.data.synthetic): seconds an epoch on a CPU
     "synthetic": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
-    # the authors' protocol (SPEC section 6); epochs is a cap, training stops after 5 epochs at 100% train acc
+    # the authors' protocol (docs/PAPER.md section 6); epochs is a cap, training stops after 5 epochs at 100% train acc
     "modelnet40": {
         "epochs": 200,
         "batch_size": 8,
@@ -171,7 +171,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "width": 0.25,
         "val_fraction": 0.2,
     },
-    # not public for NVGesture (SPEC section 6): our choice, kept here
+    # not public for NVGesture (docs/PAPER.md section 6): our choice, kept here
     "nvgesture": {
         "epochs": 60,
         "batch_size": 8,
@@ -199,7 +199,7 @@ PRESETS = DATASET_DEFAULTS  # the earlier name
 # Layer 2: named protocols of other papers, on our data and with our validation-only selection (`--protocol NAME`).
 # A protocol's "dataset" is the data set it runs on when none is given.
 PROTOCOLS: dict[str, dict[str, Any]] = {
-    # PMR's CG-MNIST protocol (METHODS.md section 7): its 4-conv encoder with a 512-d feature, late fusion, SGD 1e-3
+    # PMR's CG-MNIST protocol (docs/BASELINES.md section 7): its 4-conv encoder (512-d feature), late fusion, SGD 1e-3
     # momentum 0.9 weight decay 1e-4, StepLR(70, 0.1) per epoch, 100 epochs, batch 64; its colored construction
     # (jitter variance 0.030). Differences: the best epoch is chosen on our validation split, never the test split.
     "pmr-protocol": {

@@ -1,5 +1,5 @@
 """`greedymm reproduce <data set>`: the sweep of vanilla / guided / random, the report, and a verdict on each
-claim of the paper (Wu et al., ICML 2022; SPEC.md section 7) with the numbers behind it.
+claim of the paper (Wu et al., ICML 2022; docs/PAPER.md section 7) with the numbers behind it.
 
 The rules (all read at each run's best-validation epoch, validation split unless said otherwise):
 
@@ -113,7 +113,7 @@ def _missing(claim: str, statement: str, rule: str, methods: Sequence[str]) -> V
 
 
 def judge_claims(s: Mapping[str, MethodSummary], threshold: float = D_UTIL_LARGE) -> list[Verdict]:
-    """The verdicts on SPEC.md section 7 from per-method summaries (see the module docstring for the rules)."""
+    """The verdicts on docs/PAPER.md section 7 from per-method summaries (see the module docstring for the rules)."""
     out = []
     st1 = "vanilla training shows a consistent, large imbalance of utilization (|d_util| large)"
     r1 = f"every vanilla seed has |d_util val| >= {threshold}, all with the same sign"

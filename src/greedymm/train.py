@@ -3,7 +3,7 @@
 Per step (the method's hooks, DESIGN.md section 4; the loop never asks which method runs): forward in the
 method's mode, the method's loss (MMTM by default: the sum of the heads' cross-entropies; late fusion: the fused
 head's), the method's backward and gradient changes, the conditional learning speed on regular steps (before the
-optimizer step, SPEC.md section 4), the method picks the next mode, optimizer step. Per epoch: the method's epoch
+optimizer step, docs/PAPER.md section 4), the method picks the next mode, optimizer step. Per epoch: the method's epoch
 hooks, squeeze (or feature) means committed, validation and test evaluated in regular mode with utilization, the
 epoch's record (``epoch_record``, a pure function of the epoch's numbers) appended to the run folder, checkpoints
 written atomically (the last always, the best on a new best validation accuracy). Test is never used for

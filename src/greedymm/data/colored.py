@@ -1,4 +1,4 @@
-"""Colored-and-gray data sets (DATA.md): each item is one gray image twice, gray (m1) and colored (m0).
+"""Colored-and-gray data sets (docs/DATA.md): each item is one gray image twice, gray (m1) and colored (m0).
 
 Construction (Kim et al. 2019 colored MNIST, paired as later work does): 10 class colors whose R, G and B
 channels are each a permutation of {0.05, 0.15, ..., 0.95}. Training and validation items get

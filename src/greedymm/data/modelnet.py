@@ -1,6 +1,6 @@
-"""ModelNet40 front/rear views (Wu et al., ICML 2022, SPEC.md sections 1 and 6): the MVCNN shaded 12-view renders.
+"""ModelNet40 front/rear views (Wu et al., ICML 2022, docs/PAPER.md sections 1 and 6): the MVCNN shaded 12-view renders.
 
-Layout (DATA.md): ``<root>/<class>/<train|test>/<class>_<NNNN>.obj.shaded_v001.png .. _v012.png``, a camera ring
+Layout (docs/DATA.md): ``<root>/<class>/<train|test>/<class>_<NNNN>.obj.shaded_v001.png .. _v012.png``, a camera ring
 at 30 degree steps. Two views are the two modalities (default v001 and v007, 180 degrees apart, named "view0" and
 "view6"; branch k reads views[k]). Classes are the class folders found, sorted (the real set gives 40).
 Inputs: RGB in [0, 1], ImageNet mean/std normalization, random horizontal flip in training, native size unless
@@ -50,7 +50,7 @@ FLIPS = ("joint", "independent", "none")
 SPLITS = ("train", "test")
 _CHUNK = 256  # items decoded per batch of threads while building a cache
 _VIEW_FILE = re.compile(r"^(?P<obj>.+)\.obj\.shaded_v(?P<view>\d{3})\.png$")
-_HINT = "see DATA.md (ModelNet40) or run `greedymm data make modelnet-standin`"
+_HINT = "see docs/DATA.md (ModelNet40) or run `greedymm data make modelnet-standin`"
 
 
 def view_filename(obj: str, view: int) -> str:

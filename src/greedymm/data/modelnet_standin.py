@@ -1,4 +1,4 @@
-"""A procedural stand-in for the MVCNN 12-view ModelNet40 renders (DATA.md), written in exactly their layout.
+"""A procedural stand-in for the MVCNN 12-view ModelNet40 renders (docs/DATA.md), written in exactly their layout.
 
 ModelNet40 cannot be downloaded here, so ``make_modelnet_standin`` builds objects from trimesh primitives, renders
 each with a small NumPy z-buffer renderer from the same camera ring as the real renders (elevation 30 degrees,

@@ -1,4 +1,4 @@
-"""NVGesture (NVIDIA Dynamic Hand Gesture, Molchanov et al. CVPR 2016), RGB (m0) + depth (m1) [+ flow]; DATA.md.
+"""NVGesture (NVIDIA Dynamic Hand Gesture, Molchanov et al. CVPR 2016), RGB (m0) + depth (m1) [+ flow]; docs/DATA.md.
 
 Layout read here, exactly as NVIDIA ships it (and as ``nvgesture_standin`` writes its synthetic stand-in)::
 
@@ -65,7 +65,7 @@ CACHE_VERSION = 1  # bump when the cache layout or the decoding changes
 MODALITIES = ("rgb", "depth")  # m0, m1: the default
 CHANNELS = {"rgb": 3, "depth": 1, "flow": of.CHANNELS}  # every modality this loader can give, in channels
 ALIASES = {"color": "rgb"}  # the list files' sensor name for RGB
-# Normalization, one place per data set (SPEC.md section 6): RGB uses the ImageNet statistics, as for the other
+# Normalization, one place per data set (docs/PAPER.md section 6): RGB uses the ImageNet statistics, as for the other
 # image data sets here; depth (a single 8-bit channel) is centred and scaled to roughly unit range. Neither is
 # measured on NVGesture (not reachable here); re-measure on the real data before comparing to published numbers.
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

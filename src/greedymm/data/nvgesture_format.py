@@ -1,6 +1,6 @@
 """NVGesture's own files: the list lines (``nvgesture_*_correct_cvpr2016_v2.lst``) and windows of its AVI videos.
 
-Pure readers of the format as NVIDIA ships it (DATA.md); what an item is (resizing, caching, modalities) is
+Pure readers of the format as NVIDIA ships it (docs/DATA.md); what an item is (resizing, caching, modalities) is
 ``nvgesture.py``'s business. A list line: ``path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218
 color:sk_color:138:218 duo_left:duo_left:161:254 label:1``; sensor tokens are
 ``<sensor>:<file stem>:<start>:<end>``, labels 1..25.
@@ -23,7 +23,7 @@ LIST_FILES = {"train": "nvgesture_train_correct_cvpr2016_v2.lst", "test": "nvges
 VIDEO_DIR = "Video_data"
 SENSORS = {"rgb": "color", "depth": "depth"}  # modality -> sensor token in the list lines
 NUM_CLASSES = 25
-WINDOW = 80  # frames per gesture window (DATA.md)
+WINDOW = 80  # frames per gesture window (docs/DATA.md)
 LINE_EXAMPLE = (
     "path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218 "
     "duo_left:duo_left:161:254 label:1"

@@ -1,4 +1,4 @@
-"""AGM: Adaptive Gradient Modulation (Li et al., ICCV 2023), as the official code computes it (METHODS.md section 4).
+"""AGM: Adaptive Gradient Modulation (Li et al., ICCV 2023), as the official code has it (docs/BASELINES.md section 4).
 
 Source: lihong2303/AGM_ICCV2023 @5a65542, model/CREMAD_net.py (GradMod, M = 2), model/URFunny_net.py (M = 3),
 run/CREMAD_main.py:110-243 and run/URFunny_main.py:114-143 (coefficients), utils/config.py:74-76 (defaults).
@@ -31,7 +31,7 @@ The clip runs on every step, window or not, as in the code.
 Prediction and evaluation use the plain forward f(full); for MMTM f is the mean of the heads' logits [proposal].
 Hyper-parameters: alpha 1.0 (in [0, 8]: c = exp(alpha cap) must stay finite in float32), modulation_starts 0,
 modulation_ends 20. Scores are computed in float64 from log_softmax (the code: float32 softmax, then log).
-Extra cost: 2^M - 1 forwards; the backward runs through the 2^M - 1 graphs that carry gradient (METHODS.md counts
+Extra cost: 2^M - 1 forwards; the backward runs through the 2^M - 1 graphs that carry gradient (docs/BASELINES.md counts
 2^M, including f({}), which the loss does not use), i.e. 2^M - 2 extra backward passes.
 
 Not copied from the code: model selection on the test split; the audio-accuracy bug of test(); the constant

@@ -1,9 +1,9 @@
-"""Gradient-Blending, online (Wang, Tran & Feiszli, CVPR 2020; METHODS.md section 2).
+"""Gradient-Blending, online (Wang, Tran & Feiszli, CVPR 2020; docs/BASELINES.md section 2).
 
 Loss: L = sum_k w_k CE_k over the heads k in {each modality's uni-modal head, the fused head}, weights in
 modality order then the fused head (``weights[M]``), summing to 1:
     late fusion   L = sum_m w_m CE(unimodal_heads[m](z_m)) + w_f CE(fused logits)   (the VMZ model: separate heads)
-    MMTM          L = sum_m w_m CE(head m) + w_f CE(mean of the heads' logits)      [proposal, METHODS.md]
+    MMTM          L = sum_m w_m CE(head m) + w_f CE(mean of the heads' logits)      [proposal, docs/BASELINES.md]
 Evaluation uses the model's prediction (the fused head, or the mean of the MMTM heads).
 
 Weights, online: training is split into super-epochs of ``super_epoch`` = n epochs (published default 10, BB
@@ -22,7 +22,7 @@ for model selection and the test split is never read.
 
 Single-head copies (estimation only): late fusion, head m = encoder m + ``unimodal_heads[m]`` (the other encoders
 are not run); MMTM, head m = the whole network with every other modality's input set to zero, loss CE(head m)
-(the BB style; METHODS.md); the fused head = the whole network, loss CE(prediction). The copy's optimizer is not
+(the BB style; docs/BASELINES.md); the fused head = the whole network, loss CE(prediction). The copy's optimizer is not
 the run's (EpochInfo does not carry it): ``est_optimizer`` "sgd" (momentum 0.9, no weight decay: greedymm's default
 optimizer) or "adam", learning rate ``est_lr`` (default 0.01, greedymm's default lr): set them to the run's.
 [our reading] Losses L^T and L^V are measured in eval mode over the whole part (not recorded during training).

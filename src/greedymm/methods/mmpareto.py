@@ -1,4 +1,4 @@
-"""MMPareto (Wei & Hu, ICML 2024), as the official code trains (METHODS.md section 5).
+"""MMPareto (Wei & Hu, ICML 2024), as the official code trains (docs/BASELINES.md section 5).
 
 Source: GeWu-Lab/MMPareto_ICML2024 @a339db3, code/MMPareto.py:57-213 (train_epoch), code/min_norm_solvers.py:9-30,
 code/models/models.py:133-184 (AVClassifier: fused head plus separate uni-modal heads).

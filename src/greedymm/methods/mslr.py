@@ -1,6 +1,6 @@
 """MSLR: modality-specific learning rates (an official baseline of the AGM repository, Li et al., ICCV 2023).
 
-METHODS.md section 6, from lihong2303/AGM_ICCV2023 ``run/CREMAD_main.py`` (train, lines 194-209; epoch loop,
+docs/BASELINES.md section 6, from lihong2303/AGM_ICCV2023 ``run/CREMAD_main.py`` (train, lines 194-209; epoch loop,
 lines 671-684). The loss is the plain CE of the fused logits; after backward the gradients of modality m's
 encoder and of its uni-modal head are multiplied by
 

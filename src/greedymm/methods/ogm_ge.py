@@ -1,12 +1,12 @@
 """OGM-GE and OGM: on-the-fly gradient modulation, with generalization enhancement (Peng et al., CVPR 2022).
 
-METHODS.md section 1, as the official code does it (GeWu-Lab/OGM-GE_CVPR2022 ``main.py``, ``train_epoch``):
+docs/BASELINES.md section 1, as the official code does it (GeWu-Lab/OGM-GE_CVPR2022 ``main.py``, ``train_epoch``):
 
     loss          L = CE(o, y) on the fused logits only (the code never backpropagates the uni-modal losses)
     uni-modal     o_m from the fusion head, with no extra parameters and no extra pass (the forward's z_m):
       logits        concat  o_m = W[:, columns of z_m] z_m + b / M   (the code: b / 2 for M = 2; b / M is [our reading])
                     sum     o_m = fc_m(z_m) with its full bias        (training code since commit 5480329)
-                    mmtm    o_m = the logits of branch head m         ([proposal] of METHODS.md)
+                    mmtm    o_m = the logits of branch head m         ([proposal] of docs/BASELINES.md)
     scores        s_m = sum_{i in B} softmax(o_m,i)[y_i], a sum over the batch (the global batch: all-reduced)
     coefficients  M = 2 (modality 0 is the code's audio, 1 its visual): rho = s_1 / s_0;
                     rho > 1: k_1 = 1 - tanh(alpha rho), k_0 = 1;   otherwise: k_0 = 1 - tanh(alpha / rho), k_1 = 1
@@ -22,7 +22,7 @@ METHODS.md section 1, as the official code does it (GeWu-Lab/OGM-GE_CVPR2022 ``m
                   Linear weights inside an encoder are modulated too (the maintainer, issue #22); the code's
                   4-D test only reaches Conv2d weights.
 
-What we do not copy from the official code (METHODS.md "Pitfalls"):
+What we do not copy from the official code (docs/BASELINES.md "Pitfalls"):
   - parameters chosen by ``name.split('.')[1]``, which without DataParallel selects nothing and says nothing: ours
     come from the module tree (``model.encoder(m)`` minus its head), and ``check`` refuses an encoder with no
     Conv or Linear weight;

@@ -1,4 +1,4 @@
-"""PMR: Prototypical Modal Rebalance (Fan et al., CVPR 2023), as the official code runs it (METHODS.md section 3).
+"""PMR: Prototypical Modal Rebalance (Fan et al., CVPR 2023), as the official code does (docs/BASELINES.md section 3).
 
 Prototypes. For every class c and modality m, c_m[c] = mean of the pooled feature z_m over the items of class c,
 from an eval-mode, no-grad pass (constants for the step), recomputed in ``on_epoch_start`` (before epoch 0 and
@@ -10,11 +10,11 @@ Per step, for epochs in [modulation_starts, modulation_ends] (inclusive, as the 
     PCE_m  = CE(sim_m, y)
     s_m    = sum_i softmax(sim_m)_i[y_i]                             # summed over the global batch (all ranks)
     M = 2: rho = s_0 / s_1; rho > 1: L = L_base + alpha PCE_1; rho < 1: L = L_base + alpha PCE_0; rho = 1: L_base
-    M > 2 [proposal, METHODS.md]: rho_m = s_m / mean_{k != m} s_k; L = L_base + alpha sum_{m: rho_m < 1} PCE_m
+    M > 2 [proposal, docs/BASELINES.md]: rho_m = s_m / mean_{k != m} s_k; L = L_base + alpha sum_{m: rho_m < 1} PCE_m
     (exact for M = 2). Outside the window L = L_base.
 L_base is the model family's own loss: CE of the fused logits for late fusion (the official), the sum of the
 branch heads' CEs for MMTM. Fusion-agnostic: only z_m is used (Output.features; for MMTM, the inputs of the branch
-heads [proposal, METHODS.md]). Evaluation uses the model's prediction only.
+heads [proposal, docs/BASELINES.md]). Evaluation uses the model's prediction only.
 
 What we follow and where we differ from the official code (PMR ``main_Prototype_grad.py``):
   - Prototype data: the official code reads the first len(loader) // 10 batches of a shuffled loader, which is the

@@ -1,4 +1,4 @@
-"""The random variant of balanced learning (the authors' ablation, SPEC.md section 5), for N branches.
+"""The random variant of balanced learning (the authors' ablation, docs/PAPER.md section 5), for N branches.
 
 After warm-up each step is drawn uniformly from {regular, re-balance 0, ..., re-balance N-1}; no speeds, no alpha,
 no window. The draws come from the method's own seeded generator, which is part of its state (and identical on

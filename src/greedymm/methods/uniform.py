@@ -1,6 +1,6 @@
 """The "uniform baseline": the fused loss plus every uni-modal loss, equal weights (MMPareto, Wei & Hu, ICML 2024).
 
-METHODS.md section 6, from GeWu-Lab/MMPareto_ICML2024 ``uniform_baseline.py``: L = CE(o, y) + sum_m CE(o_m, y),
+docs/BASELINES.md section 6, from GeWu-Lab/MMPareto_ICML2024 ``uniform_baseline.py``: L = CE(o, y) + sum_m CE(o_m, y),
 where o is the fused prediction and o_m the logits of a separate uni-modal head per modality (for two modalities
 the paper's CE(o) + CE(o_a) + CE(o_v)). Gradients are the plain gradient of L; the prediction is unchanged.
 

@@ -1,4 +1,4 @@
-"""Conditional learning speed, the online proxy of Wu et al. (ICML 2022), SPEC.md section 4, for N modalities.
+"""Conditional learning speed, the online proxy of Wu et al. (ICML 2022), docs/PAPER.md section 4, for N modalities.
 
 After backward and before the optimizer step of a regular step:
     mu(P) = sum_{p in P} ||grad p||^2 / sum_{p in P} ||p||^2

@@ -1,4 +1,4 @@
-"""The small CNN branch used for Colored-and-gray MNIST (SPEC.md section 1).
+"""The small CNN branch used for Colored-and-gray MNIST (docs/PAPER.md section 1).
 
 BN on the input, conv5x5 32, max-pool, conv3x3 32, conv3x3 64 stride 2, conv3x3 64, global average pool.
 Stages are cut so that MMTM can follow each of the last three convolutions.
@@ -32,7 +32,7 @@ SMALL_CNN_FUSE_AFTER = (1, 2, 3)
 
 
 def pmr_convnet(in_channels: int, num_classes: int | None, width: float = 1.0) -> Branch:
-    """PMR's CG-MNIST encoder (``convnet`` of the official code, METHODS.md section 7): BN on the input,
+    """PMR's CG-MNIST encoder (``convnet`` of the official code, docs/BASELINES.md section 7): BN on the input,
     conv5x5 32 + ReLU, max-pool 3 stride 2, conv3x3 32 + ReLU, conv3x3 64 stride 2 + ReLU, conv3x3 64 + ReLU,
     average pool, Linear(64 -> 512) without activation: a 512-d feature. Conv biases kept; Linear xavier-normal
     with zero bias, conv kaiming-normal (fan_out, ReLU), as its init."""

@@ -1,6 +1,6 @@
 """I3D: Inception-v1 inflated to 3-D (Carreira & Zisserman, "Quo Vadis, Action Recognition?", CVPR 2017).
 
-The NVGesture branch of Wu et al. (ICML 2022), SPEC.md section 1. Written here from the published layer table;
+The NVGesture branch of Wu et al. (ICML 2022), docs/PAPER.md section 1. Written here from the published layer table;
 inputs are (B, C, T, H, W), trained from scratch (no Kinetics weights: none can be fetched here).
 
 Layers (channel counts of Inception-v1, Szegedy et al. 2015, Table 1; every k x k kernel inflated to k x k x k):
@@ -21,7 +21,7 @@ Stages (one per row of ``I3D_STAGE_NAMES``): the stem, then one stage per Incept
 of Mixed_4b and Mixed_5b belonging to that block's stage. Stage k's output is what MMTM k may fuse.
 
 Where MMTM goes (``I3D_FUSE_AFTER``): after Mixed_4f, Mixed_5b and Mixed_5c, the last three Inception blocks.
-SPEC.md puts MMTM "in the late Inception blocks (as in the MMTM paper)". We could not retrieve the text of the
+docs/PAPER.md puts MMTM "in the late Inception blocks (as in the MMTM paper)". We could not retrieve the text of the
 MMTM paper's hand-gesture section with the search tools available here, and its public code (haamoon/mmtm)
 covers only NTU RGB+D, where it places three MMTMs after the last three stages of the visual network; Wu et
 al.'s public code does the same for ModelNet40 (ResNet-18 layer2..4). We follow that pattern: three MMTMs on the

@@ -1,6 +1,6 @@
 """MMTM fusion (Joze et al., CVPR 2020) for N branches, with the bookkeeping the greedy-learning method needs.
 
-SPEC.md sections 1-3 (Wu et al., ICML 2022), generalized as in DESIGN.md sections 1-2:
+docs/PAPER.md sections 1-3 (Wu et al., ICML 2022), generalized as in DESIGN.md sections 1-2:
     S_k = mean of branch k's map over its non-channel dims                    # (B, C_k)
     Z   = ReLU(W_s [S_1; ...; S_N] + b_s)                                     # (B, int(2 sum_k C_k / ratio))
     g_k = sigma(W_k Z + b_k)                                                  # (2 sigma as an option)
@@ -10,10 +10,10 @@ For two branches this is the paper's module exactly (same layers, created in the
 Modes (one per forward, chosen by the network):
     "regular"      the equations above.
     "rebalance<k>" branch k's gates are replaced by their detached running means (re-balancing step for
-                   branch k, SPEC section 5); the gate layer into branch k then gets no gradient.
+                   branch k, docs/PAPER.md section 5); the gate layer into branch k then gets no gradient.
     "cut"          conditional-utilization pass "cut all others" (DESIGN section 2a): branch k's gate comes from
                    Z_k = ReLU(W_s [mean S_1; ...; S_k; ...; mean S_N]), so branch k depends on m_k alone. For two
-                   branches this is SPEC section 3's single cut pass.
+                   branches this is docs/PAPER.md section 3's single cut pass.
     "remove<j>"    the pairwise pass: S_j is replaced by its train-split mean in Z, and every gate comes from that Z,
                    so no branch other than j depends on m_j.
 Running gate means and squeeze sums are float64 buffers: float32 sums drift over the ~10^5 forwards of a run.
@@ -58,7 +58,7 @@ class MMTM(nn.Module):
     """Multi-modal transfer module between the feature maps of N >= 2 branches with ``channels`` channels.
 
     ``MMTM(c0, c1)`` is the paper's two-branch module. Buffers (saved in state_dict, follow ``.to``):
-        gate_mean<k>  running mean over training forwards of branch k's batch-mean gates (SPEC section 2)
+        gate_mean<k>  running mean over training forwards of branch k's batch-mean gates (docs/PAPER.md section 2)
         gate_count    number of training forwards folded into gate_mean
         sq_mean<k>    train-split mean of S_k, used by the "cut" and "remove" modes
         sq_sum<k>, sq_count   accumulators that ``commit_means`` turns into sq_mean
@@ -137,7 +137,7 @@ class MMTM(nn.Module):
     @torch.no_grad()
     def _update_gate_means(self, g: list[Tensor]) -> None:
         # cumulative mean of batch-mean gates; each branch tracks its own gates (the authors' code used
-        # branch 0's gates for both, a defect SPEC section 2 fixes)
+        # branch 0's gates for both, a defect docs/PAPER.md section 2 fixes)
         self.gate_count += 1
         batch_means = all_reduce_(torch.cat([gk.double().mean(dim=0) for gk in g]), "mean")
         for k, bm in enumerate(batch_means.split(self.channels)):

@@ -11,9 +11,9 @@ uni-modal head it has, and the pooled feature of every modality. Besides the for
     loss                    ``loss(out, y)``: the default training loss (a method may replace it)
     learning speed          ``speed_groups()`` and ``speed_layout()`` (the steps.csv / results.jsonl names)
     uni-modal heads         ``has_unimodal_heads``, ``unimodal_logits(x, k)``
-    per-modality parts      ``encoder(k)`` and ``encoder_head(k)``; ``splits_per_modality`` and, when it does, ``modality_logits(out)`` and
-                            ``modality_slices(k)`` (the fusion parameters that read modality k only);
-                            ``output_weights()``
+    per-modality parts      ``encoder(k)`` and ``encoder_head(k)``; ``splits_per_modality`` and, when it does,
+                            ``modality_logits(out)`` and ``modality_slices(k)`` (the fusion parameters that read
+                            modality k only); ``output_weights()``
     train-split means       ``reset_means`` / ``commit_means`` / ``recording_means`` (the utilization passes
                             replace a modality with them)
 

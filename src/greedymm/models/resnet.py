@@ -1,6 +1,6 @@
 """ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) as a two-branch ``Branch``.
 
-The ModelNet40 branch of Wu et al. (ICML 2022), SPEC.md section 1: ResNet-18 from scratch, 40-way head, MMTM
+The ModelNet40 branch of Wu et al. (ICML 2022), docs/PAPER.md section 1: ResNet-18 from scratch, 40-way head, MMTM
 after layer2, layer3 and layer4. Layout (ImageNet variant, table 1 of the ResNet paper):
 
     stem    conv7x7 64 stride 2, BN, ReLU, maxpool3x3 stride 2      # (B, 64, H/4, W/4)

@@ -1,7 +1,7 @@
 """Sweep reports: run records -> one row per (data set, method, settings), mean +- std over seeds.
 
 Every number is read at each run's best-validation epoch (the record with the highest validation accuracy; the
-first such epoch on ties), as the paper selects its checkpoints (SPEC.md section 6); test is never used to
+first such epoch on ties), as the paper selects its checkpoints (docs/PAPER.md section 6); test is never used to
 select. ``aggregate`` is a pure function of the records, so a small checked-in set of records and its expected
 markdown pin it down (tests/data/report). Rendering: markdown (first), HTML with embedded figures, CSV.
 """

@@ -1,7 +1,7 @@
 """Figures of a sweep (PNG, matplotlib Agg), one set per data set, each method as its mean over seeds:
 
 - test accuracy at the best-validation epoch per row (bars: mean, whiskers: min-max, a dot per seed);
-- d_speed over training steps, with the min-max band over seeds (SPEC.md section 4);
+- d_speed over training steps, with the min-max band over seeds (docs/PAPER.md section 4);
 - validation d_util over epochs (section 3), with the min-max band;
 - per-head validation accuracy over epochs (head 0 solid, head 1 dashed);
 - share of steps re-balancing per method (bars: mean, error bars: min-max over seeds).
