@@ -1,4 +1,4 @@
-"""The methods' state machines (docs/PAPER.md section 5, DESIGN.md section 3)."""
+"""The methods' state machines (docs/PAPER.md section 5, docs/DESIGN.md section 3)."""
 
 import math
 

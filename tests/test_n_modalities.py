@@ -1,5 +1,5 @@
 """Three modalities and late fusion: utilization worked out by hand on models built to use or ignore given
-modalities (DESIGN.md sections 1-2), the late fusions, and modality subsets."""
+modalities (docs/DESIGN.md sections 1-2), the late fusions, and modality subsets."""
 
 import math
 

@@ -7,7 +7,7 @@ Models from your encoders (each modality: a list of stages, ``nn.Module`` s that
     model = greedymm.late_fusion({"audio": [...], "image": [...]}, num_classes=10, example=batch_inputs,
                                  fusion="concat")                         # family (b)
 
-Your loop, with a ``Balancer`` at the points of DESIGN.md section 4 (the same calls greedymm's own loop makes):
+Your loop, with a ``Balancer`` at the points of docs/DESIGN.md section 4 (the same calls greedymm's own loop makes):
 
     bal = greedymm.Balancer(model, "guided", warmup_steps=len(loader))
     for epoch in range(epochs):

@@ -1,7 +1,7 @@
 """Evaluation in regular mode, with the conditional utilization rate computed in the same sweep.
 
 Each batch runs the shared part of the network once (the stages before the first MMTM, or the encoders of a
-late-fusion model) and then every evaluation pass the model declares (``MultiModalNet.eval_passes``, DESIGN.md
+late-fusion model) and then every evaluation pass the model declares (``MultiModalNet.eval_passes``, docs/DESIGN.md
 section 2): MMTM's single cut pass gives A(f_k') for every head at once; a late-fusion model runs one drop pass per
 modality. Each pass names the accuracies it yields; the model turns them into utilization rates
 (``MultiModalNet.utilization``). Names for two modalities with MMTM are the paper's (acc_head0_cut, u_m1_given_m0,

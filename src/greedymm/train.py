@@ -1,6 +1,6 @@
 """The one training loop: method-agnostic, resumable, logging every evaluation and every step.
 
-Per step (the method's hooks, DESIGN.md section 4; the loop never asks which method runs): forward in the
+Per step (the method's hooks, docs/DESIGN.md section 4; the loop never asks which method runs): forward in the
 method's mode, the method's loss (MMTM by default: the sum of the heads' cross-entropies; late fusion: the fused
 head's), the method's backward and gradient changes, the conditional learning speed on regular steps (before the
 optimizer step, docs/PAPER.md section 4), the method picks the next mode, optimizer step. Per epoch: the method's epoch

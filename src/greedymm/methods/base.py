@@ -1,4 +1,4 @@
-"""The method contract: one registry, and the hooks of the one training loop (DESIGN.md section 4).
+"""The method contract: one registry, and the hooks of the one training loop (docs/DESIGN.md section 4).
 
 A method changes one or more of these, and nothing else; the loop never asks which method runs:
     next_mode(info)            the mode of the next step ("regular", "rebalance<k>": guided, random)

@@ -1,6 +1,6 @@
 """Balanced multi-modal learning, guided by the conditional learning speed (Wu et al., ICML 2022, Alg. 1).
 
-docs/PAPER.md section 5, for N branches as DESIGN.md section 3 extends it: after a regular step past warm-up, if
+docs/PAPER.md section 5, for N branches as docs/DESIGN.md section 3 extends it: after a regular step past warm-up, if
 d_speed > alpha (N = 2: |d_speed| > alpha), the next Q steps re-balance branch argmax_k s_k (N = 2: k = 0 when
 d_speed > 0, else 1: the paper's rule); re-balancing branch k replaces its MMTM gates by their running means, so
 it learns from m_k alone. After the Q-th re-balancing step the next step is regular again. Warm-up: as in the

@@ -4,7 +4,7 @@ After backward and before the optimizer step of a regular step:
     mu(P) = sum_{p in P} ||grad p||^2 / sum_{p in P} ||p||^2
     M_theta_k += mu(theta_k),  M_psi_k += mu(psi_k)                     (cumulative, regular steps only)
     s_k = log10(M_psi_k / M_theta_k)                                    (N = 2: s_0 = s(m1|m0), s_1 = s(m0|m1))
-    d_speed = s_0 - s_1 (N = 2, signed)  or  max_k s_k - min_k s_k (N > 2)   (DESIGN.md section 3)
+    d_speed = s_0 - s_1 (N = 2, signed)  or  max_k s_k - min_k s_k (N > 2)   (docs/DESIGN.md section 3)
 Late-fusion models have no psi: the tracker then accumulates mu(theta_k) only, for diagnosis.
 
 Squared norms: float32 norms of 4096-element rows, combined in float64 over rows, tensors and steps (relative error

@@ -1,4 +1,4 @@
-"""Conditional utilization rate (Wu et al., ICML 2022, docs/PAPER.md section 3) for N modalities (DESIGN.md section 2).
+"""Conditional utilization rate (Wu et al., ICML 2022; docs/PAPER.md section 3) for N modalities (docs/DESIGN.md 2).
 
     u = (A(f) - A(f')) / A(f)       never clipped; NaN when A(f) = 0
 

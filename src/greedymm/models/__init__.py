@@ -1,4 +1,4 @@
-"""Backbones, fusions and the two model families of DESIGN.md; ``build_model`` makes one from names.
+"""Backbones, fusions and the two model families of docs/DESIGN.md; ``build_model`` makes one from names.
 
 family (a) ``MMTMNet`` (mmtm_net.py): N branches joined by N-way MMTM (mmtm.py), one head per branch (the paper's
 network for N = 2); family (b) ``LateFusionNet`` (late_fusion.py): encoders + a late fusion from ``fusions/``

@@ -1,7 +1,7 @@
 """A uni-modal branch: a backbone cut into stages, global average pooling, and (optionally) a linear head.
 
 Backbones (small CNN, ResNet-18, I3D) are lists of stages so that fusion can sit between any two of them
-(intermediate fusion, family (a) of DESIGN.md) or after the last one (late fusion, family (b)).
+(intermediate fusion, family (a) of docs/DESIGN.md) or after the last one (late fusion, family (b)).
 """
 
 from __future__ import annotations

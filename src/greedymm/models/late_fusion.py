@@ -1,12 +1,13 @@
-"""Family (b): encoders, a late fusion, one fused head, optional uni-modal heads (DESIGN.md section 1b).
+"""Family (b): encoders, a late fusion, one fused head, optional uni-modal heads (docs/DESIGN.md section 1b).
 
 The fusion head is one of ``fusions.FUSION_HEADS`` (concat, sum for any N; film, gated for two modalities: one
 file each in ``fusions/``). A uni-modal model is this family with one modality (its fusion is one linear layer).
 
 What it declares (``MultiModalNet``): training mode regular; evaluation passes regular (acc, and acc_head<k> when
-it has uni-modal heads) and drop(j) (acc_drop<j>: z_j replaced by its train-split mean, DESIGN 2b); utilization
-u(m_j) = (A(f) - A(f^{-j})) / A(f) (d_util = u(m1) - u(m0) for N = 2); speed groups theta_k = encoder k (each
-step's mu logged, no conditional speed); per-modality logits and parameter slices when its fusion splits.
+it has uni-modal heads) and drop(j) (acc_drop<j>: z_j replaced by its train-split mean, docs/DESIGN.md section
+2b); utilization u(m_j) = (A(f) - A(f^{-j})) / A(f) (d_util = u(m1) - u(m0) for N = 2); speed groups theta_k =
+encoder k (each step's mu logged, no conditional speed); per-modality logits and parameter slices when its fusion
+splits.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class LateFusionNet(MultiModalNet):
 
     # -- learning speed ----------------------------------------------------------------------------------
     def speed_groups(self) -> list[list[nn.Parameter]]:
-        """theta_k = encoder k (there is no psi: no gates; DESIGN section 3 logs mu(theta_k) only)."""
+        """theta_k = encoder k (there is no psi: no gates; docs/DESIGN.md section 3 logs mu(theta_k) only)."""
         return [list(e.parameters()) for e in self.encoders]
 
     def speed_layout(self) -> SpeedLayout:

@@ -1,6 +1,6 @@
 """MMTM fusion (Joze et al., CVPR 2020) for N branches, with the bookkeeping the greedy-learning method needs.
 
-docs/PAPER.md sections 1-3 (Wu et al., ICML 2022), generalized as in DESIGN.md sections 1-2:
+docs/PAPER.md sections 1-3 (Wu et al., ICML 2022), generalized as in docs/DESIGN.md sections 1-2:
     S_k = mean of branch k's map over its non-channel dims                    # (B, C_k)
     Z   = ReLU(W_s [S_1; ...; S_N] + b_s)                                     # (B, int(2 sum_k C_k / ratio))
     g_k = sigma(W_k Z + b_k)                                                  # (2 sigma as an option)
@@ -11,7 +11,7 @@ Modes (one per forward, chosen by the network):
     "regular"      the equations above.
     "rebalance<k>" branch k's gates are replaced by their detached running means (re-balancing step for
                    branch k, docs/PAPER.md section 5); the gate layer into branch k then gets no gradient.
-    "cut"          conditional-utilization pass "cut all others" (DESIGN section 2a): branch k's gate comes from
+    "cut"          conditional-utilization pass "cut all others" (docs/DESIGN.md section 2a): branch k's gate comes from
                    Z_k = ReLU(W_s [mean S_1; ...; S_k; ...; mean S_N]), so branch k depends on m_k alone. For two
                    branches this is docs/PAPER.md section 3's single cut pass.
     "remove<j>"    the pairwise pass: S_j is replaced by its train-split mean in Z, and every gate comes from that Z,

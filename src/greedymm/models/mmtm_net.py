@@ -1,4 +1,4 @@
-"""Family (a): N uni-modal branches joined by N-way MMTM, one head per branch (docs/PAPER.md section 1, DESIGN.md 1a).
+"""Family (a): N uni-modal branches joined by N-way MMTM, one head per branch (docs/PAPER.md s. 1; docs/DESIGN.md 1a).
 
 Branch k reads modality m_k and ends in its own linear head (logits y_k). MMTM modules join the branches after
 some of their stages. The prediction is the mean of the heads' logits; the training loss is the sum of the
@@ -134,7 +134,7 @@ class MMTMNet(MultiModalNet):
             out.update(pairwise_utilization(heads, removed))
         return out
 
-    # -- parameter groups (docs/PAPER.md section 1, DESIGN section 3), from the module tree ---------------------
+    # -- parameter groups (docs/PAPER.md section 1, docs/DESIGN.md section 3), from the module tree ---
     def theta(self, k: int) -> list[nn.Parameter]:
         """Everything in branch k, its head included."""
         return list(self.branches[k].parameters())

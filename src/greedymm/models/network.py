@@ -1,5 +1,5 @@
 """The model interface: what every multi-modal network in greedymm declares, so nothing outside ``models/`` asks
-which family it is (DESIGN.md section 1).
+which family it is (docs/DESIGN.md section 1).
 
 A network reads ``dict[modality, Tensor]`` and returns an ``Output``: the prediction's logits, the logits of every
 uni-modal head it has, and the pooled feature of every modality. Besides the forward pass it declares:
