@@ -117,6 +117,7 @@ def test_write_report_md_html_csv(tmp_path):
     assert md == sweep / "report.md" and len(rows) == 4
     figures = sorted(p.name for p in (sweep / "report_figures").iterdir())
     assert figures == [
+        "tiny_acc_epochs.png",
         "tiny_d_speed.png",
         "tiny_d_util.png",
         "tiny_head_acc.png",
@@ -127,7 +128,7 @@ def test_write_report_md_html_csv(tmp_path):
     assert "](report_figures/tiny_d_speed.png)" in md.read_text()
     html, _ = write_report(sweep, "html", tmp_path / "out" / "r.html")
     page = html.read_text()
-    assert page.count("data:image/png;base64,") == 5 and "<table>" in page and "STAND-IN" in page
+    assert page.count("data:image/png;base64,") == 6 and "<table>" in page and "STAND-IN" in page
     out, _ = write_report(sweep, "csv", tmp_path / "t.csv")
     assert out.read_text().startswith("dataset,method,settings,n,seeds,data,")
     with pytest.raises(ValueError, match="md, html or csv"):
@@ -227,3 +228,33 @@ def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypat
         "random (n=1, 1 unfinished)",
     ]
     assert "STAND-IN" in ax.get_title()
+
+
+def test_accuracy_over_epochs_figure_draws_validation_and_test_means(tmp_path, monkeypatch):
+    """Validation (left) and test (right) accuracy per epoch: each row's line is the mean over its seeds of the
+    records' accuracies, cut to the shortest run."""
+    from greedymm.report import sweep_figures
+
+    loaded = load_runs(SWEEP)
+    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
+    drawn = {}
+
+    def keep(fig, path):
+        drawn["fig"] = fig
+        return path
+
+    monkeypatch.setattr(sweep_figures, "_save", keep)
+    sweep_figures.plot_accuracy_over_epochs(rows, loaded.records, tmp_path / "a.png")
+    fig = drawn["fig"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["validation accuracy", "test accuracy"]
+    for ax, split in zip(fig.axes, ("val", "test"), strict=True):
+        lines = [ln for ln in ax.lines if ln.get_label().startswith(tuple(r.label for r in rows))]
+        assert len(lines) == len(rows)
+        for line, row in zip(lines, rows, strict=True):
+            series = [[rec[split]["acc"] for rec in loaded.records[run]] for run in row.runs]
+            length = min(len(s) for s in series)
+            mean = [sum(s[i] for s in series) / len(series) for i in range(length)]
+            assert list(line.get_xdata()) == list(range(1, length + 1))
+            assert list(line.get_ydata()) == pytest.approx(mean)
+            assert line.get_label() == f"{row.label} (n={len(row.runs)})"
+    assert "STAND-IN" in fig._suptitle.get_text()

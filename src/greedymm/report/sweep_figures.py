@@ -1,6 +1,8 @@
 """Figures of a sweep (PNG, matplotlib Agg), one set per data set, each method as its mean over seeds:
 
 - test accuracy at the best-validation epoch per row (bars: mean, whiskers: min-max, a dot per seed);
+- validation and test accuracy over epochs, side by side (validation selects; the test panel shows what it could
+  not see, e.g. a test split whose shortcut is broken);
 - d_speed over training steps, with the min-max band over seeds (docs/PAPER.md section 4);
 - validation d_util over epochs (section 3), with the min-max band;
 - per-head validation accuracy over epochs (head 0 solid, head 1 dashed);
@@ -115,6 +117,30 @@ def plot_epoch_metric(
     return _save(fig, path)
 
 
+def plot_accuracy_over_epochs(
+    rows: Sequence[Row], records_by_run: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
+) -> Path:
+    """Two panels sharing the epoch axis: validation accuracy (left) and test accuracy (right) of the prediction,
+    each row as its mean over seeds with the min-max band; a marker on the mean at each row's best-validation
+    epochs (the epochs a report reads)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), sharex=True)
+    for row in rows:
+        color = _color(row, rows)
+        for ax, split in zip(axes, ("val", "test"), strict=True):
+            arr = _aligned([[r[split].get("acc", math.nan) for r in records_by_run[run]] for run in row.runs])
+            epochs = np.arange(1, arr.shape[1] + 1)
+            _band(ax, epochs, arr, color, row.label)
+    stand_in = any("STAND-IN" in s for r in rows for s in r.sources)
+    for ax, split in zip(axes, ("validation", "test"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{split} accuracy")
+        ax.set_title(f"{split} accuracy (mean, min-max over seeds)", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{rows[0].dataset}: accuracy over epochs{' (STAND-IN data)' if stand_in else ''}", fontsize=10)
+    return _save(fig, path)
+
+
 def plot_test_accuracy(rows: Sequence[Row], path: Path) -> Path:
     """One horizontal bar per row, first row on top: the mean test accuracy at the best-validation epoch, whiskers
     from the lowest to the highest seed, a dot per seed; the title says when the data is a stand-in."""
@@ -166,6 +192,9 @@ def dataset_figures(
         mods = list(mine[0].modalities)
         first = records_by_run[mine[0].runs[0]][-1]["val"]
         out[f"{dataset}: test accuracy per method"] = plot_test_accuracy(mine, folder / f"{dataset}_test_acc.png")
+        out[f"{dataset}: validation and test accuracy over epochs"] = plot_accuracy_over_epochs(
+            mine, records_by_run, folder / f"{dataset}_acc_epochs.png"
+        )
         p = plot_d_speed(mine, steps_by_run, folder / f"{dataset}_d_speed.png")
         if p:
             out[f"{dataset}: d_speed over training steps"] = p
