@@ -256,7 +256,9 @@ class Balancer:
             ctx = StepContext(ctx.x, y, out, ctx.model, ctx.net, ctx.mode, ctx.step, ctx.epoch)
         ctx.y = y
         self._ctx = ctx
-        self._loss = self.method.loss(ctx).float()
+        loss = self.method.loss(ctx)
+        # float32 under autocast (bf16/fp16 losses), float64 for a float64 model
+        self._loss = loss if loss.dtype == torch.float64 else loss.float()
         return self._loss
 
     def backward(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:

@@ -5,6 +5,11 @@ optimizer stay float32, and everything greedymm measures (speed sums, gate and s
 stays float32/float64. fp16 scales the loss (a ``GradScaler``) and unscales the gradients before the method's
 gradient changes and the speed, so both see true gradients. fp32, the default, runs exactly as before.
 ``--channels-last`` stores 4-D weights and inputs channels-last (5-D ones, I3D's, channels-last-3d).
+
+The float64 accumulators (MMTM's gate means and squeeze sums, late fusion's feature means, the speed sums) live on
+modules that derive from ``KeepsFloat64``: a user's ``model.float()``, ``.half()``, ``.to(torch.bfloat16)`` or
+``.to(device, dtype)`` casts the parameters as asked and moves those buffers to the new device, but leaves them
+float64.
 """
 
 from __future__ import annotations
@@ -16,9 +21,24 @@ from torch import Tensor, nn
 
 from .choices import PRECISIONS
 
-__all__ = ["PRECISIONS", "autocast", "grad_scaler", "inputs_channels_last", "to_channels_last"]
+__all__ = ["PRECISIONS", "KeepsFloat64", "autocast", "grad_scaler", "inputs_channels_last", "to_channels_last"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class KeepsFloat64(nn.Module):
+    """A module whose own float64 buffers stay float64 under every dtype cast (``.float()``, ``.half()``,
+    ``.bfloat16()``, ``.to(dtype)``, ``.to(device, dtype)``); device moves still apply to them. Its parameters,
+    and its children's parameters and buffers, are cast as usual."""
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        kept = {k: b for k, b in self._buffers.items() if b is not None and b.dtype == torch.float64}
+        super()._apply(fn, recurse)
+        for k, old in kept.items():
+            new = self._buffers[k]
+            if new is not None and new.dtype != torch.float64:  # cast from old, not new: no precision lost
+                self._buffers[k] = old.to(device=new.device)
+        return self
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:

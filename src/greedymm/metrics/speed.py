@@ -21,18 +21,38 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..precision import KeepsFloat64
+
 ROW = 4096  # float32 norms of rows this long are ~1e-8 accurate; rows are combined in float64
 
 
+def memory_flat(t: Tensor) -> Tensor:
+    """``t``'s elements as a 1-D view in memory order: ``t.view(-1)`` for a contiguous tensor, the dims permuted by
+    decreasing stride for any other dense layout (channels-last, channels-last-3d, a transpose), so no layout
+    copies. Only a tensor with gaps or overlaps in memory (a slice of a larger one) is copied."""
+    if t.is_contiguous():
+        return t.view(-1)
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))  # stable: ties keep their logical order
+    p = t.permute(order)
+    return p.view(-1) if p.is_contiguous() else t.reshape(-1)
+
+
 def sum_sq(tensors: Sequence[Tensor]) -> Tensor:
-    """sum_t ||t||^2 as a float64 0-d tensor: float32 norms of 4096-element rows (views, no copy), squared and
-    summed in float64; the few leftover elements of each tensor in float64. As fast as one fused float32 norm."""
+    """sum_t ||t||^2 as a float64 0-d tensor: float32 norms of 4096-element rows (views in memory order, no copy
+    in any layout), squared and summed in float64; the few leftover elements of each tensor in float64. As fast
+    as one fused float32 norm. Contiguous tensors give the same rows, hence the same bits, as a logical-order
+    flatten; a channels-last tensor's rows hold its elements in another order (agreement to ~1e-9 relative).
+    bf16 and fp16 tensors are normed in float32."""
     rows, tails = [], []
     for t in tensors:
-        flat = t.detach().reshape(-1)
+        flat = memory_flat(t.detach())
         k = flat.numel() // ROW * ROW
         if k:
-            rows.append(torch.linalg.vector_norm(flat[:k].view(-1, ROW), dim=1))
+            block = flat[:k].view(-1, ROW)
+            if block.dtype in (torch.float32, torch.float64):
+                rows.append(torch.linalg.vector_norm(block, dim=1))
+            else:
+                rows.append(torch.linalg.vector_norm(block, dim=1, dtype=torch.float32))
         if k < flat.numel():
             tails.append(flat[k:])
     total = torch.cat(rows).double().square().sum() if rows else None
@@ -77,8 +97,9 @@ def mu_names(n: int) -> tuple[str, ...]:
     return tuple(f"mu_m{k}" for k in range(n))
 
 
-class SpeedTracker(nn.Module):
-    """Cumulative sums M of ``n_groups`` groups as a float64 buffer (saved in checkpoints).
+class SpeedTracker(KeepsFloat64):
+    """Cumulative sums M of ``n_groups`` groups as a float64 buffer (saved in checkpoints; stays float64 under
+    dtype casts).
 
     Groups come from ``model.speed_groups()``: theta_0..theta_{N-1}, psi_0..psi_{N-1} (MMTM) or theta_k only.
     """

@@ -22,6 +22,7 @@ from ..choices import LATE_FUSIONS
 from ..distributed import all_reduce_
 from ..metrics.speed import mu_names
 from ..metrics.utilization import own_util_names, utilization_rate, utilization_summary
+from ..precision import KeepsFloat64
 from .branch import Branch
 from .fusions import FUSION_HEADS, ParamSlice
 from .modes import REGULAR, Mode, drop
@@ -30,8 +31,9 @@ from .network import LATE, EvalPass, MultiModalNet, Output, SpeedLayout, summed_
 _WORDS = {1: "one", 2: "two", 3: "three"}
 
 
-class FeatureMeans(nn.Module):
-    """Train-split means of the pooled features z_k (float64 sums), which the drop(j) passes put in place of z_j."""
+class FeatureMeans(KeepsFloat64):
+    """Train-split means of the pooled features z_k (float64 sums), which the drop(j) passes put in place of z_j.
+    The buffers stay float64 under dtype casts such as ``model.float()``."""
 
     def __init__(self, dims: Sequence[int]) -> None:
         super().__init__()

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..distributed import all_reduce_
+from ..precision import KeepsFloat64
 from .modes import REGULAR, Mode
 
 GATE_FUNCTIONS = ("sigmoid", "2sigmoid")
@@ -54,10 +55,11 @@ def _expand(g: Tensor, like: Tensor) -> Tensor:
     return g.view(*g.shape, *([1] * (like.dim() - 2)))
 
 
-class MMTM(nn.Module):
+class MMTM(KeepsFloat64):
     """Multi-modal transfer module between the feature maps of N >= 2 branches with ``channels`` channels.
 
-    ``MMTM(c0, c1)`` is the paper's two-branch module. Buffers (saved in state_dict, follow ``.to``):
+    ``MMTM(c0, c1)`` is the paper's two-branch module. Buffers (saved in state_dict; they follow device
+    moves and stay float64 under dtype casts such as ``model.float()``):
         gate_mean<k>  running mean over training forwards of branch k's batch-mean gates (docs/PAPER.md section 2)
         gate_count    number of training forwards folded into gate_mean
         sq_mean<k>    train-split mean of S_k, used by the "cut" and "remove" modes
