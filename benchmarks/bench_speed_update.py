@@ -1,0 +1,220 @@
+"""The conditional-learning-speed update per memory layout and precision, and a training step broken into phases.
+
+On the ModelNet40 network (two ResNet-18 branches with MMTM after layer2-4, 40 classes), batch 8, random images:
+
+  1. the speed update alone (``SpeedTracker.update`` over the model's speed groups, real gradients of one step),
+     contiguous vs channels-last, fp32 vs bf16 autocast, computed two ways: ``before`` flattens each tensor in
+     logical order with ``reshape(-1)`` (a copy of every channels-last weight and gradient; the code as it was,
+     kept here for comparison), ``after`` reduces in memory order (``greedymm.metrics.speed.sum_sq``, no copy).
+     Under autocast the parameters and gradients stay float32, so the bf16 rows time the same tensors' update
+     after a bf16 step;
+  2. one vanilla training step per phase: forward (with the loss), backward, speed update, method (its
+     after-backward hook and ``end_step``), optimizer, for fp32 and bf16 + channels-last (and bf16 +
+     channels-last with the ``before`` speed sums) at each ``--sizes`` size.
+
+All variants run in one process; rounds interleave them so machine noise hits them alike; round 0 warms up and
+medians over the other rounds are reported.
+
+    python benchmarks/bench_speed_update.py [--sizes 112 224] [--steps 2] [--rounds 3] [--reps 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+import greedymm.metrics.speed as speed_mod
+from greedymm.config import TrainConfig
+from greedymm.data.base import MultiModalData
+from greedymm.precision import autocast, inputs_channels_last
+from greedymm.run import build_run
+
+ROW = speed_mod.ROW
+NEW_SUM_SQ = speed_mod.sum_sq
+
+
+def reshape_sum_sq(tensors: Sequence[Tensor]) -> Tensor:
+    """The speed sums as computed before memory-order reduction: ``reshape(-1)`` of each tensor, which copies
+    every tensor that is not contiguous (all 4-D weights and gradients in channels-last)."""
+    rows, tails = [], []
+    for t in tensors:
+        flat = t.detach().reshape(-1)
+        k = flat.numel() // ROW * ROW
+        if k:
+            rows.append(torch.linalg.vector_norm(flat[:k].view(-1, ROW), dim=1))
+        if k < flat.numel():
+            tails.append(flat[k:])
+    total = torch.cat(rows).double().square().sum() if rows else None
+    if tails:
+        tail = torch.cat(tails).double().square().sum()
+        total = tail if total is None else total + tail
+    return total if total is not None else torch.zeros((), dtype=torch.float64)
+
+
+class _Noise:
+    """A split of random two-view images (only the time matters here)."""
+
+    def __init__(self, n: int, size: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = {v: torch.rand(n, 3, size, size, generator=g) for v in ("view0", "view6")}
+        self.y = torch.randint(0, 40, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx, train=False):
+        return {k: v[idx] for k, v in self.x.items()}, self.y[idx]
+
+
+def make_run(size: int, precision: str, channels_last: bool):
+    split = _Noise(8, size)
+    src = {"real_data": False, "source": "benchmark noise", "note": "random pixels"}
+    data = MultiModalData("bench", ("view0", "view6"), (3, 3), 40, "resnet18", split, split, split, src)
+    cfg = TrainConfig(dataset="bench", method="vanilla", batch_size=8, optimizer="sgd", lr=0.01, momentum=0.0,
+                      warmup_epochs=0.0, precision=precision, channels_last=channels_last, device="cpu")  # fmt: skip
+    run = build_run(cfg, data)
+    run.epoch_stats = torch.zeros(4, dtype=torch.float64)
+    return run, split.batch(torch.arange(8))
+
+
+class _Phases:
+    """One step of ``train_step``'s calls with a clock around each phase (vanilla: every step is regular)."""
+
+    def __init__(self, run) -> None:
+        self.run, self.t = run, {}
+        bal = run.balancer
+        update, hook = bal.speed.update, bal.method.on_after_backward
+
+        def timed_update(groups):
+            t = time.perf_counter()
+            update(groups)
+            self.t["speed update"] = time.perf_counter() - t
+
+        def timed_hook(ctx):
+            t = time.perf_counter()
+            hook(ctx)
+            self.t["method"] = time.perf_counter() - t
+
+        bal.speed.update, bal.method.on_after_backward = timed_update, timed_hook
+
+    def step(self, x, y) -> dict[str, float]:
+        run, bal, opt = self.run, self.run.balancer, self.run.optimizer
+        if run.cfg.channels_last:
+            x = inputs_channels_last(x)
+        t0 = time.perf_counter()
+        with autocast(run.cfg.precision, run.device):
+            out = bal.forward(x)
+            loss = bal.loss(out, y)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        bal.backward(loss, opt)
+        t2 = time.perf_counter()
+        bal.end_step(loss)
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        s, m = self.t["speed update"], self.t["method"]
+        return {"forward": t1 - t0, "backward": t2 - t1 - s - m, "speed update": s, "method": m + t3 - t2,
+                "optimizer": t4 - t3, "step": t4 - t0}  # fmt: skip
+
+
+def bench_update(rounds: int, reps: int, size: int) -> list[dict]:
+    """Part 1: the speed update alone, before vs after, per layout and precision."""
+    cases = {}
+    for precision in ("fp32", "bf16"):
+        for cl in (False, True):
+            run, (x, y) = make_run(size, precision, cl)
+            if cl:
+                x = inputs_channels_last(x)
+            with autocast(precision, run.device):
+                loss = run.model.loss(run.model(x), y)
+            loss.backward()
+            cases[(precision, cl)] = (run.model.speed_groups(), speed_mod.SpeedTracker(len(run.model.speed_groups())))
+    times: dict[tuple, list[float]] = {(*k, way): [] for k in cases for way in ("before", "after")}
+    for r in range(rounds + 1):
+        for (precision, cl), (groups, tracker) in cases.items():
+            for way, fn in (("before", reshape_sum_sq), ("after", NEW_SUM_SQ)):
+                speed_mod.sum_sq = fn
+                try:
+                    t = time.perf_counter()
+                    for _ in range(reps):
+                        tracker.update(groups)
+                    tracker.sums.tolist()
+                    if r:
+                        times[(precision, cl, way)].append((time.perf_counter() - t) / reps)
+                finally:
+                    speed_mod.sum_sq = NEW_SUM_SQ
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    return [
+        {
+            "precision": p,
+            "layout": "channels-last" if cl else "contiguous",
+            "before_ms": round(ms[(p, cl, "before")], 1),
+            "after_ms": round(ms[(p, cl, "after")], 1),
+            "after_vs_contiguous_after": round(ms[(p, cl, "after")] / ms[(p, False, "after")], 3),
+        }
+        for (p, cl) in cases
+    ]
+
+
+def bench_steps(sizes: Sequence[int], steps: int, rounds: int) -> list[dict]:
+    """Part 2: a vanilla step per phase, fp32 vs bf16 + channels-last (and the latter with the old speed sums)."""
+    configs = [("fp32", False, "after"), ("bf16", True, "after"), ("bf16", True, "before")]
+    runs = {}
+    for size in sizes:
+        for precision, cl, way in configs:
+            run, batch = make_run(size, precision, cl)
+            runs[(size, precision, cl, way)] = (_Phases(run), batch)
+    times: dict[tuple, list[dict]] = {k: [] for k in runs}
+    for r in range(rounds + 1):
+        for key, (phases, batch) in runs.items():
+            speed_mod.sum_sq = reshape_sum_sq if key[3] == "before" else NEW_SUM_SQ
+            try:
+                got = [phases.step(*batch) for _ in range(steps)]
+            finally:
+                speed_mod.sum_sq = NEW_SUM_SQ
+            if r:
+                times[key].extend(got)
+    rows = []
+    for (size, precision, cl, way), got in times.items():
+        med = {name: 1000 * statistics.median(g[name] for g in got) for name in got[0]}
+        fp32 = 1000 * statistics.median(g["step"] for g in times[(size, "fp32", False, "after")])
+        rows.append(
+            {
+                "size": size,
+                "config": precision + (" + channels-last" if cl else ""),
+                "speed_sums": way,
+                **{f"{k}_ms": round(v, 1) for k, v in med.items()},
+                "speed_share": round(med["speed update"] / med["step"], 3),
+                "x_fp32_step": round(fp32 / med["step"], 2),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
+    p.add_argument("--steps", type=int, default=2, help="steps per configuration per round (part 2)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
+    p.add_argument("--reps", type=int, default=5, help="speed updates per variant per round (part 1)")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    update = bench_update(args.rounds, args.reps, min(args.sizes))
+    steps = bench_steps(args.sizes, args.steps, args.rounds)
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": 8,
+                      "speed_update": update, "steps": steps, "wall_s": round(time.perf_counter() - t)},
+                     indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
