@@ -250,7 +250,8 @@ class Balancer:
         return out
 
     def loss(self, out: Output, y: Tensor) -> Tensor:
-        """The method's training loss for ``out`` (from ``forward``) and labels ``y``."""
+        """The method's training loss for ``out`` (from ``forward``) and labels ``y``: float32 (also under bf16 or
+        fp16 autocast), float64 for a float64 model."""
         ctx = self._context("loss")
         if out is not ctx.out:
             ctx = StepContext(ctx.x, y, out, ctx.model, ctx.net, ctx.mode, ctx.step, ctx.epoch)
