@@ -17,26 +17,12 @@ import statistics
 import time
 
 import torch
+from _common import NoiseViews  # benchmarks/_common.py (the scripts run from this folder)
 
 from greedymm.config import TrainConfig
 from greedymm.data.base import MultiModalData
 from greedymm.run import build_run
 from greedymm.train import train_step
-
-
-class _Noise:
-    """A split of random two-view images (only the step time matters here)."""
-
-    def __init__(self, n: int, size: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = {v: torch.rand(n, 3, size, size, generator=g) for v in ("view0", "view6")}
-        self.y = torch.randint(0, 40, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, idx, train=False):
-        return {k: v[idx] for k, v in self.x.items()}, self.y[idx]
 
 
 def main() -> None:
@@ -49,7 +35,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    split = _Noise(32, args.size)
+    split = NoiseViews(32, args.size)
     src = {"real_data": False, "source": "benchmark noise", "note": "random pixels"}
     data = MultiModalData("bench", ("view0", "view6"), (3, 3), 40, "resnet18", split, split, split, src)
     configs = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)] + (

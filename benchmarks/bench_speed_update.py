@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 
 import torch
+from _common import NoiseViews  # benchmarks/_common.py (the scripts run from this folder)
 from torch import Tensor
 
 import greedymm.metrics.speed as speed_mod
@@ -37,45 +38,17 @@ from greedymm.data.base import MultiModalData
 from greedymm.precision import autocast, inputs_channels_last
 from greedymm.run import build_run
 
-ROW = speed_mod.ROW
 NEW_SUM_SQ = speed_mod.sum_sq
 
 
 def reshape_sum_sq(tensors: Sequence[Tensor]) -> Tensor:
-    """The speed sums as computed before memory-order reduction: ``reshape(-1)`` of each tensor, which copies
-    every tensor that is not contiguous (all 4-D weights and gradients in channels-last)."""
-    rows, tails = [], []
-    for t in tensors:
-        flat = t.detach().reshape(-1)
-        k = flat.numel() // ROW * ROW
-        if k:
-            rows.append(torch.linalg.vector_norm(flat[:k].view(-1, ROW), dim=1))
-        if k < flat.numel():
-            tails.append(flat[k:])
-    total = torch.cat(rows).double().square().sum() if rows else None
-    if tails:
-        tail = torch.cat(tails).double().square().sum()
-        total = tail if total is None else total + tail
-    return total if total is not None else torch.zeros((), dtype=torch.float64)
-
-
-class _Noise:
-    """A split of random two-view images (only the time matters here)."""
-
-    def __init__(self, n: int, size: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = {v: torch.rand(n, 3, size, size, generator=g) for v in ("view0", "view6")}
-        self.y = torch.randint(0, 40, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, idx, train=False):
-        return {k: v[idx] for k, v in self.x.items()}, self.y[idx]
+    """The speed sums as computed before memory-order reduction: ``reshape(-1)`` of each tensor (the logical
+    order), which copies every tensor that is not contiguous (all 4-D weights and gradients in channels-last)."""
+    return NEW_SUM_SQ(tensors, flatten=lambda t: t.reshape(-1))
 
 
 def make_run(size: int, precision: str, channels_last: bool):
-    split = _Noise(8, size)
+    split = NoiseViews(8, size)
     src = {"real_data": False, "source": "benchmark noise", "note": "random pixels"}
     data = MultiModalData("bench", ("view0", "view6"), (3, 3), 40, "resnet18", split, split, split, src)
     cfg = TrainConfig(dataset="bench", method="vanilla", batch_size=8, optimizer="sgd", lr=0.01, momentum=0.0,

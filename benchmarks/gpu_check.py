@@ -28,6 +28,7 @@ import sys
 import time
 
 import torch
+from _common import NoiseViews  # benchmarks/_common.py (the scripts run from this folder)
 
 from greedymm.config import TrainConfig
 from greedymm.data.base import MultiModalData
@@ -36,21 +37,6 @@ from greedymm.run import build_run
 from greedymm.train import train_step
 
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True), ("fp16", False), ("fp16", True)]
-
-
-class _Noise:
-    """A split of random two-view images and labels (seeded; the same on every device)."""
-
-    def __init__(self, n: int, size: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = {v: torch.rand(n, 3, size, size, generator=g) for v in ("view0", "view6")}
-        self.y = torch.randint(0, 40, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, idx, train=False):
-        return {k: v[idx] for k, v in self.x.items()}, self.y[idx]
 
 
 def _run(
@@ -62,7 +48,7 @@ def _run(
     channels_last: bool = False,
     width: float = 1.0,
 ):
-    split = _Noise(batch, size)
+    split = NoiseViews(batch, size)
     src = {"real_data": False, "source": "gpu check noise", "note": "random pixels"}
     data = MultiModalData("check", ("view0", "view6"), (3, 3), 40, arch, split, split, split, src)
     cfg = TrainConfig(dataset="check", method="vanilla", batch_size=batch, optimizer="sgd", lr=0.01, momentum=0.0,

@@ -199,12 +199,10 @@ def test_copies_of_a_run_are_not_averaged_as_seeds(tmp_path):
         write_report(sweep, "md")
 
 
-def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypatch):
-    """The headline figure: one bar per row at the mean test accuracy, a dot per seed, STAND-IN in the title."""
+def _capture_figures(monkeypatch) -> dict:
+    """The report's figures are kept (in the returned dict, under "fig") instead of written, to read what they draw."""
     from greedymm.report import sweep_figures
 
-    loaded = load_runs(SWEEP)
-    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
     drawn = {}
 
     def keep(fig, path):
@@ -212,6 +210,16 @@ def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypat
         return path
 
     monkeypatch.setattr(sweep_figures, "_save", keep)
+    return drawn
+
+
+def test_test_accuracy_figure_draws_each_rows_mean_and_seeds(tmp_path, monkeypatch):
+    """The headline figure: one bar per row at the mean test accuracy, a dot per seed, STAND-IN in the title."""
+    from greedymm.report import sweep_figures
+
+    loaded = load_runs(SWEEP)
+    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
+    drawn = _capture_figures(monkeypatch)
     sweep_figures.plot_test_accuracy(rows, tmp_path / "t.png")
     ax = drawn["fig"].axes[0]
     bars = sorted(ax.patches, key=lambda b: -b.get_y())  # first row on top
@@ -237,13 +245,7 @@ def test_accuracy_over_epochs_figure_draws_validation_and_test_means(tmp_path, m
 
     loaded = load_runs(SWEEP)
     rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
-    drawn = {}
-
-    def keep(fig, path):
-        drawn["fig"] = fig
-        return path
-
-    monkeypatch.setattr(sweep_figures, "_save", keep)
+    drawn = _capture_figures(monkeypatch)
     sweep_figures.plot_accuracy_over_epochs(rows, loaded.records, tmp_path / "a.png")
     fig = drawn["fig"]
     assert [ax.get_ylabel() for ax in fig.axes] == ["validation accuracy", "test accuracy"]

@@ -16,7 +16,7 @@ The only host sync is one read of the cumulative sums per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,15 +37,16 @@ def memory_flat(t: Tensor) -> Tensor:
     return p.view(-1) if p.is_contiguous() else t.reshape(-1)
 
 
-def sum_sq(tensors: Sequence[Tensor]) -> Tensor:
+def sum_sq(tensors: Sequence[Tensor], flatten: Callable[[Tensor], Tensor] = memory_flat) -> Tensor:
     """sum_t ||t||^2 as a float64 0-d tensor: float32 norms of 4096-element rows (views in memory order, no copy
     in any layout), squared and summed in float64; the few leftover elements of each tensor in float64. As fast
     as one fused float32 norm. Contiguous tensors give the same rows, hence the same bits, as a logical-order
     flatten; a channels-last tensor's rows hold its elements in another order (agreement to ~1e-9 relative).
-    bf16 and fp16 tensors are normed in float32."""
+    bf16 and fp16 tensors are normed in float32. ``flatten``: how a tensor becomes 1-D (the benchmark passes
+    ``Tensor.reshape(-1)``, the logical order, which copies every non-contiguous tensor, to time what this avoids)."""
     rows, tails = [], []
     for t in tensors:
-        flat = memory_flat(t.detach())
+        flat = flatten(t.detach())
         k = flat.numel() // ROW * ROW
         if k:
             block = flat[:k].view(-1, ROW)
