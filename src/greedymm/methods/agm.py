@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from ..distributed import all_reduce_
 from ..models.network import MultiModalNet
-from .base import HParam, HParamRule, Method, StepContext, register_method
+from .base import MODULATION_WINDOW, HParam, Method, StepContext, register_method
 
 CAPS = {2: 10.0, 3: 7.0}  # run/CREMAD_main.py:151, run/URFunny_main.py:128
 MIN_PROB = 1e-8  # run/CREMAD_main.py:134: p < 1e-8 scores -log(1e-8)
@@ -169,12 +169,7 @@ class AGM(Method):
         "modulation_starts": HParam(0, "first epoch (epochs count from 1, inclusive) with modulation", low=0),
         "modulation_ends": HParam(20, "last epoch (epochs count from 1, inclusive) with modulation", low=0),
     }
-    hparam_rules = (
-        HParamRule(
-            lambda h: h["modulation_ends"] >= h["modulation_starts"],
-            "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts})",
-        ),
-    )
+    hparam_rules = (MODULATION_WINDOW,)
     fusions = None  # any network: the construction only zeroes inputs
     # M = 2: f(a,0), f(0,v), f(0,0); one backward through the 3 graphs that carry gradient (f(0,0) carries none).
     # In general 2^M - 1 extra forwards and 2^M - 2 extra backward passes.

@@ -164,6 +164,14 @@ class HParamRule:
     message: str  # formatted with the hyper-parameters, e.g. "modulation_ends ({modulation_ends}) must be ..."
 
 
+# the epoch window of the methods that modulate only between two epochs (OGM-GE, AGM, PMR)
+MODULATION_WINDOW = HParamRule(
+    lambda h: h["modulation_ends"] >= h["modulation_starts"],
+    "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts}); with ends < starts "
+    "nothing would ever be modulated",
+)
+
+
 class Method:
     """Base class: vanilla training (regular steps, the model's own loss, plain gradients)."""
 

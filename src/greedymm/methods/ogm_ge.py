@@ -50,7 +50,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from ..distributed import all_reduce_
 from ..models import SPLITTING_FUSIONS, MultiModalNet, Output
-from .base import EpochInfo, HParam, HParamRule, Method, StepContext, register_method
+from .base import MODULATION_WINDOW, EpochInfo, HParam, Method, StepContext, register_method
 
 SPLITTABLE = SPLITTING_FUSIONS  # mmtm, concat, sum: fusions whose head gives uni-modal logits without new parameters
 
@@ -121,13 +121,7 @@ class OGMGE(Method):
         "modulation_starts": HParam(0, "first epoch (from 0, inclusive) with modulated gradients", low=0),
         "modulation_ends": HParam(50, "last epoch (from 0, inclusive) with modulated gradients", low=0),
     }
-    hparam_rules = (
-        HParamRule(
-            lambda h: h["modulation_ends"] >= h["modulation_starts"],
-            "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts}); with ends < "
-            "starts nothing would ever be modulated",
-        ),
-    )
+    hparam_rules = (MODULATION_WINDOW,)
     fusions = SPLITTABLE
     extra_cost = {"forward": 0, "backward": 0}
 

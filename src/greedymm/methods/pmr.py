@@ -51,7 +51,7 @@ from torch import Tensor
 
 from ..distributed import all_reduce_, rank, world_size
 from ..models.network import MultiModalNet
-from .base import EpochInfo, HParam, HParamRule, Method, StepContext, register_method
+from .base import MODULATION_WINDOW, EpochInfo, HParam, HParamRule, Method, StepContext, register_method
 
 
 def prototype_similarity(z: Tensor, prototypes: Tensor) -> Tensor:
@@ -107,10 +107,7 @@ class PMR(Method):
         "per_epochs": HParam(0, "epochs (from 0) with the regulariser when per_mu > 0", low=0),
     }
     hparam_rules = (
-        HParamRule(
-            lambda h: h["modulation_ends"] >= h["modulation_starts"],
-            "modulation_ends ({modulation_ends}) must be >= modulation_starts ({modulation_starts})",
-        ),
+        MODULATION_WINDOW,
         HParamRule(
             lambda h: h["per_mu"] == 0 or h["per_epochs"] >= 1,
             "per_mu > 0 needs per_epochs >= 1 (the epochs the regulariser runs), e.g. --set per_epochs=10",
