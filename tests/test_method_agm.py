@@ -214,6 +214,30 @@ def test_clip_rule():
     assert float(total) == approx(1.0, rel=1e-4)
 
 
+def test_three_modalities_clip_at_five_as_the_ur_funny_code():
+    # UR-Funny (M = 3): an output-layer gradient entry outside [-5, 5] clips every gradient to norm 5; within it,
+    # nothing happens, though [-1, 1] (the two-modality bound) is exceeded
+    model = tiny("concat", n=3)
+    method = create_method("agm")
+    ctx = StepContext({}, None, None, model, model, "regular", 0, 0)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    model.head.fc.weight.grad[0, 0] = 4.0
+    method.on_after_backward(ctx)
+    assert float(model.head.fc.weight.grad[0, 0]) == 4.0  # inside [-5, 5]: untouched
+    model.head.fc.weight.grad[0, 0] = -6.0
+    method.on_after_backward(ctx)
+    total = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+    assert float(total) == approx(5.0, rel=1e-4)
+    # two modalities keep the CREMA-D rule: 4.0 is outside [-1, 1], so every gradient is clipped to norm 1
+    model = tiny("concat", n=2)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    model.head.fc.weight.grad[0, 0] = 4.0
+    method.on_after_backward(StepContext({}, None, None, model, model, "regular", 0, 0))
+    assert float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()) == approx(1.0, rel=1e-4)
+
+
 def test_refusals_and_bad_hparams():
     method = create_method("agm")
     for model in (tiny("concat", n=1), tiny("concat", n=4)):

@@ -60,12 +60,12 @@ def test_zero_mean_memory_keeps_ratio_one(monkeypatch):
 
 
 # -- exactly which gradients change -----------------------------------------------------------------------------
-def step(model, method, batch=6, seed=0):
+def step(model, method, batch=6, seed=0, epoch=0):
     g = torch.Generator().manual_seed(seed)
     x = {m: torch.rand(batch, 1, 12, 12, generator=g) for m in model.modalities}
     y = torch.randint(0, 4, (batch,), generator=g)
     out = model(x)
-    ctx = StepContext(x, y, out, model, model, "regular", 0, 0)
+    ctx = StepContext(x, y, out, model, model, "regular", 0, epoch)
     loss = method.loss(ctx)
     loss.backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -97,6 +97,29 @@ def test_scales_encoder_and_head_of_each_modality(fusion):
         torch.testing.assert_close(after[name], expected, rtol=1e-6, atol=0, msg=name)
     assert any(n.startswith("fusions") for n in before) == (fusion == "mmtm")
     assert ("head.fc.bias" in before) == (fusion == "concat")
+
+
+def test_stops_after_modulation_ends_as_the_official_code(monkeypatch):
+    # the official window: epochs [modulation_starts, modulation_ends] counted from 1, default 0..20, i.e. our
+    # epochs 0..19; epoch 20 (the code's 21st) trains with plain gradients, while the ratios keep updating
+    method = create_method("mslr", c0=[0.5, 2.0])
+    assert (method.h["modulation_starts"], method.h["modulation_ends"]) == (0, 20)
+    before, after, *_ = step(tiny("sum"), method, epoch=19)
+    assert not torch.equal(before["encoders.0.stages.0.0.weight"], after["encoders.0.stages.0.0.weight"])
+    torch.testing.assert_close(after["head.fcs.1.weight"], before["head.fcs.1.weight"] * 2.0, rtol=1e-6, atol=0)
+    before, after, *_ = step(tiny("sum"), method, epoch=20)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    # a later start: epoch 0 and 1 (the code's 1 and 2) unscaled with modulation_starts=3, epoch 2 scaled
+    late = create_method("mslr", c0=[0.5, 2.0], modulation_starts=3, modulation_ends=4)
+    assert [late.in_window(e) for e in range(5)] == [False, False, True, True, False]
+    # the epoch log says what was used: 1.0 outside the window, the next epoch's c0 * ratio all the same
+    monkeypatch.setattr(mslr_module, "unimodal_accuracy", lambda *a, **k: [0.5, 0.5])
+    method.on_epoch_end(EpochInfo(20, tiny("sum"), val=[0]))
+    assert method.epoch_log() == pytest.approx(
+        {"val_acc_m0": 0.5, "val_acc_m1": 0.5, "c_m0": 1.0, "c_m1": 1.0, "next_c_m0": 0.5, "next_c_m1": 2.0}
+    )
+    with pytest.raises(ValueError, match="modulation_ends"):
+        create_method("mslr", modulation_starts=5, modulation_ends=4)
 
 
 def test_all_ones_leaves_gradients_alone():

@@ -112,11 +112,11 @@ def test_prototypes_class_means_momentum_and_subset():
     m.update_prototypes(EpochInfo(0, model, split, batch_size=7))
     assert torch.allclose(m.prototypes[0], _class_means(split.a, split.y), atol=1e-6)
     assert torch.allclose(m.prototypes[1], _class_means(split.b, split.y), atol=1e-6)
-    # momentum 0.2: P = 0.8 new + 0.2 old
+    # momentum 0.2: P = 0.8 new + 0.2 old from epoch 2 on
     m = create_method("pmr", proto_fraction=1.0, mu=0.2)
     old = [torch.ones(3, 4), torch.full((3, 2), -1.0)]
     m.prototypes = [p.clone() for p in old]
-    m.update_prototypes(EpochInfo(1, model, split, batch_size=7))
+    m.update_prototypes(EpochInfo(2, model, split, batch_size=7))
     assert torch.allclose(m.prototypes[0], 0.8 * _class_means(split.a, split.y) + 0.2 * old[0], atol=1e-6)
     assert torch.allclose(m.prototypes[1], 0.8 * _class_means(split.b, split.y) + 0.2 * old[1], atol=1e-6)
     # the subset: a fixed share, drawn from (seed, epoch): same epoch same prototypes, another epoch others
@@ -126,6 +126,24 @@ def test_prototypes_class_means_momentum_and_subset():
     c.update_prototypes(EpochInfo(4, model, split, seed=1))
     assert torch.equal(a.prototypes[0], b.prototypes[0]) and not torch.equal(a.prototypes[0], c.prototypes[0])
     assert not torch.allclose(a.prototypes[0], _class_means(split.a, split.y))
+
+
+def test_no_momentum_on_the_prototypes_after_the_first_epoch():
+    # the official code computes prototypes before epoch 0 and after it with epoch = 0, and skips the momentum
+    # then: the prototypes of epoch 1 (ours: computed at its start) are the fresh class means whatever mu is
+    split, model = _split(), _Features()
+    m = create_method("pmr", proto_fraction=1.0, mu=0.5)
+    old = [torch.ones(3, 4), torch.full((3, 2), -1.0)]
+    m.prototypes = [p.clone() for p in old]
+    m.update_prototypes(EpochInfo(1, model, split, batch_size=7))
+    assert torch.allclose(m.prototypes[0], _class_means(split.a, split.y), atol=1e-6)
+    assert torch.allclose(m.prototypes[1], _class_means(split.b, split.y), atol=1e-6)
+    # epoch 2: half the fresh means, half epoch 1's
+    fresh_b = _class_means(split.b, split.y)
+    m.prototypes = [m.prototypes[0], torch.zeros(3, 2)]
+    m.update_prototypes(EpochInfo(2, model, split, batch_size=7))
+    assert torch.allclose(m.prototypes[0], _class_means(split.a, split.y), atol=1e-6)  # 0.5 x + 0.5 x
+    assert torch.allclose(m.prototypes[1], 0.5 * fresh_b, atol=1e-6)
 
 
 def test_absent_class_gives_no_nan():

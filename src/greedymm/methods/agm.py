@@ -16,6 +16,8 @@ gradient by c_k (the code's identity modules with full backward hooks). Hence ev
 sum_k c_k (dm_k/dtheta)^T dL/dout (not "encoder k's gradient x c_k").
 Coefficients (the code's, per step, from this step's batch):
     s_k  = mean_i -log max(softmax(m_k,i)[y_i], 1e-8)
+           (M = 2: the CREMA-D code's floor; M = 3: the floor is ours, the UR-Funny code takes -log of the float32
+           softmax with no floor, which is infinite, and its coefficients NaN, once a probability underflows)
     r_k  = exp(s_other - s_k) (M = 2);  exp(M/(M-1) (mean_j s_j - s_k)) (M = 3)
     r*_k = the same of the running targets sbar_k, taken BEFORE this step's update
     sbar_k <- sbar_k (t-1)/t + s_k/t,   t = global step + 1 (a cumulative mean over all steps, not an EMA; sbar = 0)
@@ -24,8 +26,9 @@ The scales c_k are set only on steps of epochs in [modulation_starts, modulation
 counts (our epoch e is the code's e + 1); the running targets update on every step. [our reading] As in the code,
 outside the window the scales keep the value they last had: 1 before the window opens, the window's last c_k after
 it closes (the code calls update_scale only inside the window and the hooks stay on).
-After the backward pass: if any gradient entry of the output layer's weight lies outside [-1, 1],
-clip_grad_norm_(all parameters, 1.0). The code checks fusion_module.fc_out, the concat classifier (head.fc here);
+After the backward pass: if any gradient entry of the output layer's weight lies outside [-b, b],
+clip_grad_norm_(all parameters, b), with b = 1 for M = 2 (run/CREMAD_main.py:233-243) and b = 5 for M = 3
+(run/URFunny_main.py:203-207). The code checks fusion_module.fc_out, the concat classifier (head.fc here);
 [our reading] for the other heads: sum, every head.fcs; FiLM and gated, head.fc_out; MMTM, every branch head.
 The clip runs on every step, window or not, as in the code.
 Prediction and evaluation use the plain forward f(full); for MMTM f is the mean of the heads' logits [proposal].
@@ -34,9 +37,10 @@ modulation_ends 20. Scores are computed in float64 from log_softmax (the code: f
 Extra cost: 2^M - 1 forwards; the backward runs through the 2^M - 1 graphs that carry gradient (docs/BASELINES.md counts
 2^M, including f({}), which the loss does not use), i.e. 2^M - 2 extra backward passes.
 
-Not copied from the code: model selection on the test split; the audio-accuracy bug of test(); the constant
--log(1e-8) is kept (it is the code's clamp, not a bug). BalanceBenchmark's AGM (flipped sign, no empty coalition,
-no_grad responses with scaled encoder gradients, clip 5) is not followed.
+Not copied from the code: model selection on the test split; the audio-accuracy bug of test(); for M = 2 the
+constant -log(1e-8) is kept (it is the CREMA-D code's clamp, not a bug), and for M = 3 it is added (ours).
+BalanceBenchmark's AGM (flipped sign, no empty coalition, no_grad responses with scaled encoder gradients, clip 5
+whatever M) is not followed.
 M = 2 and M = 3 only: the code defines nothing else (the cap for M > 3 is unknown); other counts are refused.
 Under DDP the extra forwards go through the bare model (not the DDP wrapper, which allows one forward per backward):
 in eval mode they run no collective, and the one backward reaches every parameter's gradient accumulator once, so
@@ -60,7 +64,9 @@ from ..models.network import MultiModalNet
 from .base import MODULATION_WINDOW, HParam, Method, StepContext, register_method
 
 CAPS = {2: 10.0, 3: 7.0}  # run/CREMAD_main.py:151, run/URFunny_main.py:128
-MIN_PROB = 1e-8  # run/CREMAD_main.py:134: p < 1e-8 scores -log(1e-8)
+# the clip: a gradient entry of the output layer outside [-b, b] clips all gradients to norm b
+CLIP_BOUNDS = {2: 1.0, 3: 5.0}  # run/CREMAD_main.py:233-243, run/URFunny_main.py:203-207
+MIN_PROB = 1e-8  # run/CREMAD_main.py:134: p < 1e-8 scores -log(1e-8); for M = 3 ours (the UR-Funny code has none)
 
 
 # -- the mono-modal responses -----------------------------------------------------------------------------
@@ -85,7 +91,8 @@ def responses(f: dict[int, Tensor], m: int) -> list[Tensor]:
 
 
 def scores(m: Sequence[Tensor], y: Tensor) -> Tensor:
-    """s_k = mean_i -log max(p_k,i, 1e-8), p = softmax(m_k)[y]; float64, shape (M,)."""
+    """s_k = mean_i -log max(p_k,i, 1e-8), p = softmax(m_k)[y]; float64, shape (M,). The floor is the CREMA-D
+    code's (M = 2); for M = 3 it is ours (the UR-Funny code has none and would give an infinite score)."""
     rows = []
     for mk in m:
         logp = F.log_softmax(mk.detach().double(), dim=1).gather(1, y.view(-1, 1)).squeeze(1)
@@ -232,7 +239,7 @@ class AGM(Method):
         log["coeff"] = [a + b for a, b in zip(log["coeff"], self.scale, strict=True)]
 
     def on_after_backward(self, ctx: StepContext) -> None:
-        clip_if_out_of_range(ctx.model)
+        clip_if_out_of_range(ctx.model, CLIP_BOUNDS[ctx.model.n_modalities])
 
     # -- epochs and state --------------------------------------------------------------------------------
     def on_epoch_start(self, info: Any) -> None:
@@ -260,10 +267,11 @@ class AGM(Method):
 
 
 def clip_if_out_of_range(model: MultiModalNet, max_norm: float = 1.0) -> bool:
-    """The code's rule (run/CREMAD_main.py:233-243): clip every gradient to total norm ``max_norm`` if any entry of
-    the output layer's weight gradient lies outside [-1, 1]. Returns whether it clipped."""
+    """The code's rule: clip every gradient to total norm ``max_norm`` if any entry of the output layer's weight
+    gradient lies outside [-max_norm, max_norm] (``CLIP_BOUNDS``: 1 for two modalities, run/CREMAD_main.py:233-243;
+    5 for three, run/URFunny_main.py:203-207). Returns whether it clipped."""
     grads = [w.grad for w in output_weights(model) if w.grad is not None]
-    if not grads or not bool(torch.stack([g.detach().abs().max() for g in grads]).max() > 1):
+    if not grads or not bool(torch.stack([g.detach().abs().max() for g in grads]).max() > max_norm):
         return False
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     return True

@@ -28,8 +28,11 @@ carries the scaled gradients and weight decay added by the optimizer is unscaled
 
 c0 [our choice of default]: ``[]`` means 1.0 for every modality, so only the accuracy ratios act; a list of length
 M sets it per modality, e.g. the official values ``c0=[0.9, 1.1]`` (audio, visual: CREMA-D) and
-``[0.9, 1.4, 0.7]`` (audio, visual, text: UR-Funny). The official code also gates MSLR by its modulation window
-(default epochs 0..20 of 10): always on there, and always on here.
+``[0.9, 1.4, 0.7]`` (audio, visual, text: UR-Funny).
+The window: as in the official code (run/CREMAD_main.py:194, run/URFunny_main.py:146), the gradients are scaled
+only in epochs [modulation_starts, modulation_ends], counted from 1 as the code counts (our epoch e is its e + 1),
+defaults 0 and 20 (utils/config.py:74-75): epochs 0..19 here; later epochs train with plain gradients. The
+accuracy memory and the ratios are updated at every epoch end, inside the window or not, as in the code.
 A mean of 0 over the memory (no hit in 5 epochs) would divide by zero: the ratio is then 1 [our reading].
 
 Extra cost: no extra pass per step; one pass over the validation split per epoch (forward only).
@@ -45,7 +48,7 @@ from torch import nn
 from ..data import eval_order
 from ..distributed import all_reduce_, rank, world_size
 from ..models.network import MultiModalNet
-from .base import EpochInfo, HParam, Method, StepContext, register_method
+from .base import MODULATION_WINDOW, EpochInfo, HParam, Method, StepContext, register_method
 from .ogm_ge import SPLITTABLE, check_splittable, fusion_head_logits
 
 
@@ -83,7 +86,12 @@ class MSLR(Method):
             [], "initial multiplier per modality ([] = 1.0 each; official CREMA-D [0.9, 1.1])", items=float, low=0
         ),
         "memory": HParam(5, "epochs of accuracy the ratio compares with (official 5)", low=1),
+        "modulation_starts": HParam(0, "first epoch (epochs count from 1, inclusive) with scaled gradients", low=0),
+        "modulation_ends": HParam(
+            20, "last epoch (epochs count from 1, inclusive) with scaled gradients (official 20)", low=0
+        ),
     }
+    hparam_rules = (MODULATION_WINDOW,)
     fusions = SPLITTABLE
     extra_cost = {"forward": 0, "backward": 0}  # plus one forward pass over the validation split per epoch
 
@@ -109,10 +117,14 @@ class MSLR(Method):
         ratio = self.ratio or [1.0] * n
         return [c * r for c, r in zip(c0, ratio, strict=True)]
 
+    def in_window(self, epoch: int) -> bool:
+        # the code counts epochs from 1: our 0-based epoch e is its e + 1
+        return self.h["modulation_starts"] <= epoch + 1 <= self.h["modulation_ends"]
+
     def on_after_backward(self, ctx: StepContext) -> None:
         model = ctx.model
         c = self.coefficients(model.n_modalities)
-        if all(v == 1.0 for v in c):
+        if not self.in_window(ctx.epoch) or all(v == 1.0 for v in c):
             return
         with torch.no_grad():
             for m, cm in enumerate(c):
@@ -131,7 +143,7 @@ class MSLR(Method):
         model = info.model
         n = model.n_modalities
         acc = unimodal_accuracy(model, info.val, info.batch_size, info.device)
-        used = self.coefficients(n)
+        used = self.coefficients(n) if self.in_window(info.epoch) else [1.0] * n
         if not self.memory:
             self.memory = [[] for _ in range(n)]
         if len(self.memory[0]) >= self.h["memory"]:
@@ -143,7 +155,8 @@ class MSLR(Method):
 
     def epoch_log(self) -> dict[str, Any]:
         """Per modality: the validation accuracy measured at this epoch's end, the multiplier c_m used during the
-        epoch, and the one the next epoch uses."""
+        epoch (1.0 outside the window), and c0_m * ratio_m for the next epoch (applied there if it lies in the
+        window)."""
         return {f"{key}_m{m}": v for key, vals in self.last.items() for m, v in enumerate(vals)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Prototypes. For every class c and modality m, c_m[c] = mean of the pooled feature z_m over the items of class c,
 from an eval-mode, no-grad pass (constants for the step), recomputed in ``on_epoch_start`` (before epoch 0 and
 every later epoch; official: before epoch 0 and after every epoch, the same moments). With momentum mu:
-P <- (1 - mu) P_new + mu P_old (every official run uses mu = 0).
+P <- (1 - mu) P_new + mu P_old (every official run uses mu = 0), from epoch 2 on: as in the official code, whose
+prototype function skips the momentum when called with epoch 0, which it is twice (before epoch 0 and after it),
+the prototypes of epochs 0 and 1 are the fresh class means.
 
 Per step, for epochs in [modulation_starts, modulation_ends] (inclusive, as the code):
     sim_m  = -||z_m - c_m[k]||_2 for every class k                  # (B, C), no temperature
@@ -169,7 +171,8 @@ class PMR(Method):
 
     @torch.no_grad()
     def update_prototypes(self, info: EpochInfo) -> None:
-        """New prototypes from ``proto_fraction`` of the training split (eval mode, no grad), with momentum."""
+        """New prototypes from ``proto_fraction`` of the training split (eval mode, no grad), with momentum from
+        epoch 2 on (the official code's first two computations, before and after epoch 0, take none)."""
         model, n = info.model, len(info.train)
         was_training = model.training
         model.eval()
@@ -188,7 +191,8 @@ class PMR(Method):
             if old is not None:
                 absent = (counts == 0).unsqueeze(1)
                 new = [torch.where(absent, o.double(), p) for p, o in zip(new, old, strict=True)]
-                new = [(1 - self.mu) * p + self.mu * o.double() for p, o in zip(new, old, strict=True)]
+                if info.epoch >= 2:  # the official code: no momentum on the prototypes computed after epoch 0
+                    new = [(1 - self.mu) * p + self.mu * o.double() for p, o in zip(new, old, strict=True)]
             self.prototypes = [p.float() for p in new]
         finally:
             model.train(was_training)
