@@ -65,9 +65,52 @@ def hparams_epilog() -> str:
     return "\n".join(lines)
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import LocalLauncher, plan_sweep, run_sweep
+SLURM_OPTIONS = ("partition", "time", "gpus_per_run", "cpus_per_run", "mem_per_run", "max_parallel", "sbatch_arg")
 
+
+def _launcher(args: argparse.Namespace):  # noqa: ANN202
+    """The sweep's launcher: a local pool (``--workers``) or Slurm (greedymm.slurm, the ``slurm`` extra)."""
+    from pathlib import Path
+
+    from .sweep import LocalLauncher
+
+    given = [f"--{name.replace('_', '-')}" for name in SLURM_OPTIONS if getattr(args, name) not in (None, [])]
+    if args.launcher == "local":
+        if given or args.no_wait:
+            raise ValueError(f"{', '.join(given or ['--no-wait'])}: Slurm options; add --launcher slurm to use them")
+        return LocalLauncher()
+    from .slurm import SlurmLauncher, SlurmOptions, parse_sbatch_args, parse_time, require_slurm, require_submitit
+
+    if args.workers != 1:
+        raise ValueError("--workers is for the local launcher; with --launcher slurm, --max-parallel N caps the runs")
+    options = SlurmOptions(
+        partition=args.partition,
+        time=parse_time(args.time) if args.time is not None else SlurmOptions.time,
+        gpus=args.gpus_per_run or 0,
+        cpus=args.cpus_per_run or 1,
+        mem=args.mem_per_run,
+        max_parallel=args.max_parallel,
+        sbatch=parse_sbatch_args(args.sbatch_arg or []),
+        signal_delay_s=args.signal_delay,
+        job_name=f"greedymm-{Path(args.out).name}",
+    )
+    if not args.dry_run:
+        require_submitit()
+        require_slurm()
+    return SlurmLauncher(options, wait=not args.no_wait)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import plan_sweep, run_sweep
+
+    if args.status:
+        from .slurm import format_status, sweep_status
+
+        print(format_status(sweep_status(args.status)))
+        return 0
+    if not args.out:
+        raise ValueError("a sweep needs --out DIR (the sweep folder, e.g. runs/sweep1); --status DIR shows one")
+    launcher = _launcher(args)
     jobs = plan_sweep(
         args.datasets or [],
         args.methods,
@@ -81,7 +124,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     _sigterm_interrupts()  # `kill <sweep>` stops its runs as Ctrl-C does
     try:
-        result = run_sweep(jobs, LocalLauncher(), _workers(args.workers), dry_run=args.dry_run)
+        result = run_sweep(jobs, launcher, _workers(args.workers), dry_run=args.dry_run)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
@@ -90,6 +133,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not result.ok:
         print(result.failure_text(), file=sys.stderr)
         return 1
+    if args.no_wait and result.launched:
+        print(f"{len(result.launched)} runs submitted; greedymm sweep --status {args.out} follows them")
+        return 0
     print(f"all {len(result.jobs)} runs finished; tables and figures: greedymm report {args.out}")
     return 0
 
@@ -156,7 +202,7 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         "(default and recommended: vanilla guided random; `greedymm list` shows each method's fusions)",
     )
     s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (recommended: 0 1 2)")
-    s.add_argument("--out", required=True, help="sweep folder, e.g. runs/sweep1")
+    s.add_argument("--out", help="sweep folder, e.g. runs/sweep1 (required)")
     s.add_argument(
         "--set",
         nargs="+",
@@ -180,6 +226,47 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         s,
         "also log each run to <run>/tensorboard (needs greedymm[tensorboard]); `tensorboard --logdir "
         "OUT` shows every run",
+    )
+    s.add_argument(
+        "--status",
+        metavar="DIR",
+        help="say per run of the sweep folder DIR: finished, running, queued (Slurm job id) or failed (with its log's "
+        "last lines); runs nothing",
+    )
+    s.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="where runs train: local (default: --workers processes here) or slurm (one Slurm job per run, "
+        "through submitit: pip install 'greedymm[slurm]'; docs/CLUSTER.md)",
+    )
+    g = s.add_argument_group("Slurm (--launcher slurm)")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's default partition)")
+    g.add_argument(
+        "--time",
+        help="time limit per job: minutes (90) or sbatch's forms (1:30:00, 2-00:00:00); default 60. A job warned "
+        "before its limit is requeued and resumes from its last finished epoch",
+    )
+    g.add_argument("--gpus-per-run", type=int, help="GPUs per run (default 0); 2 or more train under torchrun")
+    g.add_argument("--cpus-per-run", type=int, help="CPU cores per run (default 1; also the run's torch threads)")
+    g.add_argument("--mem-per-run", help="memory per run as sbatch takes it, e.g. 16G (default: the cluster's)")
+    g.add_argument("--max-parallel", type=int, help="runs at a time (default: as many as the cluster gives)")
+    g.add_argument(
+        "--sbatch-arg",
+        nargs="+",
+        action="extend",
+        metavar="NAME[=VALUE]",
+        help="further sbatch options without their dashes, e.g. qos=high account=mylab exclusive",
+    )
+    g.add_argument(
+        "--signal-delay",
+        type=int,
+        default=120,
+        metavar="SECONDS",
+        help="how long before the time limit Slurm warns a job so it can requeue itself (default 120)",
+    )
+    g.add_argument(
+        "--no-wait", action="store_true", help="return once the jobs are submitted (default: follow them to the end)"
     )
     s.set_defaults(fn=cmd_sweep)
 

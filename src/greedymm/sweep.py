@@ -272,6 +272,11 @@ class Launcher:
     def run(self, jobs: Sequence[Job], workers: int, progress: Progress) -> dict[Job, int]:
         raise NotImplementedError
 
+    def in_flight(self, jobs: Sequence[Job]) -> dict[Job, str]:
+        """Jobs this launcher already runs or holds queued (job -> what it is doing), to be left alone by a sweep
+        started again; a local pool keeps nothing between sweeps (greedymm.slurm: the Slurm queue)."""
+        return {}
+
 
 @dataclass
 class RecordingLauncher(Launcher):
@@ -409,6 +414,10 @@ def run_sweep(
     states = {job: job.state() for job in jobs}
     skipped = tuple(j for j in jobs if states[j] == DONE)
     todo = [j for j in jobs if states[j] != DONE]
+    queued = {} if dry_run else launcher.in_flight(todo)  # e.g. still in the Slurm queue from an earlier sweep
+    for job, what in queued.items():
+        echo(f"{job.name}: {what}; left alone")
+    todo = [j for j in todo if j not in queued]
     echo(
         f"sweep: {len(jobs)} runs; {len(skipped)} finished earlier, "
         f"{sum(states[j] == RESUME for j in todo)} to resume, "
