@@ -323,6 +323,7 @@ def stop_training(grace: float = 30.0) -> None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGCONT)  # a suspended process acts on the SIGTERM only once it runs
     except ProcessLookupError:
         return
     try:
@@ -394,7 +395,7 @@ class SlurmLauncher(Launcher):
                 tmp.write_text(json.dumps(record) + "\n")
         first = handles[0].job_id.split("_")[0]
         self.echo(
-            f"submitted {len(jobs)} Slurm job{'s' * (len(jobs) > 1)} ({first}); runs are logged next to their folders"
+            f"submitted {len(jobs)} run{'s' * (len(jobs) > 1)} as Slurm job {first}; each run's output: <run>.log"
         )
         if not self.wait:
             return {}

@@ -1,0 +1,229 @@
+"""Sweeps on Slurm (greedymm.slurm): the options, the status, and real jobs on a real cluster.
+
+The tests marked ``process`` submit jobs to the Slurm cluster of this machine (`make slurm-up` brings up a one-node
+one; `.ci/run` does it before the tests). Where Slurm or submitit is missing they skip, saying which and how to
+get it. They use tiny synthetic runs (6 epochs of 540 items, 8x8 pixels) with one torch thread, on both launchers.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from greedymm.rundir import RunDir
+from greedymm.slurm import (
+    FAILED,
+    FINISHED,
+    NOT_STARTED,
+    SlurmLauncher,
+    SlurmOptions,
+    format_status,
+    job_record_file,
+    parse_sbatch_args,
+    parse_time,
+    read_job_record,
+    run_status,
+    sweep_status,
+)
+from greedymm.sweep import LocalLauncher, plan_sweep, run_sweep
+
+SETS = ("data.size=600", "data.test_size=100", "data.image_size=8")
+EPOCHS = 6
+
+
+# -- options and status, no cluster needed --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text,minutes",
+    [("90", 90), (5, 5), ("1:30:00", 90), ("0:00:30", 1), ("2-00:00:00", 2880), ("1-12", 2160), ("1-0:1", 1441)],
+)
+def test_time_limits_in_sbatch_forms_become_whole_minutes(text, minutes):
+    assert parse_time(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["", "1h", "0", "0:00:00", "1:30", "-5", "1-2-3"])
+def test_a_time_limit_sbatch_would_not_take_is_refused_naming_the_forms(text):
+    with pytest.raises(ValueError, match="--time"):
+        parse_time(text)
+
+
+def test_sbatch_args_become_sbatch_options():
+    assert parse_sbatch_args(["qos=high", "--account=lab", "exclusive", "mail_type=END"]) == {
+        "qos": "high",
+        "account": "lab",
+        "exclusive": True,
+        "mail-type": "END",
+    }
+    for bad in ["=x", "qos=", "two words"]:
+        with pytest.raises(ValueError, match="--sbatch-arg"):
+            parse_sbatch_args([bad])
+
+
+def test_options_reach_the_sbatch_script():
+    pytest.importorskip("submitit")
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    opts = SlurmOptions(partition="gpu", time=parse_time("2:00:00"), gpus=2, cpus=8, mem="32G", max_parallel=3)
+    opts = SlurmOptions(**{**opts.__dict__, "sbatch": parse_sbatch_args(["qos=high"])})
+    text = _make_sbatch_string(command="x", folder="/tmp/f", map_count=5, **opts.executor_parameters())
+    for line in [
+        "--partition=gpu",
+        "--time=120",
+        "--gpus-per-node=2",
+        "--cpus-per-task=8",
+        "--mem=32G",
+        "--array=0-4%3",
+        "--qos=high",
+        "--signal=USR2@120",
+    ]:
+        assert f"#SBATCH {line}" in text, (line, text)
+
+
+@pytest.mark.parametrize(
+    "kw,word",
+    [({"time": 0}, "--time"), ({"cpus": 0}, "--cpus-per-run"), ({"max_parallel": 0}, "--max-parallel"),
+     ({"mem": "lots"}, "--mem-per-run")],
+)  # fmt: skip
+def test_bad_slurm_options_are_refused_naming_the_option(kw, word):
+    with pytest.raises(ValueError, match=word):
+        SlurmOptions(**kw)
+
+
+def test_slurm_options_without_the_slurm_launcher_are_refused(tmp_path, capsys):
+    from greedymm.cli import main
+
+    code = main(["sweep", "--datasets", "synthetic", "--methods", "vanilla", "--seeds", "0", "--out", str(tmp_path),
+                 "--partition", "gpu", "--dry-run"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--partition" in err and "--launcher slurm" in err
+
+
+def test_status_tells_finished_failed_and_not_started_runs_from_their_folders(tmp_path):
+    done = RunDir(tmp_path / "a_vanilla_s0_00000001")
+    done.path.mkdir()
+    done.done_file.write_text('{"epochs": 1}\n')
+    failed = RunDir(tmp_path / "a_guided_s0_00000002")
+    failed.path.mkdir()
+    failed.config_file.write_text("{}\n")
+    failed.steps_file.write_text("step,epoch\n")
+    failed.sweep_log.write_text("# start\n" + "".join(f"line {i}\n" for i in range(10)) + "ValueError: boom\n")
+    rows = sweep_status(tmp_path)
+    assert [(r.name, r.status) for r in rows] == [(failed.path.name, FAILED), (done.path.name, FINISHED)]
+    assert rows[0].tail == ("line 6", "line 7", "line 8", "line 9", "ValueError: boom")  # the last 5 lines
+    assert "restarts" in rows[0].detail
+    text = format_status(rows)
+    assert "    | ValueError: boom" in text and text.endswith("1 finished, 1 failed (of 2)")
+    # a submitted run whose job ended without starting it, with an empty queue
+    queued = tmp_path / "a_random_s0_00000003"
+    queued.mkdir()
+    job_record_file(queued).write_text('{"job_id": "7_2"}\n')
+    assert read_job_record(queued) == {"job_id": "7_2"}
+    assert run_status(queued, {}).status == NOT_STARTED
+    with pytest.raises(FileNotFoundError, match="not a sweep folder"):
+        sweep_status(tmp_path / "missing")
+
+
+# -- real jobs on a real cluster --------------------------------------------------------------------------------
+def _slurm_or_skip() -> None:
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install 'greedymm[slurm]')")
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        pytest.skip("Slurm is not installed here; `make slurm-up` (as root, on Debian) brings up a one-node cluster")
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip("Slurm's controller does not answer (sinfo timed out); `make slurm-up` starts it")
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc", "completing")) for s in states):
+        pytest.skip(f"Slurm has no node taking jobs ({(out.stderr or out.stdout).strip()!r}); `make slurm-up` fixes it")
+
+
+def _plan(out: Path, methods=("vanilla", "guided")):
+    return plan_sweep(["synthetic"], list(methods), [0], out, SETS, EPOCHS)
+
+
+def _records(folder: Path) -> list[dict]:
+    drop = ("elapsed_s", "versions")
+    return [{k: v for k, v in r.items() if k not in drop} for r in RunDir(folder).records()]
+
+
+def _wait_until_out_of_queue(launcher: SlurmLauncher, jobs, deadline_s: float) -> None:
+    end = time.time() + deadline_s
+    while launcher.in_flight(jobs) and time.time() < end:
+        time.sleep(2)
+    assert not launcher.in_flight(jobs), "the Slurm jobs did not end in time"
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The reference: the same runs through the local launcher, one torch thread each."""
+    _slurm_or_skip()
+    out = tmp_path_factory.mktemp("local")
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the Slurm jobs get one thread each (--cpus-per-run 1)
+    try:
+        result = run_sweep(_plan(out), LocalLauncher(), workers=2, echo=lambda s: None)
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    assert result.ok, result.failure_text()
+    return out
+
+
+@pytest.mark.process
+def test_a_slurm_sweep_gives_the_local_results_and_is_submitted_once(local_sweep, tmp_path):
+    out = tmp_path / "slurm"
+    said = []
+    launcher = SlurmLauncher(SlurmOptions(time=10), wait=False, echo=said.append)
+    first = run_sweep(_plan(out), launcher, echo=said.append)
+    assert len(first.launched) == 2 and len(launcher.submitted) == 2
+    ids = {job.name: read_job_record(job.folder)["job_id"] for job in first.launched}  # each job id in its folder
+    assert sorted(ids.values()) == sorted(launcher.submitted.values())
+
+    again = SlurmLauncher(SlurmOptions(time=10), wait=False, echo=said.append)
+    second = run_sweep(_plan(out), again, echo=said.append)  # still queued or running: left alone
+    assert second.launched == () and again.submitted == {}
+    assert sum("left alone" in s for s in said) == 2, said
+
+    _wait_until_out_of_queue(again, first.launched, 300)
+    rows = sweep_status(out)
+    assert [(r.status, r.detail) for r in rows] == [(FINISHED, f"job {ids[r.name]}") for r in rows]
+    for job in first.launched:
+        ref = local_sweep / job.name  # the same folder name: the same config
+        assert job.folder.joinpath("steps.csv").read_bytes() == ref.joinpath("steps.csv").read_bytes()
+        assert _records(job.folder) == _records(ref)
+
+    third = run_sweep(_plan(out), SlurmLauncher(SlurmOptions(time=10), echo=said.append), echo=said.append)
+    assert third.launched == () and len(third.skipped) == 2
+
+
+@pytest.mark.process
+def test_a_run_past_its_time_limit_is_requeued_and_ends_as_an_uninterrupted_run(local_sweep, tmp_path):
+    """A 2-minute limit, warned 60 s before it (Slurm warns up to 60 s early: 30-60 s after the start). The test
+    suspends the training process once its first epoch is saved, so the run cannot finish before the warning on
+    any machine; at the warning the job stops it and requeues itself, and the requeued job resumes."""
+    out = tmp_path / "requeue"
+    (job,) = _plan(out, methods=("guided",))
+    launcher = SlurmLauncher(SlurmOptions(time=2, signal_delay_s=60), wait=False, echo=lambda s: None)
+    run_sweep([job], launcher, echo=lambda s: None)
+    rd = RunDir(job.folder)
+    end = time.time() + 240
+    while not rd.checkpoint("last").exists() and time.time() < end:
+        time.sleep(0.2)
+    holder = json.loads(rd.lock_file.read_text())
+    os.kill(holder["pid"], signal.SIGSTOP)  # the job's training process (its pid is in the folder's lock)
+    _wait_until_out_of_queue(launcher, [job], 420)
+
+    log = job.log.read_text()
+    assert "(restart 0)" in log and "(restart 1)" in log, log[-3000:]
+    assert "--resume" in log.split("(restart 1)")[1].splitlines()[0]  # the requeued job resumed the run
+    assert rd.state() == "done"
+    ref = local_sweep / job.name
+    assert rd.steps_file.read_bytes() == ref.joinpath("steps.csv").read_bytes()
+    assert _records(job.folder) == _records(ref)
