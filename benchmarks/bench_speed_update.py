@@ -16,8 +16,11 @@ All variants run in one process; rounds interleave them so machine noise hits th
 medians over the other rounds are reported (part 1 also
 the fastest call, the least disturbed on a busy machine, and the least CPU time of a call, all threads).
 
+  3. with ``--ops K``, only this: the K operators taking most of a vanilla step's CPU time (``torch.profiler``),
+     fp32 vs bf16 + channels-last, so the next bottleneck is visible.
+
     python benchmarks/bench_speed_update.py [--sizes 112 224] [--steps 2] [--rounds 3] [--reps 5] [--update-only]
-                                            [--threads N]
+                                            [--ops K] [--threads N]
 """
 
 from __future__ import annotations
@@ -181,6 +184,39 @@ def bench_steps(sizes: Sequence[int], steps: int, rounds: int) -> list[dict]:
     return rows
 
 
+def bench_ops(sizes: Sequence[int], steps: int, top: int) -> list[dict]:
+    """Part 3: where a step's time goes, per operator (``torch.profiler``: time inside each operator, not counting
+    the operators it calls, over ``steps`` vanilla
+    steps after two warm-up steps), fp32 vs bf16 + channels-last: the ``top`` operators and their share of the
+    step. Shares are ratios inside one profile, so a busy machine distorts them less than wall times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for size in sizes:
+        for precision, cl in (("fp32", False), ("bf16", True)):
+            run, batch = make_run(size, precision, cl)
+            phases = _Phases(run)
+            for _ in range(2):
+                phases.step(*batch)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(steps):
+                    phases.step(*batch)
+            events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+            total = sum(e.self_cpu_time_total for e in events)
+            rows.append(
+                {
+                    "size": size,
+                    "config": precision + (" + channels-last" if cl else ""),
+                    "op_ms_per_step": round(total / 1000 / steps, 1),
+                    "top": [
+                        {"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count // steps}
+                        for e in events[:top]
+                    ],
+                }
+            )
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
@@ -189,10 +225,22 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5, help="speed updates per variant per round (part 1)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--update-only", action="store_true", help="part 1 only (the speed update alone)")
+    p.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        metavar="K",
+        help="part 3 only: the K operators taking most of a step's CPU time, per configuration",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     t = time.perf_counter()
+    if args.ops:
+        ops = bench_ops(args.sizes, args.steps, args.ops)
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": 8, "ops": ops,
+                          "wall_s": round(time.perf_counter() - t)}, indent=2))  # fmt: skip
+        return
     update = bench_update(args.rounds, args.reps, min(args.sizes))
     steps = [] if args.update_only else bench_steps(args.sizes, args.steps, args.rounds)
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": 8,
