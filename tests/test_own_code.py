@@ -245,3 +245,107 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="unknown --log"):
         fit(CFG, tmp_path / "run", progress=False, data=tiny_colored_data(), log=["wandb"])
+
+
+# -- misuse of the step calls: refused, never a number ----------------------------------------------------------
+def _one_step(bal, data, opt=None, backward=True):
+    x, y = data.train.batch(torch.arange(16), train=True)
+    out = bal.forward(x)
+    loss = bal.loss(out, y)
+    if backward:
+        bal.backward(loss, opt)
+    return loss
+
+
+def test_evaluate_before_the_first_epoch_end_is_refused():
+    data = tiny_colored_data()
+    for fusion in ("mmtm", "concat"):
+        torch.manual_seed(0)
+        model = build_model(data.arch, data.modalities, data.in_channels, data.num_classes, width=0.25, fusion=fusion)
+        bal = Balancer(model, "vanilla")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        bal.epoch_start()
+        # before: u = 0 and d_util = 0 (read as "balanced") from means that were never recorded
+        with pytest.raises(ValueError, match=r"no train-split means yet.*Balancer.epoch_end\(\)"):
+            bal.evaluate(data.val)
+        assert bal.evaluate(data.val, utilization=False)["n"] == len(data.val)  # accuracy alone is fine
+        _one_step(bal, data)
+        bal.end_step()
+        opt.step()
+        with pytest.raises(ValueError, match="no train-split means yet"):  # mid-epoch: still none committed
+            bal.evaluate(data.val)
+        bal.epoch_end()
+        m = bal.evaluate(data.val)
+        assert "d_util" in m and m["n"] == len(data.val)
+
+
+def test_end_step_without_backward_and_after_backward_twice_are_refused():
+    data = tiny_colored_data()
+    model = _model(data)
+    bal = Balancer(model, "guided")
+    bal.epoch_start()
+    before = {k: v.clone() for k, v in model.named_buffers()}
+    _one_step(bal, data, backward=False)
+    with pytest.raises(RuntimeError, match=r"end_step\(\) without backward.*skip_step\(\)"):
+        bal.end_step()
+    bal.skip_step()  # a dropped step: not counted, and the forward's statistics are put back
+    assert bal.step == 0
+    assert all(torch.equal(v, before[k]) for k, v in model.named_buffers())
+    _one_step(bal, data)
+    with pytest.raises(RuntimeError, match=r"after_backward\(\) a second time in step 0"):
+        bal.after_backward()
+    sums = bal.speed.sums.clone()
+    log = bal.end_step()
+    assert log.step == 0 and bal.step == 1 and torch.equal(bal.speed.sums, sums)  # counted once
+    _one_step(bal, data, backward=False)
+    loss = bal._loss
+    loss.backward()
+    bal.after_backward()  # something else ran backward: after_backward once is the way
+    with pytest.raises(RuntimeError, match=r"backward\(\) a second time"):
+        bal.backward(loss)
+    assert bal.end_step().step == 1
+
+
+def test_a_grad_scaler_needs_every_optimizer_and_then_gives_true_speeds():
+    data = tiny_colored_data()
+
+    def run(split_optimizers: bool, scaled: bool):
+        model = _model(data)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16) if scaled else None
+        bal = Balancer(model, "vanilla", scaler=scaler)
+        first = list(model.branches[0].parameters())
+        ids = {id(p) for p in first}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        opts = [torch.optim.SGD(first, lr=0.05), torch.optim.SGD(rest, lr=0.05)]
+        _one_step(bal, data, opts if split_optimizers else None)
+        return bal, model, opts
+
+    ref, _, _ = run(True, scaled=False)
+    ref_log = ref.end_step()
+    with pytest.raises(
+        ValueError, match=r"in no optimizer given \(branches\.1\..*bal.backward\(loss, \[opt_a, opt_b\]\)"
+    ):
+        model = _model(data)
+        bal = Balancer(model, "vanilla", scaler=torch.amp.GradScaler("cpu"))
+        first = list(model.branches[0].parameters())
+        _one_step(bal, data, torch.optim.SGD(first, lr=0.05))  # branch 1 and the MMTMs are in no optimizer
+    with pytest.raises(ValueError, match="need the optimizer"):
+        run(False, scaled=True)
+    bal, _, _ = run(True, scaled=True)
+    log = bal.end_step()
+    for k, v in ref_log.speeds.items():
+        assert log.speeds[k] == pytest.approx(v, rel=1e-6), k  # the scale (2^16, squared: 9.6 in log10) is gone
+    assert log.d_speed == pytest.approx(ref_log.d_speed, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["pmr", "gblending"])
+def test_methods_with_epoch_work_on_data_name_the_split_they_need(method):
+    data = tiny_colored_data()
+    model = _model(data)
+    bal = Balancer(model, method, hparams={"super_epoch": 1} if method == "gblending" else {})
+    # before: TypeError "object of type 'NoneType' has no len()"
+    with pytest.raises(ValueError, match=rf"{method} .*training split.*bal.epoch_start\(train="):
+        bal.epoch_start()
+    bal.epoch_start(data.train, data.val, batch_size=16)  # with the splits it runs
+    _one_step(bal, data)
+    assert bal.end_step().finite

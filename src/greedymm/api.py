@@ -46,6 +46,8 @@ from .models import REGULAR, Branch, LateFusionNet, MMTMNet, Mode, MultiModalNet
 
 __all__ = ["Balancer", "Batches", "StepLog", "intermediate_fusion", "late_fusion"]
 
+Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
+
 
 # -- models from the user's encoders ----------------------------------------------------------------------------
 def _stage_channels(name: str, stages: Sequence[nn.Module], x: Tensor) -> list[int]:
@@ -236,6 +238,11 @@ class Balancer:
         self.epoch = 0  # the current epoch, 0-based
         self._ctx: StepContext | None = None
         self._loss: Tensor | None = None
+        self._backward_done = False  # after_backward ran in this step
+        # the running statistics as the step found them (BatchNorm, MMTM gate and squeeze sums, feature sums,
+        # the speed sums), copied into tensors kept from step to step; put back when the step is not taken
+        self._stats: list[Tensor] = []
+        self._saved: list[Tensor] = []
 
     @property
     def mode(self) -> Mode:
@@ -244,7 +251,12 @@ class Balancer:
 
     # -- per step, in this order ----------------------------------------------------------------------------
     def forward(self, x: Mapping[str, Tensor]) -> Output:
-        """The forward pass of this step, in the method's mode."""
+        """The forward pass of this step, in the method's mode. The step's first forward keeps a copy of every
+        running statistic (the model's buffers: BatchNorm's, the MMTM gate and squeeze sums, the late-fusion
+        feature sums; and the speed sums): ``end_step`` puts them back when the loss is not finite, and
+        ``skip_step`` does when you drop the step, so a step that is not taken leaves no trace in them."""
+        if self._ctx is None:
+            self._save_statistics()
         out = self.net(dict(x), self.method.mode)
         self._ctx = StepContext(dict(x), None, out, self.model, self.net, self.method.mode, self.step, self.epoch)
         return out
@@ -262,33 +274,74 @@ class Balancer:
         self._loss = loss if loss.dtype == torch.float64 else loss.float()
         return self._loss
 
-    def backward(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def backward(self, loss: Tensor, optimizer: Optimizers | None = None) -> None:
         """The method's backward pass (plain ``loss.backward()`` for most), then ``after_backward``. The
-        ``optimizer`` is needed only with a GradScaler (to unscale the gradients)."""
+        ``optimizer`` (or a list of them) is needed only with a GradScaler, to unscale the gradients: every
+        parameter with a gradient must be in one of them."""
         ctx = self._context("backward")
+        self._once("backward")
         self.method.backward(self.scaler.scale(loss) if self.scaler else loss, ctx)
         self.after_backward(optimizer)
 
-    def after_backward(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def after_backward(self, optimizer: Optimizers | None = None) -> None:
         """After gradients exist, before the optimizer step: the method's gradient changes, then the conditional
-        learning speed on regular steps. Call it yourself only when something else ran backward (Lightning)."""
+        learning speed on regular steps. Call it yourself only when something else ran backward (Lightning),
+        once per step."""
         ctx = self._context("after_backward")
+        self._once("after_backward")
         if self.scaler is not None:
-            if optimizer is None:
-                raise ValueError("with a GradScaler, after_backward needs the optimizer to unscale its gradients")
-            self.scaler.unscale_(optimizer)
+            for opt in self._scaled_optimizers(optimizer):
+                self.scaler.unscale_(opt)
+        self._backward_done = True
         self.method.on_after_backward(ctx)
         if ctx.mode == REGULAR:
             self.speed.update(self.groups)
+
+    def _once(self, call: str) -> None:
+        if self._backward_done:
+            raise RuntimeError(
+                f"Balancer.{call}() a second time in step {self.step}: the gradient changes and the learning speed "
+                "were already taken for this step (backward() calls after_backward() itself). Call backward() once "
+                "per step (sum the losses first), or after_backward() once when something else ran backward"
+            )
+
+    def _scaled_optimizers(self, optimizer: Optimizers | None) -> list[torch.optim.Optimizer]:
+        """The optimizers to unscale; refuses when a parameter with a gradient is in none of them (its gradient
+        would stay multiplied by the loss scale, and the speeds and gradient changes with it)."""
+        if optimizer is None:
+            raise ValueError(
+                "with a GradScaler, backward / after_backward need the optimizer (or a list of every optimizer) to "
+                "unscale the gradients: bal.backward(loss, opt)"
+            )
+        opts = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+        held = {id(p) for opt in opts for group in opt.param_groups for p in group["params"]}
+        missing = [n for n, p in self.model.named_parameters() if p.grad is not None and id(p) not in held]
+        if missing:
+            names = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise ValueError(
+                f"with a GradScaler, every gradient must be unscaled, but {len(missing)} parameters with gradients "
+                f"are in no optimizer given ({names}); their gradients would stay multiplied by the loss scale and "
+                "the learning speeds with them. Pass every optimizer: bal.backward(loss, [opt_a, opt_b])"
+            )
+        return opts
 
     def end_step(self, loss: Tensor | None = None) -> StepLog:
         """Finish the step: one host sync for the loss and the speeds, the method's decision on the next mode.
         Call before ``optimizer.step()`` (greedymm's loop does) or after it; skip that step when not ``finite``.
         ``loss``: default, the one ``loss()`` returned."""
         ctx = self._context("end_step")
+        if not self._backward_done:
+            raise RuntimeError(
+                f"Balancer.end_step() without backward in step {self.step}: no gradients, so no learning speed. "
+                "Call bal.backward(loss) (or bal.after_backward() when something else ran backward) before "
+                "end_step(); to drop a step after forward, call bal.skip_step()"
+            )
         loss = self._loss if loss is None else loss
         logged = all_reduce_(loss.detach().double().view(1).clone(), "mean")  # the global batch's loss
         vals = torch.cat([logged, self.speed.sums, self.speed.last]).tolist()
+        if not math.isfinite(vals[0]):  # the step will not be taken: its statistics are put back
+            self._restore_statistics()
+            vals = [vals[0], *torch.cat([self.speed.sums, self.speed.last]).tolist()]
         g = len(self.groups)
         if self.speed.with_psi:
             speeds = self.speed.speeds_from(vals[1 : 1 + g])
@@ -300,8 +353,32 @@ class Balancer:
             n = self.model.n_modalities
             self.method.observe(StepInfo(ctx.step, ctx.mode, d, self.warmup_steps, tuple(speeds), n))
         self.step += 1
-        self._ctx, self._loss = None, None
+        self._ctx, self._loss, self._backward_done = None, None, False
         return log
+
+    def skip_step(self) -> None:
+        """Drop the step begun by ``forward`` without counting it: the running statistics are put back as the
+        step found them, and the next ``forward`` starts the same step number again. Do not step the optimizer."""
+        if self._ctx is not None:
+            self._restore_statistics()
+        self._ctx, self._loss, self._backward_done = None, None, False
+
+    def _statistic_buffers(self) -> list[Tensor]:
+        return [*self.model.buffers(), self.speed.sums, self.speed.last]
+
+    @torch.no_grad()
+    def _save_statistics(self) -> None:
+        stats = self._statistic_buffers()
+        same = len(stats) == len(self._stats) and all(a is b for a, b in zip(stats, self._stats, strict=True))
+        if same:
+            torch._foreach_copy_(self._saved, stats)
+        else:  # first step, or the model was moved or cast: new copies
+            self._stats, self._saved = stats, [b.clone() for b in stats]
+
+    @torch.no_grad()
+    def _restore_statistics(self) -> None:
+        if self._stats:
+            torch._foreach_copy_(self._stats, self._saved)
 
     def _context(self, call: str) -> StepContext:
         if self._ctx is None:

@@ -32,10 +32,12 @@ def evaluate(
     pairwise: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
+    name: str = "the evaluated split",
 ) -> dict[str, Any]:
-    """Accuracy of the prediction and of each head, loss, utilization rates (see the module docstring)."""
+    """Accuracy of the prediction and of each head, loss, utilization rates (see the module docstring).
+    ``name``: the split's name in error messages ("val", "test")."""
     batches = (split.batch(idx) for idx in eval_order(len(split), batch_size, rank(), world_size()))
-    return evaluate_batches(model, batches, device, utilization, pairwise, precision, channels_last)
+    return evaluate_batches(model, batches, device, utilization, pairwise, precision, channels_last, name)
 
 
 @torch.no_grad()
@@ -47,18 +49,30 @@ def evaluate_batches(
     pairwise: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
+    name: str = "the evaluated data",
 ) -> dict[str, Any]:
     """``evaluate`` over any iterable of ``(inputs by modality, labels)`` batches, e.g. a DataLoader (under DDP,
-    each rank's own shard; the counts are summed over ranks). ``device``: default, the model's."""
+    each rank's own shard; the counts are summed over ranks). ``device``: default, the model's.
+
+    Refuses (``FloatingPointError``, naming ``name`` and the number of items) when any item's logits in any pass
+    are NaN or infinite: no accuracy or utilization is computed from them. Utilization needs the train-split
+    means: refused (``ValueError``) before they were first committed (``Balancer.epoch_end``)."""
+    utilization = utilization and model.n_modalities > 1  # nothing to take away from a uni-modal model
+    if utilization and not model.has_means():
+        raise ValueError(
+            "no train-split means yet, and the utilization passes replace a modality with its mean: evaluate after "
+            "Balancer.epoch_end() (it commits the means of the epoch's training forwards), or record them with "
+            "greedymm.evaluate.record_train_means(model, train_split); utilization=False gives accuracy alone"
+        )
     was_training = model.training
     model.eval()
-    utilization = utilization and model.n_modalities > 1  # nothing to take away from a uni-modal model
     passes = model.eval_passes(utilization, pairwise)
     modes = [p.mode for p in passes]
     cols = [name for p in passes for name in p.names]
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     correct = torch.zeros(len(cols), dtype=torch.long, device=dev)  # kept on the device until the end
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    bad = torch.zeros((), dtype=torch.float64, device=dev)  # items with a non-finite logit in any pass
     n = 0
     for x, y in batches:
         x = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
@@ -70,10 +84,18 @@ def evaluate_batches(
         loss_sum += model.eval_loss(out[REGULAR], y).double()
         hits = [h for p in passes for h in p.scored(out[p.mode])]
         correct += torch.stack([(h.argmax(1) == y).sum() for h in hits])
+        bad += (~torch.stack([torch.isfinite(h).all(1) for h in hits]).all(0)).sum()
         n += len(y)
     model.train(was_training)
-    totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), torch.tensor([float(n)], device=dev)]))
-    n = int(totals[-1])
+    extra = torch.tensor([float(n)], device=dev)
+    totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), bad.view(1), extra]))
+    n, bad = int(totals[-1]), int(totals[-2])
+    if bad:
+        raise FloatingPointError(
+            f"{name}: {bad} of {n} items give non-finite logits (NaN or Inf); no accuracy or utilization is "
+            "computed from them. Check those inputs for NaN or infinite values, or the model's weights (a diverged "
+            "run)"
+        )
     acc = dict(zip(cols, (totals[: len(cols)] / max(n, 1)).tolist(), strict=True))
     metrics: dict[str, Any] = {"n": n, "loss": float(totals[len(cols)]) / max(n, 1), **acc}
     if utilization:

@@ -183,6 +183,11 @@ class GBlending(Method):
 
     # -- the estimate -------------------------------------------------------------------------------------------
     def on_epoch_start(self, info: EpochInfo) -> None:
+        if info.train is None:
+            raise ValueError(
+                "gblending estimates its weights on a held-out part of the training split at epoch starts: pass it, "
+                "bal.epoch_start(train=train_split) (a greedymm split: len() and batch(idx) -> (inputs, labels))"
+            )
         if info.epoch % self.super_epoch == 0 and self.estimated_at != info.epoch:
             self.estimate(info)
 

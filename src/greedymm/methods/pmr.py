@@ -141,6 +141,11 @@ class PMR(Method):
         return self.starts <= epoch <= self.ends, self.per_mu > 0 and epoch < self.per_epochs
 
     def on_epoch_start(self, info: EpochInfo) -> None:
+        if info.train is None:
+            raise ValueError(
+                "pmr computes its class prototypes from the training split at each epoch start: pass it, "
+                "bal.epoch_start(train=train_split) (a greedymm split: len() and batch(idx) -> (inputs, labels))"
+            )
         self.stats = None
         window, per = self._active(info.epoch)
         if window or per or info.epoch < self.starts:  # needed now or later (keeps the momentum chain)

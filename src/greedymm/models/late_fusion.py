@@ -69,6 +69,10 @@ class FeatureMeans(KeepsFloat64):
             self.buffer("mean", k).copy_(self.buffer("sum", k) / self.count)
         return True
 
+    def has_means(self) -> bool:
+        """False until ``commit_means`` first set the means (all zero before)."""
+        return any(bool(self.buffer("mean", k).any()) for k in range(len(self.dims)))
+
 
 class LateFusionNet(MultiModalNet):
     """Encoders (branches without heads) -> pooled features -> one fusion head; optional uni-modal heads."""

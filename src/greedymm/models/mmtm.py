@@ -169,5 +169,9 @@ class MMTM(KeepsFloat64):
             self.buffer("sq_mean", k).copy_(self.buffer("sq_sum", k) / self.sq_count)
         return True
 
+    def has_means(self) -> bool:
+        """False until ``commit_means`` first set sq_mean (all zero before)."""
+        return any(bool(self.buffer("sq_mean", k).any()) for k in range(self.n))
+
     reset_squeeze_sums = reset_sums
     commit_squeeze_means = commit_means

@@ -213,6 +213,10 @@ class MultiModalNet(nn.Module):
         """Turn the sums into the means (all-reduced); False (means kept) if nothing was recorded."""
         return all([m.commit_means() for m in self._mean_holders()])
 
+    def has_means(self) -> bool:
+        """Whether train-split means were committed (until the first commit they are all exactly zero)."""
+        return all(m.has_means() for m in self._mean_holders())
+
     @contextmanager
     def recording_means(self) -> Iterator[None]:
         """Accumulate the sums on eval-mode forwards too (the exact train-split pass)."""
