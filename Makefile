@@ -4,7 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-full lint bench clean
+.PHONY: venv demo test test-full lint bench clean slurm-up
 
 $(BIN)/greedymm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: venv
 test-full: venv
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/pytest -q -m ""
+
+# a one-node Slurm cluster on this machine (root, Debian: apt-get installs slurm-wlm and munge); idempotent
+slurm-up:
+	bash scripts/slurm-up.sh
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
