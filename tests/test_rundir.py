@@ -12,7 +12,7 @@ import torch
 
 from greedymm import rundir
 from greedymm.logs import LogError
-from greedymm.rundir import BROKEN, DONE, NEW, RESUMABLE, RunDir, Stat, best_record, mean, std, step_row
+from greedymm.rundir import BROKEN, DONE, NEW, RESUMABLE, RunDir, RunFolderError, Stat, best_record, mean, std, step_row
 
 SRC = Path(rundir.__file__).parent
 
@@ -33,6 +33,12 @@ def test_states_follow_what_the_folder_holds(tmp_path):
     assert run.state() == DONE and not run.unfinished
     assert run.done_info() == {"epochs": 3, "step": 54, "best_epoch": 2}
     assert run.saved_config() == {"seed": 3}
+    with pytest.raises(RunFolderError, match="is finished"):
+        run.clean()  # only what a run that cannot be resumed left is ever removed
+    run.done_file.unlink()
+    with pytest.raises(RunFolderError, match="is resumable"):
+        run.clean()
+    run.checkpoint("last").unlink()
     (run.path / ".last.pt.abc.tmp").write_bytes(b"")  # a temp file of an interrupted atomic write
     run.clean()
     assert sorted(p.name for p in run.path.iterdir()) == [".lock", "notes.txt"] and run.state() == NEW

@@ -149,7 +149,7 @@ def test_broken_folder_is_restarted_cleanly(tmp_path):
     rec = RecordingLauncher(complete=False)
     run_sweep([job], rec, echo=lambda _: None)
     assert "--out" in rec.commands[0] and "--resume" not in rec.commands[0]
-    assert sorted(p.name for p in job.folder.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in job.folder.iterdir()) == [".lock", "notes.txt"]  # cleaned holding the lock
 
 
 def test_dry_run_prints_and_touches_nothing(tmp_path):

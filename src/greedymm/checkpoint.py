@@ -1,4 +1,5 @@
-"""Checkpoints and JSON files, written atomically (see ``atomic``)."""
+"""Checkpoints and JSON files, written atomically (see ``atomic``); checkpoints loaded without running code and
+checked to hold what a greedymm checkpoint always holds."""
 
 from __future__ import annotations
 
@@ -36,9 +37,15 @@ def _allowed():
     return safe([TorchVersion]) if safe else nullcontext()
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, require: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint without running code: ``weights_only`` unpickling accepts tensors, numbers, strings and
-    containers (all a greedymm checkpoint holds) and refuses anything else, so a crafted file cannot execute."""
+    containers (all a greedymm checkpoint holds) and refuses anything else, so a crafted file cannot execute.
+    ``require``: the keys it must hold (e.g. ("config", "model", "epoch") to evaluate it); a file without them, or
+    with a model, config, epoch or step of the wrong type, is refused naming it and what is wrong."""
+    from .rundir import RunFolderError, file_problem
+
+    if problem := file_problem(Path(path)):
+        raise RunFolderError(problem)
     if not Path(path).is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -62,6 +69,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from e
     if not isinstance(state, dict) or "model" not in state:
         raise RuntimeError(f"{path} is not a greedymm checkpoint (no model state); restore it or train again")
+    missing = [k for k in require if k not in state]
+    wrong = [k for k in ("model", "config") if k in state and not isinstance(state[k], dict)]
+    wrong += [k for k in ("epoch", "step") if k in state and not isinstance(state[k], int)]
+    if missing or wrong:
+        what = ", ".join([*(f"no {k!r}" for k in missing), *(f"{k!r} of the wrong type" for k in wrong)])
+        raise RunFolderError(
+            f"{path} is not a complete greedymm checkpoint ({what}): it is damaged or was written by something "
+            "else. Restore it from a copy, or train again in a new folder"
+        )
     return state
 
 

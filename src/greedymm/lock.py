@@ -3,22 +3,26 @@
 A second trainer on the same folder, a ``--resume`` while the run is still training, or a sweep started again
 while its old children still run: each is refused with a message naming the holder (pid, host, start time,
 command). The lock is an ``flock`` on an open file, so the operating system frees it when the holder dies, even
-by SIGKILL: a stale lock file from a killed process never blocks anyone.
+by SIGKILL: a stale lock file from a killed process never blocks anyone. The lock file is opened without following
+a link and must be a plain file of its own (no second hard link), since the holder's line is written into it: a
+planted one is refused, naming it (``RunFolderError``), and nothing outside the folder is ever written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
 
-from .rundir import RunDir
+from .rundir import RunDir, RunFolderError, file_problem
 
 
-class RunFolderBusy(RuntimeError):
+class RunFolderBusy(RunFolderError):
     """The run folder is being written by another process; the message names it and what to do."""
 
 
@@ -34,13 +38,29 @@ class RunLock:
 
         if self.folder.exists() and not self.folder.is_dir():
             raise RunFolderBusy(f"{self.folder} is a file, not a run folder; choose a folder path for --out")
+        path = RunDir(self.folder).lock_file
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(RunDir(self.folder).lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunFolderBusy(
                 f"cannot write in {self.folder} ({e.strerror or e}); choose a folder you can write to for --out"
             ) from e
+        if problem := file_problem(path, in_place=True):
+            raise RunFolderError(problem)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EISDIR):  # planted between the check and the open
+                raise RunFolderError(file_problem(path, in_place=True) or f"{path} is not a file") from None
+            where = f"the lock file {path}" if path.exists() else f"in {self.folder}"
+            raise RunFolderBusy(
+                f"cannot write {where} ({e.strerror or e}); make it writable, or choose a folder you can write to for "
+                "--out"
+            ) from e
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # planted between the check and the open
+            os.close(fd)
+            raise RunFolderError(file_problem(path, in_place=True) or f"{path} is not a lock file of its own")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -253,7 +253,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Every metric of a run recomputed from one of its checkpoints (regular mode, utilization included) and
     saved beside it (``RunDir.eval_file``); returns {"checkpoint", "epoch", "squeeze_means", "val", "test",
-    "config"}. Builds the data and the model from the saved config and loads the weights: no optimizer, method
+    "config", "saved_to"} (``saved_to``: the file, or None when the folder could not take it; a warning says
+    why). Builds the data and the model from the saved config and loads the weights: no optimizer, method
     or DDP wrapper. ``squeeze_means``: "saved" (the train-split means in the checkpoint) or "exact" (recomputed
     by an eval-mode pass over the training split). ``data``: the MultiModalData the run was trained on when it
     was not the config's data set (``fit(..., data=...)``)."""
@@ -263,7 +264,7 @@ def evaluate_checkpoint(
     if squeeze_means not in ("saved", "exact"):
         raise ValueError(f"squeeze_means must be 'saved' or 'exact', got {squeeze_means!r}")
     run = RunDir(folder)
-    state = load_checkpoint(run.checkpoint(checkpoint))
+    state = load_checkpoint(run.checkpoint(checkpoint), require=("config", "model", "epoch"))
     cfg = TrainConfig.from_dict(state["config"])
     data = select_modalities(data, cfg.modalities) if data is not None else load_data(cfg)
     device = setup(cfg.device).device  # under torchrun every rank evaluates its shard
@@ -281,5 +282,5 @@ def evaluate_checkpoint(
         "squeeze_means": squeeze_means,
         **{s: evaluate(model, getattr(data, s), device=device, name=s, **opts) for s in ("val", "test")},
     }
-    run.write_eval(checkpoint, result)
-    return {**result, "config": cfg.to_dict()}
+    saved = run.write_eval(checkpoint, result)  # None (with a warning naming the file) when it cannot be written
+    return {**result, "config": cfg.to_dict(), "saved_to": str(saved) if saved else None}

@@ -15,6 +15,11 @@ and, next to the folder, ``<folder>.log`` when a sweep ran it. Its state (``RunD
 all its epochs), ``resumable`` (a checkpoint and its config, not done), ``broken`` (a run started here but left
 nothing to resume from) or ``new`` (nothing of a run); a run that is not done but has records is *unfinished*.
 
+Nothing in a run folder is trusted (docs/DESIGN.md section 8 has one rule per file): a run file that is a link, a
+directory, another kind of special file, or (for the files written in place: the logs and the lock) a file with a
+second hard link is refused (``check_files``, ``RunFolderError``) naming the path and the fix; appends never follow
+a link; atomic writes replace a path instead of writing through it. So greedymm never writes outside the folder.
+
 Selection and statistics, for every report: a run's numbers are read at its best-validation record (the highest
 validation accuracy, the first such epoch on ties; test is never used to select), and a row of runs is
 summarized by the mean and the sample standard deviation (n - 1) over its seeds.
@@ -23,15 +28,18 @@ summarized by the mean and the sample standard deviation (n - 1) over its seeds.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
+import stat
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .logs import torn, whole_lines
+from .logs import LogError, torn, whole_lines
 
 CONFIG = "config.json"
 RESULTS = "results.jsonl"
@@ -55,6 +63,63 @@ def eval_name(checkpoint: str) -> str:
 # what `greedymm train` and `greedymm eval` write into a run folder; a clean restart removes these and nothing else
 RUN_FILES = (CONFIG, RESULTS, STEPS, LAST, BEST, DONE_MARKER, *(eval_name(c) for c in CHECKPOINTS))
 LOGS = (RESULTS, STEPS)  # the append-only logs
+IN_PLACE = (*LOGS, LOCK)  # written in place (appended, or rewritten through one descriptor), not replaced
+
+
+class RunFolderError(RuntimeError):
+    """Something in a run folder that greedymm did not write, or cannot use as it is; the message names the path and
+    the fix. Nothing was changed in the folder."""
+
+
+def file_problem(path: Path, in_place: bool = False, directory: bool = False) -> str | None:
+    """Why ``path`` (a run file, or with ``directory`` a run sub-folder) cannot be used as greedymm's own, or None
+    when it is absent or a plain file (folder) of its own. ``in_place``: written in place, so a second hard link
+    (another name for the same data, possibly outside the folder) is refused too."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return (
+            f"{path} is a symbolic link (to {os.readlink(path)}); greedymm never writes through a link in a run "
+            "folder. Replace the link by the file itself, or remove it, then run again"
+        )
+    if directory:
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        return f"{path} is not a directory, where greedymm keeps one; move it out of the run folder and run again"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path} is a directory, where greedymm keeps a file; move it out of the run folder and run again"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file (a device, pipe or socket); remove it from the run folder and run again"
+    if in_place and st.st_nlink > 1:
+        return (
+            f"{path} has {st.st_nlink} hard links, so writing it would change the other names too; make it a file "
+            f"of its own (cp {path} {path}.own && mv {path}.own {path}), then run again"
+        )
+    return None
+
+
+def read_json(path: Path, fix: str, empty: Any = None) -> Any:
+    """A JSON file of a run folder (config.json, done, eval_*.json): a damaged one is refused naming the file and
+    ``fix``. ``empty``: what an empty file means (None: it is refused too)."""
+    if problem := file_problem(path):
+        raise RunFolderError(problem)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise RunFolderError(
+            f"{path} is not text ({e.reason} at byte {e.start}): it is damaged or was not written by greedymm. {fix}"
+        ) from None
+    if empty is not None and not text.strip():
+        return empty
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunFolderError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): it is damaged or was not "
+            f"written by greedymm. {fix}"
+        ) from None
 
 
 class RunDir:
@@ -112,7 +177,7 @@ class RunDir:
     def state(self) -> str:
         """``done``, ``resumable`` (``last.pt`` and ``config.json``: `train --resume` needs both), ``broken`` (some
         files of a run, nothing to resume from) or ``new`` (no folder, or nothing of a run in it)."""
-        if self.done_file.exists():
+        if self.done_file.is_file():
             return DONE
         if self.checkpoint("last").is_file() and self.config_file.is_file():
             return RESUMABLE
@@ -122,8 +187,27 @@ class RunDir:
         """The files a run wrote here (temporary files of its atomic writes included)."""
         if not self.path.is_dir():
             return []
-        found = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
+        found = [self.path / name for name in RUN_FILES if os.path.lexists(self.path / name)]  # links included
         return found + sorted(p for name in RUN_FILES for p in self.path.glob(f".{name}.*.tmp"))
+
+    def check_files(self) -> None:
+        """Refuse (``RunFolderError``, naming the path and the fix) a run file that greedymm cannot take as its own:
+        a link, a directory, a special file, or a log or lock file with a second hard link. Called before a run
+        starts, resumes or is cleaned, so nothing is changed when something is wrong."""
+        problems = [file_problem(self.path / name, in_place=name in IN_PLACE) for name in (*RUN_FILES, LOCK)]
+        problems.append(file_problem(self.tensorboard, directory=True))
+        if found := [p for p in problems if p]:
+            raise RunFolderError("; ".join(found))
+
+    def restartable(self) -> bool:
+        """A run that stopped before its first checkpoint: its saved config, and nothing that a restart would lose
+        (no epoch record, no checkpoint, no evaluation), only the step rows of its unfinished first epoch."""
+        if self.state() != BROKEN or not self.config_file.is_file():
+            return False
+        if self.results_file.is_file() and self.records():
+            return False
+        kept = {CONFIG, STEPS, RESULTS}
+        return all(p.name in kept or p.name.endswith(".tmp") for p in self.leftovers())
 
     @property
     def unfinished(self) -> bool:
@@ -132,21 +216,58 @@ class RunDir:
 
     def done_info(self) -> dict[str, Any] | None:
         """What the ``done`` marker says ({"epochs", "step", "best_epoch"}), or None when the run is not done."""
-        if not self.done_file.exists():
+        if not os.path.lexists(self.done_file):
             return None
-        return json.loads(self.done_file.read_text() or "{}")
+        fix = (
+            f"Delete it and run `greedymm train --resume {self.path}`, which writes it again (the run goes on from "
+            "last.pt)"
+        )
+        info = read_json(self.done_file, fix, empty={})
+        if not isinstance(info, dict):
+            raise RunFolderError(f"{self.done_file} holds a JSON {type(info).__name__}, not a done marker. {fix}")
+        return info
 
-    def clean(self) -> None:
-        """Remove what a run wrote (and the temporary files of its atomic writes); leave anything else alone."""
+    def clean(self, lock_held: bool = False) -> None:
+        """Remove what a run that stopped before its first checkpoint wrote (and the temporary files of atomic
+        writes); leave anything else alone. Holds the folder's lock while it does (``lock_held``: the caller holds
+        it already), so a run being trained is never touched (``RunFolderBusy``); refuses planted files and a
+        folder that holds a run that can be resumed or is finished (``RunFolderError``)."""
+        if not self.path.is_dir():
+            return
+        if lock_held:
+            self._clean()
+            return
+        from .lock import RunLock
+
+        with RunLock(self.path):
+            self._clean()
+
+    def _clean(self) -> None:
+        self.check_files()
+        if (state := self.state()) in (DONE, RESUMABLE):
+            raise RunFolderError(
+                f"{self.path} holds a run that is {'finished' if state == DONE else 'resumable'} (it was until now "
+                "taken for one that cannot be resumed); it is left as it is: run the same command again"
+            )
         for p in self.leftovers():
             p.unlink(missing_ok=True)
 
     # -- reading -------------------------------------------------------------------------------------------
     def saved_config(self) -> dict[str, Any]:
         """The config the run was started with (as ``TrainConfig.to_dict``)."""
-        if not self.config_file.is_file():
+        if not os.path.lexists(self.config_file):
             raise FileNotFoundError(f"no {CONFIG} in {self.path}: is it a run folder (made by `greedymm train`)?")
-        return json.loads(self.config_file.read_text())["config"]
+        fix = (
+            'Restore it from a copy (the checkpoints hold the same config under "config"), or train again in a new '
+            "folder"
+        )
+        saved = read_json(self.config_file, fix)
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise RunFolderError(
+                f'{self.config_file} has no "config" object, which greedymm always writes there: it was not written '
+                f"by greedymm or was changed. {fix}"
+            )
+        return saved["config"]
 
     def has_records(self) -> bool:
         return self.results_file.is_file()
@@ -156,7 +277,7 @@ class RunDir:
         path = self.results_file
         if not path.is_file():
             raise FileNotFoundError(f"no {RESULTS} in {self.path}: is it a run folder (made by `greedymm train`)?")
-        return [rec for _, rec in whole_lines(path.read_text(), str(path), json.loads)]
+        return [rec for _, rec in whole_lines(self._log_text(path), str(path), _record)]
 
     def has_steps(self) -> bool:
         return self.steps_file.is_file()
@@ -165,8 +286,8 @@ class RunDir:
         """The step log as columns: step and epoch (int), mode (str), the rest (float); a torn last row is left
         out."""
         path = self.steps_file
-        header, _, body = path.read_text().partition("\n")
-        names = next(csv.reader([header]))
+        header, _, body = self._log_text(path).partition("\n")
+        names = _header(path, header)
 
         def row(line: str) -> list:
             cells = next(csv.reader([line]))
@@ -180,6 +301,17 @@ class RunDir:
             for k, v in zip(names, values, strict=True):
                 cols[k].append(v)
         return cols
+
+    def _log_text(self, path: Path) -> str:
+        if problem := file_problem(path):
+            raise RunFolderError(problem)
+        try:
+            return path.read_text()
+        except UnicodeDecodeError as e:
+            raise LogError(
+                f"{path} is not text ({e.reason} at byte {e.start}): the log was changed outside greedymm. Restore "
+                "it, or train the run again in a new folder"
+            ) from None
 
     def torn_logs(self) -> list[str]:
         """The logs whose last line is torn (a crash while it was written)."""
@@ -197,28 +329,54 @@ class RunDir:
             atomic_write_text(self.steps_file, ",".join(step_columns) + "\n")
         write_json(self.config_file, dict(config))
 
-    def truncate_logs(self, step: int, epoch: int) -> None:
-        """Drop log lines written after the checkpoint being resumed (steps from ``step`` on, records from
-        ``epoch`` on, and a torn last line), so the logs continue exactly."""
+    def truncate_logs(self, step: int, epoch: int, columns: Sequence[str] | None = None) -> None:
+        """Make the logs continue exactly from the checkpoint being resumed (at ``step``, after ``epoch`` epochs):
+        drop what was written after it (steps from ``step`` on, records from ``epoch`` on, a torn last line: that
+        work is redone). Every line before a checkpoint reached the disk before the checkpoint did, so the logs
+        must hold steps 0..step-1 and epochs 0..epoch-1; when they do not (a log missing, a line torn or lost: a
+        change outside greedymm), nothing is changed and ``RunFolderError`` names the file, what is missing and
+        the fix. ``columns``: the step log's header the run writes (another model's log is refused)."""
         from .atomic import atomic_write_text
 
-        steps = self.steps_file
-        if steps.exists():
-            header, _, body = steps.read_text().partition("\n")
-            width = len(header.split(","))
+        fix = "Restore it from a copy, or train the run again in a new folder (--out)"
+        steps, results = self.steps_file, self.results_file
+        for path in (steps, results):
+            if problem := file_problem(path, in_place=True):
+                raise RunFolderError(problem)
+        if not steps.exists():
+            raise RunFolderError(
+                f"{steps} is missing, and the checkpoint {self.checkpoint('last')} is at step {step}: the step log "
+                f"of steps 0..{step - 1} cannot be rebuilt from it. {fix}"
+            )
+        header, _, body = self._log_text(steps).partition("\n")
+        names = _header(steps, header)
+        if columns is not None and tuple(names) != tuple(columns):
+            raise RunFolderError(
+                f"{steps} has the columns {names}, but this run writes {list(columns)}: it is another model's step "
+                f"log. {fix}"
+            )
 
-            def row(ln: str) -> int:
-                cells = ln.rstrip("\n").split(",")
-                if len(cells) != width:
-                    raise ValueError(f"{len(cells)} cells, the header has {width}")
-                return int(cells[0])
+        def row(ln: str) -> int:
+            cells = ln.rstrip("\n").split(",")
+            if len(cells) != len(names):
+                raise ValueError(f"{len(cells)} cells, the header has {len(names)}")
+            return int(cells[0])
 
-            kept = [ln for ln, s in whole_lines(body, str(steps), row, first=2) if s < step]
-            atomic_write_text(steps, header + "\n" + "".join(kept))
-        results = self.results_file
+        kept_steps = [(ln, s) for ln, s in whole_lines(body, str(steps), row, first=2) if s < step]
+        _contiguous(steps, [s for _, s in kept_steps], step, "step", self.checkpoint("last"), fix)
+        kept_records: list[tuple[str, Any]] = []
         if results.exists():
-            parsed = whole_lines(results.read_text(), str(results), json.loads)
-            atomic_write_text(results, "".join(ln for ln, rec in parsed if rec["epoch"] < epoch))
+            kept_records = [(ln, r) for ln, r in whole_lines(self._log_text(results), str(results), _record)]
+            kept_records = [(ln, r) for ln, r in kept_records if r["epoch"] < epoch]
+        elif epoch > 0:
+            raise RunFolderError(
+                f"{results} is missing, and the checkpoint {self.checkpoint('last')} is after epoch {epoch - 1}: the "
+                f"records of epochs 0..{epoch - 1} cannot be rebuilt from it. {fix}"
+            )
+        _contiguous(results, [r["epoch"] for _, r in kept_records], epoch, "epoch", self.checkpoint("last"), fix)
+        atomic_write_text(steps, header + "\n" + "".join(ln for ln, _ in kept_steps))
+        if results.exists():
+            atomic_write_text(results, "".join(ln for ln, _ in kept_records))
 
     def append_steps(self, rows: Iterable[str]) -> None:
         """Append step rows (from ``step_row``)."""
@@ -228,10 +386,33 @@ class RunDir:
         """Append one epoch's record."""
         _append(self.results_file, [json.dumps(record) + "\n"])
 
+    def sync_logs(self) -> None:
+        """Make what was appended to the logs durable (fsync): done before each checkpoint, so a checkpoint on disk
+        always follows the log lines of the work it holds."""
+        for path in (self.steps_file, self.results_file):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def save_checkpoint(self, state: dict[str, Any], best: bool = False) -> None:
-        """``last.pt`` always; ``best.pt`` too when ``best`` (a new best validation accuracy)."""
+        """``last.pt`` always; ``best.pt`` too when ``best`` (a new best validation accuracy). The logs are made
+        durable first (``sync_logs``)."""
         from .checkpoint import save_checkpoint
 
+        try:
+            self.sync_logs()
+        except OSError as e:
+            last = self.checkpoint("last")
+            kept = f"the previous {last.name} is intact" if last.exists() else "no earlier checkpoint exists"
+            raise RuntimeError(
+                f"could not write checkpoint {last}: its logs could not be made durable ({e.strerror or e}: "
+                f"{e.filename}); {kept}. Free space or fix the folder, then resume."
+            ) from e
         if best:
             save_checkpoint(self.checkpoint("best"), state)
         save_checkpoint(self.checkpoint("last"), state)
@@ -241,11 +422,25 @@ class RunDir:
 
         write_json(self.done_file, {"epochs": epochs, "step": step, "best_epoch": best_epoch})
 
-    def write_eval(self, checkpoint: str, result: Mapping[str, Any]) -> Path:
+    def write_eval(self, checkpoint: str, result: Mapping[str, Any]) -> Path | None:
+        """Save an evaluation (``greedymm eval``); the file's path, or None when the folder cannot take it (read-only,
+        full, a planted file there): then a warning names the file and the reason, and the numbers stay the
+        caller's to print or keep."""
         from .checkpoint import write_json
 
         path = self.eval_file(checkpoint)
-        write_json(path, dict(result))
+        try:
+            if problem := file_problem(path):
+                raise RunFolderError(problem)
+            write_json(path, dict(result))
+        except (OSError, RunFolderError) as e:
+            reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+            warnings.warn(
+                f"could not write {path} ({reason}); the evaluation is returned (and printed by `greedymm eval`) but "
+                "not saved: free space or make the folder writable, then evaluate again to keep it",
+                stacklevel=3,
+            )
+            return None
         return path
 
 
@@ -256,9 +451,51 @@ def step_row(step: int, epoch: int, mode: object, values: Sequence[float]) -> st
 
 
 def _append(path: Path, lines: Iterable[str]) -> None:
-    with open(path, "a") as f:
+    """Append to a log, never through a link (O_NOFOLLOW) and never to a file with another name (a hard link)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunFolderError(file_problem(path) or f"{path} is a symbolic link; remove it and run again") from None
+        raise
+    with os.fdopen(fd, "a") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise RunFolderError(file_problem(path, in_place=True) or f"{path} is not a file of its own")
         f.writelines(lines)
         f.flush()
+
+
+def _header(path: Path, header: str) -> list[str]:
+    """The step log's column names, from its first line; a log without the header greedymm writes is refused."""
+    names = next(csv.reader([header])) if header else []
+    if names[:3] != ["step", "epoch", "mode"]:
+        raise LogError(
+            f"{path} does not start with the header greedymm writes (step,epoch,mode,...; found {header[:80]!r}): "
+            "the log was changed outside greedymm. Restore it, or train the run again in a new folder"
+        )
+    return names
+
+
+def _record(line: str) -> dict[str, Any]:
+    """One line of results.jsonl: a JSON object with its epoch (int)."""
+    rec = json.loads(line)
+    if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
+        raise ValueError("not an epoch record (a JSON object with an integer epoch)")
+    return rec
+
+
+def _contiguous(path: Path, found: list[int], n: int, what: str, checkpoint: Path, fix: str) -> None:
+    """The numbers a log holds before a checkpoint must be 0..n-1; otherwise name what is missing."""
+    if found == list(range(n)):
+        return
+    missing = sorted(set(range(n)) - set(found))
+    lost = f"{what} {missing[0]}" + (f"..{missing[-1]}" if len(missing) > 1 else "") if missing else "none missing"
+    raise RunFolderError(
+        f"{path} does not hold every {what} before the checkpoint {checkpoint} (at {what} {n}): {lost} "
+        f"{'is' if len(missing) == 1 else 'are'} lost or torn (the log was changed outside greedymm, or the disk lost "
+        f"a write). Resume cannot redo work from before its checkpoint. {fix}"
+    )
 
 
 def find_runs(path: str | os.PathLike) -> list[RunDir]:

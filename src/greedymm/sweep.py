@@ -259,7 +259,10 @@ def _check_fusion(method: str, fusion: str) -> None:
 
 
 def clean_run_folder(folder: Path) -> None:
-    """Remove what a run wrote (and the temp files of its atomic writes); leave anything else alone."""
+    """Remove what a run that stopped before its first checkpoint wrote (and the temp files of its atomic writes),
+    holding the folder's lock while it does (``RunDir.clean``); leave anything else alone. Raises
+    ``RunFolderBusy`` when a process trains there (nothing is touched) and ``RunFolderError`` for planted files or a
+    folder that turned out resumable or finished."""
     RunDir(folder).clean()
 
 
@@ -427,9 +430,14 @@ def run_sweep(
         for job in todo:
             echo(f"# {states[job]}: {job.name}\n{shlex.join(job.command(states[job]))}")
         return SweepResult(tuple(jobs), skipped, (), ())
+    from .lock import RunFolderBusy
+
     for job in todo:
         if states[job] == RESTART:
-            clean_run_folder(job.folder)
+            try:
+                clean_run_folder(job.folder)  # under the folder's lock: a run training there is never touched
+            except RunFolderBusy as e:  # left as it is; its train process is refused by the same lock
+                echo(f"{job.name}: not cleaned: {e}")
     finished = 0
 
     def progress(job: Job, code: int, seconds: float) -> None:

@@ -75,26 +75,37 @@ def _fit(
         raise RunError(f"--out {out} is a file, not a run folder; choose a folder path")
     if out.is_dir() and os.environ.get("RANK", "0") == "0":  # rank 0 is the writer (torchrun sets RANK)
         RunLock(out).acquire().release()  # a folder being trained in: name its writer before anything else
-    _check_out_dir(rd, cfg, resume)
+    restart = _check_out_dir(rd, cfg, resume)  # True: --resume of a run that stopped before its first checkpoint
     run = build_run(cfg, data, model)
     barrier()  # every rank has checked the folder before rank 0 writes to it
     main = run.dist.is_main
     lock = RunLock(out).acquire() if main else None  # one writer per run folder, for the whole run
     try:
-        _fit_locked(run, rd, resume, progress, checkpoint_every, log)
+        if main and restart and _check_out_dir(rd, cfg, resume):
+            rd.clean(lock_held=True)  # under the lock: the run starts again from its saved config
+        _fit_locked(run, rd, resume and not restart, progress, checkpoint_every, log)
     finally:
         if lock is not None:
             lock.release()
     return out
 
 
-def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> None:
+def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> bool:
     """Resume only a run that can be resumed, with the same settings (``epochs`` may grow); start only in a
-    folder without a run."""
+    folder without a run. Returns True when ``resume`` meets a run that stopped before its first checkpoint
+    (``RunDir.restartable``): it starts again. Planted or damaged run files are refused first."""
+    rd.check_files()
     state = rd.state()
+    names = ", ".join(p.name for p in rd.leftovers())
     if resume:
         last = rd.checkpoint("last")
-        if state in (NEW, BROKEN) or not last.is_file():
+        restart = state == BROKEN and rd.restartable()
+        if state == BROKEN and not restart:
+            raise RunError(
+                f"nothing to resume in {rd}: no {last.name}, and it holds {names}, which starting again would lose; "
+                f"restore {last.name}, or move those files out of the folder and start it without --resume"
+            )
+        if not restart and (state == NEW or not last.is_file()):
             raise RunError(f"nothing to resume in {rd}: no {last.name} (start it without --resume)")
         saved = rd.saved_config()
         defaults = TrainConfig().to_dict()  # a setting newer than the saved run had its default there
@@ -111,14 +122,20 @@ def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> None:
         done_epochs = (rd.done_info() or {}).get("epochs") if state == DONE else None
         if done_epochs is not None and done_epochs >= cfg.epochs:
             raise RunError(f"{rd} is already finished ({done_epochs} epochs); raise --epochs to train longer")
+        return restart
+    elif state == BROKEN and rd.restartable():
+        raise RunError(
+            f"{rd} holds a run that stopped before its first checkpoint (found {names}); `greedymm train --resume "
+            f"{rd}` starts it again from its saved config, or choose another --out"
+        )
     elif state == BROKEN:
-        names = ", ".join(p.name for p in rd.leftovers())
         raise RunError(
             f"{rd} already holds a run that cannot be resumed (no checkpoint with its config; found {names}); "
             "remove those files (a sweep does this itself), or choose another --out"
         )
     elif state != NEW:
         raise RunError(f"{rd} already holds a run ({state}); pass --resume to continue it, or choose another --out")
+    return False
 
 
 def _fit_locked(
@@ -129,8 +146,8 @@ def _fit_locked(
         _check_out_dir(rd, cfg, resume)  # again, now that no other process can write here
     if resume:
         run.load_state_dict(load_checkpoint(rd.checkpoint("last")))
-        if main:
-            rd.truncate_logs(run.step, run.epoch)
+        if main:  # the logs continue from the checkpoint; a log that lost lines the checkpoint holds is refused
+            rd.truncate_logs(run.step, run.epoch, step_columns(run.model))
     if main:
         saved = {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source}
         rd.start(saved, step_columns=None if resume else step_columns(run.model))
