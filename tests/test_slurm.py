@@ -103,6 +103,39 @@ def test_slurm_options_without_the_slurm_launcher_are_refused(tmp_path, capsys):
     assert "--partition" in err and "--launcher slurm" in err
 
 
+def test_workers_with_the_slurm_launcher_is_refused_naming_max_parallel(tmp_path, capsys):
+    from greedymm.cli import main
+
+    code = main(["sweep", "--datasets", "synthetic", "--methods", "vanilla", "--seeds", "0", "--out", str(tmp_path),
+                 "--launcher", "slurm", "--workers", "4", "--dry-run"])  # fmt: skip
+    assert code == 2 and "--max-parallel" in capsys.readouterr().err
+
+
+def test_without_slurm_or_submitit_the_error_says_how_to_get_them(monkeypatch):
+    import sys
+
+    from greedymm import slurm
+
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="sbatch, squeue, scontrol is not on PATH.*make slurm-up"):
+        slurm.require_slurm()
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit fails
+    with pytest.raises(ImportError, match=r"pip install 'greedymm\[slurm\]'"):
+        slurm.require_submitit()
+
+
+def test_a_job_with_several_gpus_trains_under_torchrun_with_its_cores_split(tmp_path):
+    from greedymm.slurm import TrainInJob
+
+    (job,) = plan_sweep(["synthetic"], ["vanilla"], [0], tmp_path, (), 1)
+    cmd = TrainInJob(job, gpus=4, cpus=16).command("new")
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    assert cmd[5:8] == ["-m", "greedymm", "train"] and cmd[-3:] == ["--epochs", "1", "--no-progress"]
+    assert TrainInJob(job, gpus=4, cpus=16).env()["OMP_NUM_THREADS"] == "4"
+    assert TrainInJob(job, gpus=0, cpus=3).command("new")[1:4] == ["-m", "greedymm", "train"]
+    assert TrainInJob(job, gpus=0, cpus=3).env()["OMP_NUM_THREADS"] == "3"
+
+
 def test_status_tells_finished_failed_and_not_started_runs_from_their_folders(tmp_path):
     done = RunDir(tmp_path / "a_vanilla_s0_00000001")
     done.path.mkdir()

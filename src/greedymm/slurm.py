@@ -256,7 +256,7 @@ class TrainInJob:
     def command(self, state: str) -> list[str]:
         cmd = self.job.command(state, python=sys.executable)
         if self.gpus > 1:  # one process per GPU: [python, -m, greedymm, train, ...] under torchrun
-            cmd = [cmd[0], "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", *cmd[2:]]
+            cmd = [cmd[0], "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", *cmd[1:]]
         return cmd
 
     def env(self) -> dict[str, str]:
