@@ -141,3 +141,24 @@ def test_load_mnist_dir_missing_lists_files_and_hint(tmp_path):
     assert "train-images" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="does not exist.*greedymm data fetch"):
         load_mnist_dir(tmp_path / "nowhere", hint=hint)
+
+
+@pytest.mark.parametrize(
+    "key, array, words",
+    [
+        ("train_images", np.zeros((0, 28, 28), np.uint8), "train-images-idx3-ubyte.gz holds no items"),
+        ("test_labels", np.zeros(0, np.uint8), "t10k-labels-idx1-ubyte.gz holds no items"),
+        ("train_images", np.zeros((6, 1, 1), np.uint8), "holds 1x1 images, too small"),
+        ("test_images", np.zeros((4, 28, 0), np.uint8), "holds 28x0 images, too small"),
+    ],
+    ids=["empty-images", "empty-labels", "1x1-images", "zero-width"],
+)
+def test_empty_files_and_pixel_sized_images_are_refused_by_name(tmp_path, key, array, words):
+    """Empty IDX files, or images of a pixel, once reached torch ("torch.cat(): expected a non-empty list",
+    "Output size is too small"); they are refused by file name when the folder is read."""
+    write_mnist_dir(tmp_path)
+    if key == "train_images":  # both image files alike, so only the size is wrong
+        write_idx(tmp_path / MNIST_FILES["test_images"], np.zeros((4, *array.shape[1:]), np.uint8))
+    write_idx(tmp_path / MNIST_FILES[key], array)
+    with pytest.raises(DataFormatError, match=words):
+        load_mnist_dir(tmp_path)

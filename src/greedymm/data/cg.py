@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from .base import MultiModalData, register_dataset, stratified_split
 from .colored import make_colored_data
 
+CLASSES = 10  # digits and Fashion-MNIST alike: the class count is fixed, never read off the labels
 DIGITS_SIZE = 28
 DIGITS_TEST_FRACTION = 0.25
 
@@ -54,6 +55,7 @@ def _idx_raw(name: str) -> Callable[[str | Path | None, int], Raw]:
         from .fetch import data_root, load_fetched
 
         tx, ty, sx, sy, info = load_fetched(name, data_root(data_dir))
+        _check_label_files(data_root(data_dir) / name, {"train": ty, "test": sy})
         source = {
             "real_data": bool(info.get("real_data", True)),
             "source": info.get("source", "unknown"),
@@ -62,6 +64,22 @@ def _idx_raw(name: str) -> Callable[[str | Path | None, int], Raw]:
         return (*(torch.from_numpy(a) for a in (tx, ty, sx, sy)), source)
 
     return raw
+
+
+def _check_label_files(folder: Path, labels: dict[str, np.ndarray]) -> None:
+    """Every label of an IDX folder is one of the ``CLASSES`` digits; the first one outside is named with its file
+    and index (a damaged file, or another data set's labels)."""
+    from .idx import MNIST_FILES, DataFormatError, find_idx_file
+
+    for split, values in labels.items():
+        if len(bad := np.flatnonzero((values < 0) | (values >= CLASSES))):
+            path = find_idx_file(folder, MNIST_FILES[f"{split}_labels"])
+            i = int(bad[0])
+            raise DataFormatError(
+                f"{path}: label {int(values[i])} at index {i} is outside the {CLASSES} classes 0..{CLASSES - 1} "
+                f"({len(bad)} such labels); the file is damaged or holds another data set's labels: delete the "
+                f"folder {folder} and fetch it again (`greedymm data fetch {folder.name}`)"
+            )
 
 
 def _colored_loader(name: str, raw: Callable[[str | Path | None, int], Raw]) -> Callable[..., MultiModalData]:
@@ -83,6 +101,7 @@ def _colored_loader(name: str, raw: Callable[[str | Path | None, int], Raw]) -> 
         data = make_colored_data(
             name, tx, ty, sx, sy, {**source, "colors": colors},
             val_fraction=val_fraction, data_seed=data_seed, random_color_val=random_color_val, colors=colors,
+            num_classes=CLASSES,
         )  # fmt: skip
         return dataclasses.replace(data, arch=arch)
 

@@ -103,12 +103,29 @@ def make_colored_data(
     data_seed: int = 0,
     random_color_val: bool = False,
     colors: str = "ours",
+    num_classes: int | None = None,
 ) -> MultiModalData:
-    """Build the train / validation / test splits; validation keeps the training colors by default."""
+    """Build the train / validation / test splits; validation keeps the training colors by default.
+
+    ``num_classes``: the data set's class count when it has a fixed one (MNIST: 10); a label outside it is refused
+    with its split and index. None: one more than the largest label (for data of your own)."""
     if colors not in COLOR_SCHEMES:
         raise ValueError(f"colors must be one of {sorted(COLOR_SCHEMES)} (see greedymm.data.colored), got {colors!r}")
     var, test_scheme = COLOR_SCHEMES[colors]
     train_labels, test_labels = train_labels.long(), test_labels.long()
+    if num_classes is None:
+        num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        if len(bad := torch.nonzero((labels < 0) | (labels >= num_classes)).flatten()):
+            i = int(bad[0])
+            raise ValueError(
+                f"{name}: {split} label {int(labels[i])} at index {i} is outside the {num_classes} classes 0.."
+                f"{num_classes - 1} ({len(bad)} such labels); labels must be 0-based class indices"
+            )
+    if num_classes > len(PALETTE):
+        raise ValueError(
+            f"{name}: {num_classes} classes, but the colored modality has a color for {len(PALETTE)} (one per class)"
+        )
     keep, held = stratified_split(train_labels, val_fraction, seed=data_seed)
     train_colors = class_colors(train_labels, seed=data_seed + 1, var=var)
     val_colors = random_colors(len(held), data_seed + 3) if random_color_val else train_colors[held]
@@ -124,7 +141,7 @@ def make_colored_data(
         name=name,
         modalities=MODALITIES,
         in_channels=(3, 1),
-        num_classes=int(max(train_labels.max(), test_labels.max())) + 1,
+        num_classes=num_classes,
         arch="small-cnn",
         train=split(train_images[keep], train_labels[keep], train_colors[keep]),
         val=split(train_images[held], train_labels[held], val_colors),

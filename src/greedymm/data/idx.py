@@ -39,6 +39,11 @@ MNIST_FILES: dict[str, str] = {
 }
 
 
+# the smallest image side an MNIST-layout folder may hold: scikit-learn's digits are 8x8, MNIST's 28x28; a
+# convolutional branch needs a few pixels to pool
+MIN_IMAGE_SIDE = 8
+
+
 class DataFormatError(ValueError):
     """A data file exists but is not what it claims to be (bad header, truncated, corrupt, wrong shape)."""
 
@@ -150,6 +155,14 @@ def load_mnist_dir(folder: str | os.PathLike, hint: str = "") -> tuple[np.ndarra
             raise DataFormatError(
                 f"{p} should hold {want_ndim}-D uint8 {kind}, found {a.ndim}-D {a.dtype} of shape {a.shape}; "
                 f"is it the right file? {hint}".rstrip()
+            )
+        if len(a) == 0:
+            raise DataFormatError(f"{p} holds no items (dims {a.shape}); it is cut or empty. {hint}".rstrip())
+        if want_ndim == 3 and min(a.shape[1:]) < MIN_IMAGE_SIDE:
+            size = "x".join(map(str, a.shape[1:]))
+            raise DataFormatError(
+                f"{p} holds {size} images, too small for a convolutional branch (at least {MIN_IMAGE_SIDE}x"
+                f"{MIN_IMAGE_SIDE}; MNIST's are 28x28); is it the right file? {hint}".rstrip()
             )
         arrays[key] = a
 

@@ -17,6 +17,7 @@ and backward passes a step costs beyond the plain one; ``check`` refuses a model
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,6 +194,8 @@ class Method:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.hparams = {k: as_hparam(v) for k, v in cls.hparams.items()}
+        if "load_state_dict" in cls.__dict__:  # every method's own loader refuses another's state by name
+            cls.load_state_dict = _named_state_errors(cls.__dict__["load_state_dict"])
 
     def __init__(self, seed: int = 0, **hparams: Any) -> None:
         self.seed = seed
@@ -280,6 +283,34 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mode = Mode.parse(state["mode"])
+
+
+class MethodStateError(ValueError):
+    """A saved method state this method cannot load (another method's, or damaged)."""
+
+
+def _named_state_errors(load: Callable[[Method, dict[str, Any]], None]) -> Callable[[Method, dict[str, Any]], None]:
+    """``load`` with a missing entry named (the method, what the state lacks, what it holds, the likely cause)
+    instead of a bare KeyError; a state that is not a mapping is refused likewise."""
+
+    @functools.wraps(load)
+    def checked(self: Method, state: dict[str, Any]) -> None:
+        if not isinstance(state, Mapping):
+            raise MethodStateError(f"{self.name}: a saved method state is a mapping, got {type(state).__name__}")
+        try:
+            load(self, state)
+        except KeyError as e:
+            held = ", ".join(map(str, state)) or "nothing"
+            raise MethodStateError(
+                f"{self.name}: the saved method state lacks {e.args[0]!r} (it holds: {held}); it was saved by "
+                "another method (each keeps its own state) or altered. Load it with the method that saved it, or "
+                "start a new run"
+            ) from None
+
+    return checked
+
+
+Method.load_state_dict = _named_state_errors(Method.load_state_dict)  # type: ignore[method-assign]
 
 
 _METHODS: dict[str, type[Method]] = {}
