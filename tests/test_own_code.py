@@ -349,3 +349,77 @@ def test_methods_with_epoch_work_on_data_name_the_split_they_need(method):
     bal.epoch_start(data.train, data.val, batch_size=16)  # with the splits it runs
     _one_step(bal, data)
     assert bal.end_step().finite
+
+
+# -- Lightning: a step is one batch, a skipped batch is no step, a second fit continues ----------------------------
+def _lightning_module(lightning, model, *, manual: bool = False, skip: set[int] = frozenset()):
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.automatic_optimization = not manual
+
+        def training_step(self, batch, batch_idx):
+            if batch_idx in skip:
+                return None  # Lightning's way to skip a batch, before any forward
+            x, y = batch
+            loss = self.greedymm.loss(self.greedymm.forward(x), y)
+            if not manual:
+                return loss
+            opts = self.optimizers()
+            for opt in opts:
+                opt.zero_grad()
+            self.manual_backward(loss)
+            for opt in opts:
+                opt.step()
+            return loss
+
+        def configure_optimizers(self):
+            first = list(self.model.branches[0].parameters())
+            ids = {id(p) for p in first}
+            rest = [p for p in self.model.parameters() if id(p) not in ids]
+            if manual:
+                return [torch.optim.SGD(first, lr=0.05), torch.optim.SGD(rest, lr=0.05)]
+            return torch.optim.SGD(self.model.parameters(), lr=0.05)
+
+    return Module()
+
+
+def _trainer(lightning, cb, epochs: int):
+    quiet = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    return lightning.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, callbacks=[cb], **quiet)
+
+
+def test_lightning_two_optimizers_count_one_step_per_batch():
+    lightning = pytest.importorskip("lightning.pytorch")
+    from greedymm.lightning import GreedyMMCallback
+
+    data = tiny_colored_data()
+    cb = GreedyMMCallback("guided", hparams={"alpha": 0.0, "Q": 1}, warmup_epochs=1)
+    batches = Batches(data.train, 16)  # 72 items: P = 4 batches an epoch
+    _trainer(lightning, cb, 2).fit(_lightning_module(lightning, _model(data), manual=True), batches)
+    # before: 0, 2, 4, ... (Lightning's global step counts both optimizers' steps) and warm-up ended at batch 2
+    assert [s.step for s in cb.steps] == list(range(8))
+    # the warm-up is one epoch of batches: steps 0..P regular, the first re-balancing step is P + 1 (DESIGN 9)
+    assert [str(s.mode) for s in cb.steps[:5]] == ["regular"] * 5 and str(cb.steps[5].mode) != "regular"
+
+
+def test_lightning_batch_skipped_before_forward_is_no_step_and_a_second_fit_continues():
+    lightning = pytest.importorskip("lightning.pytorch")
+    from greedymm.lightning import GreedyMMCallback
+
+    data = tiny_colored_data()
+    cb = GreedyMMCallback("vanilla", warmup_epochs=0)
+    module = _lightning_module(lightning, _model(data), skip={1})
+    _trainer(lightning, cb, 1).fit(module, Batches(data.train, 16))  # before: RuntimeError from end_step
+    assert [s.step for s in cb.steps] == [0, 1, 2]  # batches 0, 2, 3: the skipped one is no step
+    bal, sums = cb.balancer, cb.balancer.speed.sums.clone()
+    assert bal.epoch == 1 and bool((sums > 0).all())
+    _trainer(lightning, cb, 1).fit(module, Batches(data.train, 16, epoch=1))  # again, with a new Trainer
+    # before: a new Balancer, the speed sums and the step ids from zero again
+    assert cb.balancer is bal and module.greedymm is bal
+    assert [s.step for s in cb.steps] == [0, 1, 2, 3, 4, 5] and bal.epoch == 2
+    assert bool((bal.speed.sums > sums).all())
+    other = _lightning_module(lightning, _model(data))
+    with pytest.raises(ValueError, match="new GreedyMMCallback"):  # another network: its own callback
+        _trainer(lightning, cb, 1).fit(other, Batches(data.train, 16))

@@ -92,9 +92,17 @@ class GreedyMMCallback(pl.Callback):
                 "model_attr= to GreedyMMCallback"
             )
         # under Lightning's DDP the module's own forward runs inside the wrapper's, so the bare model is what to call
-        self.balancer = Balancer(model, self.method, seed=self.seed, hparams=self.hparams)
+        if self.balancer is None or self.balancer.model is not model:
+            if self.balancer is not None and self._state is None:
+                raise ValueError(
+                    "this GreedyMMCallback already measured another network (its speed sums and step count belong "
+                    "to that one); pass a new GreedyMMCallback to the Trainer for this module"
+                )
+            self.balancer = Balancer(model, self.method, seed=self.seed, hparams=self.hparams)
+        # a second fit with the same network continues: the step and epoch counts and the speed sums go on
         if self._state is not None:  # resumed from a Lightning checkpoint
             self.balancer.load_state_dict(self._state)
+            self._state = None
         pl_module.greedymm = self.balancer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -105,23 +113,26 @@ class GreedyMMCallback(pl.Callback):
             raise RuntimeError("GreedyMMCallback is not set up: pass it to Trainer(callbacks=[...]) before fit")
         return self.balancer
 
-    # -- per step ---------------------------------------------------------------------------------------
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-        self._bal().step = trainer.global_step
-
+    # -- per step: one step is one batch (the balancer counts them; Lightning's global step counts optimizer steps,
+    # two a batch with two optimizers) ----------------------------------------------------------------------
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._bal().after_backward()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-        log = self._bal().end_step()
+        bal = self._bal()
+        if bal._ctx is None:  # training_step returned None before its forward: Lightning skipped the batch
+            return
+        if not bal._backward_done:  # it returned None after the forward: no step, the statistics put back
+            bal.skip_step()
+            return
+        log = bal.end_step()
         self.steps.append(log)
         values = {"loss": log.loss, **log.speeds, "d_speed": log.d_speed, "rebalance": float(log.mode != REGULAR)}
         pl_module.log_dict({f"greedymm/{k}": float(v) for k, v in values.items()}, on_step=True, on_epoch=False)
 
     # -- per epoch --------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        bal = self._bal()
-        bal.epoch = trainer.current_epoch
+        bal = self._bal()  # counts epochs itself (epoch_end), so a second fit goes on from where the first ended
         bal.epoch_start(self.train_split, self.val_split, self.batch_size)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -130,7 +141,7 @@ class GreedyMMCallback(pl.Callback):
         data = self.val if self.val is not None else trainer.val_dataloaders
         record: dict[str, Any] = {"epoch": trainer.current_epoch, "speed": bal.speeds()}
         if data is not None:
-            record["val"] = bal.evaluate(data, pairwise=self.pairwise)
+            record["val"] = bal.evaluate(data, pairwise=self.pairwise, name="val")
         self.epochs.append(record)
         flat = {f"greedymm/speed/{k}": v for k, v in record["speed"].items()}
         flat.update({f"greedymm/val/{k}": v for k, v in record.get("val", {}).items()})
