@@ -151,12 +151,15 @@ def test_status_tells_finished_failed_and_not_started_runs_from_their_folders(tm
     assert "restarts" in rows[0].detail
     text = format_status(rows)
     assert "    | ValueError: boom" in text and text.endswith("1 finished, 1 failed (of 2)")
-    # a submitted run whose job ended without starting it, with an empty queue
-    queued = tmp_path / "a_random_s0_00000003"
-    queued.mkdir()
-    job_record_file(queued).write_text('{"job_id": "7_2"}\n')
-    assert read_job_record(queued) == {"job_id": "7_2"}
-    assert run_status(queued, {}).status == NOT_STARTED
+    # a submitted run whose job ended before it started the training: the wrapper's log
+    ended = tmp_path / "a_random_s0_00000003"
+    ended.mkdir()
+    (tmp_path / "wrapper.out").write_text("Traceback\nModuleNotFoundError: No module named 'greedymm'\n")
+    job_record_file(ended).write_text(json.dumps({"job_id": "7_2", "submitit_log": str(tmp_path / "wrapper.out")}))
+    assert read_job_record(ended)["job_id"] == "7_2"
+    row = run_status(ended, {})
+    assert (row.status, row.tail[-1]) == (FAILED, "ModuleNotFoundError: No module named 'greedymm'")
+    assert run_status(tmp_path / "a_never_s0_00000004", {}).status == NOT_STARTED
     with pytest.raises(FileNotFoundError, match="not a sweep folder"):
         sweep_status(tmp_path / "missing")
 

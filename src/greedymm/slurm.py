@@ -379,7 +379,14 @@ class SlurmLauncher(Launcher):
         executor.update_parameters(**self.options.executor_parameters())
         calls = [TrainInJob(job, self.options.gpus, self.options.cpus) for job in jobs]
         started = time.time()
-        handles = executor.submit_array(calls)
+        try:
+            handles = executor.submit_array(calls)
+        except (RuntimeError, OSError) as err:  # sbatch refused: its own words, then where to look
+            said = [line for line in str(err).splitlines() if line.strip()]
+            raise RuntimeError(
+                f"Slurm did not take the jobs ({said[-1] if said else err}); check --partition, --time, the "
+                "per-run resources and --sbatch-arg against the cluster (sinfo lists its partitions and limits)"
+            ) from err
         self.submitted = {}
         for job, handle in zip(jobs, handles, strict=True):
             self.submitted[job] = handle.job_id
@@ -464,7 +471,12 @@ def run_status(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines:
     if rd.state() == "new" and not rd.sweep_log.exists():
         if job_id and queue is None:
             return RunStatus(folder.name, QUEUED, f"job {job_id}? squeue does not answer")
-        return RunStatus(folder.name, NOT_STARTED, f"job {job_id} ended without starting it" if job_id else "")
+        if job_id:  # the job ended before it started the training: the wrapper's log says why
+            log = Path(str(record.get("submitit_log", "")))
+            return RunStatus(
+                folder.name, FAILED, f"job {job_id} ended before training; log {log}", _tail(log, tail_lines)
+            )
+        return RunStatus(folder.name, NOT_STARTED)
     where = f"job {job_id}; " if job_id else ""
     what = "resumes from its last checkpoint" if rd.state() == "resumable" else "restarts"
     detail = f"{where}log {rd.sweep_log}; running the sweep again {what}"
