@@ -107,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         out = Path(args.resume)
         run = RunDir(out)
+        run.check_files()  # a planted link or directory is named, not taken for a missing file
         if not run.config_file.is_file():
             name = run.config_file.name
             raise FileNotFoundError(f"nothing to resume in {out}: no {name} (start it without --resume)")
