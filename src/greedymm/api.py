@@ -327,8 +327,9 @@ class Balancer:
 
     def end_step(self, loss: Tensor | None = None) -> StepLog:
         """Finish the step: one host sync for the loss and the speeds, the method's decision on the next mode.
-        Call before ``optimizer.step()`` (greedymm's loop does) or after it; skip that step when not ``finite``.
-        ``loss``: default, the one ``loss()`` returned."""
+        Call after ``backward`` and before ``optimizer.step()``; skip that step when the log is not ``finite``: the
+        running statistics are then back as the step found them and the method has not moved on. ``loss``:
+        default, the one ``loss()`` returned."""
         ctx = self._context("end_step")
         if not self._backward_done:
             raise RuntimeError(
