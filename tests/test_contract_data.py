@@ -101,6 +101,14 @@ def _wheel(name: str, **options: Any) -> Callable[[Path], dict[str, Any]]:
     return make
 
 
+def _npz(root: Path) -> dict[str, Any]:
+    """One .npz of the user's own arrays: two tables (4 classes, 8 items each)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(32) % 4
+    np.savez(root / "mine.npz", labels=y, table=rng.normal(size=(32, 5)), spectrum=rng.normal(size=(32, 3)))
+    return {"data_dir": str(root / "mine.npz"), "val_fraction": 0.25}
+
+
 CG = {"modalities": ("colored", "gray"), "in_channels": (3, 1), "num_classes": 10}
 MODELNET = {"modalities": ("view0", "view6"), "in_channels": (3, 3), "num_classes": 3}
 NVGESTURE = {"modalities": ("rgb", "depth"), "in_channels": (3, 1), "num_classes": 3}
@@ -126,6 +134,7 @@ FIXTURES: dict[str, Fixture] = {
     "modelnet40-standin": Fixture(_modelnet("modelnet40-standin", False), **MODELNET, real_data=False),
     "nvgesture": Fixture(_nvgesture("nvgesture", True), **NVGESTURE, real_data=True),
     "nvgesture-standin": Fixture(_nvgesture("nvgesture-standin", False), **NVGESTURE, real_data=False),
+    "npz": Fixture(_npz, modalities=("table", "spectrum"), in_channels=(5, 3), num_classes=4, real_data=True),
     "synthetic": Fixture(
         lambda root: {"size": 40, "test_size": 20, "classes": 4, "image_size": 8, "val_fraction": 0.25},
         modalities=("m0", "m1"),

@@ -156,6 +156,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # epochs), validation loss lowest at epoch 10
     "mfeat": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "val_fraction": 0.2},
     "smartwatch": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
+    # the user's own arrays (greedymm.data.npz, --dataset npz:PATH): Adam, as for the other small sets
+    "npz": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     # generated data (greedymm.data.synthetic): seconds an epoch on a CPU
     "synthetic": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     # the authors' protocol (docs/PAPER.md section 6); epochs is a cap, training stops after 5 epochs at 100% train acc
@@ -288,7 +290,7 @@ def resolve_config(
         name = dataset or named.pop("dataset", None) or DEFAULT_DATASET
         named.pop("dataset", None)
         cfg = {"dataset": name}
-        _layer(cfg, DATASET_DEFAULTS.get(name, {}))
+        _layer(cfg, DATASET_DEFAULTS.get(name.split(":", 1)[0], {}))  # "npz:PATH": the npz defaults
         _layer(cfg, named)
     _layer(cfg, overrides)
     method = method_class(cfg.get("method", CONFIG_FIELDS["method"].default))

@@ -183,6 +183,7 @@ def plan_sweep(
     ``datasets`` the protocol's own data set is used. ``overrides``: structured settings for every run (e.g.
     ``{"width": 0.25, "data_options": {"frames": 8}}``), passed to each run as ``--set`` items after ``sets``."""
     from .data import list_datasets
+    from .data.base import dataset_base, dataset_label
     from .tblog import check_logs
 
     logs = check_logs(logs)
@@ -201,7 +202,7 @@ def plan_sweep(
         raise ValueError(f"--epochs must be >= 1, got {epochs} (leave it out for the reproduction config)")
     known = list_datasets()
     for d in datasets:
-        if d not in known:
+        if dataset_base(d) not in known:
             import difflib
 
             close = difflib.get_close_matches(d, list(known), n=1)
@@ -222,7 +223,7 @@ def plan_sweep(
             for s in seeds:
                 # raises on a bad --set, before any launch
                 cfg = job_config(d, m, int(s), own, epochs, protocol_name)
-                lead = f"{d}-{protocol_name}" if protocol_name else d
+                lead = f"{dataset_label(d)}-{protocol_name}" if protocol_name else dataset_label(d)
                 folder = Path(out) / f"{lead}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
                 jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir, logs, protocol_name))
     return list(jobs.values())

@@ -1,6 +1,6 @@
 """Data sets behind one registry; an item is (dict[modality, Tensor], label)."""
 
-from . import cg, mfeat, modelnet, nvgesture, smartwatch, synthetic  # noqa: F401  (registers the data sets)
+from . import cg, mfeat, modelnet, npz, nvgesture, smartwatch, synthetic  # noqa: F401  (registers the data sets)
 from .base import (
     MultiModalData,
     epoch_order,
