@@ -186,7 +186,10 @@ def test_resume_never_starts_again_over_finished_epochs(finished, tmp_path):
 
 
 # -- 11. eval on a folder it cannot write ------------------------------------------------------------------------
-def test_eval_on_a_full_folder_keeps_its_numbers(finished, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["full", "read-only"])
+def test_eval_on_a_full_or_read_only_folder_keeps_its_numbers(finished, tmp_path, monkeypatch, how):
+    import tempfile
+
     from greedymm.run import evaluate_checkpoint
 
     rd = _copy(finished, tmp_path / "r")
@@ -195,8 +198,15 @@ def test_eval_on_a_full_folder_keeps_its_numbers(finished, tmp_path, monkeypatch
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", no_space)
-    with pytest.warns(UserWarning, match=re.escape(str(rd.eval_file("best"))) + r".*No space left"):
+    def read_only(*args, **kwargs):  # what a read-only folder answers (root may write anyway, so it is simulated)
+        raise OSError(errno.EROFS, "Read-only file system", str(rd.path))
+
+    if how == "full":
+        monkeypatch.setattr(os, "fsync", no_space)
+    else:
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    reason = "No space left" if how == "full" else "Read-only file system"
+    with pytest.warns(UserWarning, match=re.escape(str(rd.eval_file("best"))) + f".*{reason}"):
         result = evaluate_checkpoint(rd.path, "best", data=tiny_colored_data())
     monkeypatch.undo()
     best = max(rd.records(), key=lambda r: (r["val"]["acc"], -r["epoch"]))
