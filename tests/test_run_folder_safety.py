@@ -185,6 +185,19 @@ def test_resume_never_starts_again_over_finished_epochs(finished, tmp_path):
     assert _snapshot(rd.path) == before
 
 
+def test_a_checkpoint_without_its_config_is_never_advised_away(finished, tmp_path):
+    rd = _copy(finished, tmp_path / "r")
+    rd.config_file.unlink()
+    rd.done_file.unlink()
+    before = _snapshot(rd.path)
+    for resume in (True, False):
+        with pytest.raises(RunError) as e:
+            fit(cfg(epochs=3), rd.path, resume=resume, progress=False, data=tiny_colored_data())
+        _refused(e, "holds last.pt but no config.json", "restore config.json")
+        assert "remove" not in str(e.value)
+    assert _snapshot(rd.path) == before
+
+
 # -- 11. eval on a folder it cannot write ------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["full", "read-only"])
 def test_eval_on_a_full_or_read_only_folder_keeps_its_numbers(finished, tmp_path, monkeypatch, how):
