@@ -423,3 +423,37 @@ def test_lightning_batch_skipped_before_forward_is_no_step_and_a_second_fit_cont
     other = _lightning_module(lightning, _model(data))
     with pytest.raises(ValueError, match="new GreedyMMCallback"):  # another network: its own callback
         _trainer(lightning, cb, 1).fit(other, Batches(data.train, 16))
+
+
+def test_lightning_16_mixed_speeds_come_from_unscaled_gradients():
+    lightning = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from greedymm.lightning import GreedyMMCallback
+
+    data = tiny_colored_data()
+    sums = {}
+    for init in (1.0, 2.0**10):  # the scale doubles every step: 1, 2, 4, 8 and 1024, ..., 8192
+        cb = GreedyMMCallback("vanilla", warmup_epochs=0)
+        scaler = torch.amp.GradScaler("cpu", init_scale=init, growth_interval=1)
+        quiet = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+        trainer = lightning.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[cb],
+                                    plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)], **quiet)  # fmt: skip
+        trainer.fit(_lightning_module(lightning, _model(data)), Batches(data.train, 16))
+        sums[init] = cb.balancer.speed.sums
+    # before: Lightning unscales after on_after_backward, so the sums were 2^20 (the scale squared) times larger
+    assert sums[2.0**10].tolist() == pytest.approx(sums[1.0].tolist(), rel=1e-3)
+
+
+def test_after_backward_divides_a_known_loss_scale_out_of_the_speeds():
+    data = tiny_colored_data()
+    logs = []
+    for scale in (None, 2.0**12):
+        bal = Balancer(_model(data), "vanilla")
+        for _ in range(2):
+            loss = _one_step(bal, data, backward=False)
+            (loss * (scale or 1.0)).backward()
+            bal.after_backward(grad_scale=scale)  # gradients still multiplied by the scale (Lightning's 16-mixed)
+            logs.append(bal.end_step())
+        logs.append(bal.speed.sums.tolist())
+    assert logs[:3] == logs[3:]  # a power of two divides out exactly

@@ -283,10 +283,11 @@ class Balancer:
         self.method.backward(self.scaler.scale(loss) if self.scaler else loss, ctx)
         self.after_backward(optimizer)
 
-    def after_backward(self, optimizer: Optimizers | None = None) -> None:
+    def after_backward(self, optimizer: Optimizers | None = None, *, grad_scale: float | None = None) -> None:
         """After gradients exist, before the optimizer step: the method's gradient changes, then the conditional
         learning speed on regular steps. Call it yourself only when something else ran backward (Lightning),
-        once per step."""
+        once per step. ``grad_scale``: the loss scale the gradients are still multiplied by, when something else
+        unscales them later (Lightning's 16-mixed does, after this hook); the speeds divide its square out."""
         ctx = self._context("after_backward")
         self._once("after_backward")
         if self.scaler is not None:
@@ -295,7 +296,13 @@ class Balancer:
         self._backward_done = True
         self.method.on_after_backward(ctx)
         if ctx.mode == REGULAR:
-            self.speed.update(self.groups)
+            if grad_scale is None or grad_scale == 1.0:
+                self.speed.update(self.groups)
+            else:  # mu grows with the square of the gradients' scale
+                before = self.speed.sums.clone()
+                self.speed.update(self.groups)
+                self.speed.last.div_(float(grad_scale) ** 2)
+                torch.add(before, self.speed.last, out=self.speed.sums)
 
     def _once(self, call: str) -> None:
         if self._backward_done:

@@ -116,7 +116,9 @@ class GreedyMMCallback(pl.Callback):
     # -- per step: one step is one batch (the balancer counts them; Lightning's global step counts optimizer steps,
     # two a batch with two optimizers) ----------------------------------------------------------------------
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._bal().after_backward()
+        # 16-mixed: Lightning's loss scaler unscales the gradients only after this hook; the speeds divide it out
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self._bal().after_backward(grad_scale=scaler.get_scale() if scaler is not None else None)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
         bal = self._bal()
