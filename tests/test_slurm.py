@@ -194,6 +194,16 @@ def _wait_until_out_of_queue(launcher: SlurmLauncher, jobs, deadline_s: float) -
     assert not launcher.in_flight(jobs), "the Slurm jobs did not end in time"
 
 
+def _trainer_pid(rd: RunDir, deadline_s: float) -> int:
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            return int(json.loads(rd.lock_file.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.05)
+    raise AssertionError(f"no training process took the lock of {rd} in {deadline_s} s")
+
+
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
     """The reference: the same runs through the local launcher, one torch thread each."""
@@ -242,18 +252,20 @@ def test_a_slurm_sweep_gives_the_local_results_and_is_submitted_once(local_sweep
 @pytest.mark.process
 def test_a_run_past_its_time_limit_is_requeued_and_ends_as_an_uninterrupted_run(local_sweep, tmp_path):
     """A 2-minute limit, warned 60 s before it (Slurm warns up to 60 s early: 30-60 s after the start). The test
-    suspends the training process once its first epoch is saved, so the run cannot finish before the warning on
-    any machine; at the warning the job stops it and requeues itself, and the requeued job resumes."""
+    suspends the training process once its first epoch is saved (it lets it run in 50 ms slices until then), so
+    the run cannot finish before the warning on any machine; at the warning the job stops it and requeues itself,
+    and the requeued job resumes from that epoch."""
     out = tmp_path / "requeue"
     (job,) = _plan(out, methods=("guided",))
     launcher = SlurmLauncher(SlurmOptions(time=2, signal_delay_s=60), wait=False, echo=lambda s: None)
     run_sweep([job], launcher, echo=lambda s: None)
     rd = RunDir(job.folder)
-    end = time.time() + 240
-    while not rd.checkpoint("last").exists() and time.time() < end:
-        time.sleep(0.2)
-    holder = json.loads(rd.lock_file.read_text())
-    os.kill(holder["pid"], signal.SIGSTOP)  # the job's training process (its pid is in the folder's lock)
+    pid = _trainer_pid(rd, deadline_s=240)  # the job's training process: its pid is in the folder's lock
+    os.kill(pid, signal.SIGSTOP)
+    while not rd.checkpoint("last").exists():  # let it run in 50 ms slices until its first epoch is saved
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+        os.kill(pid, signal.SIGSTOP)
     _wait_until_out_of_queue(launcher, [job], 420)
 
     log = job.log.read_text()
