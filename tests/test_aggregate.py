@@ -351,3 +351,13 @@ def test_accuracy_over_epochs_figure_draws_validation_and_test_means(tmp_path, m
             assert list(line.get_ydata()) == pytest.approx(mean)
             assert line.get_label() == f"{row.label} (n={len(row.runs)})"
     assert "STAND-IN" in fig._suptitle.get_text()
+
+
+def test_figures_name_the_modalities(tmp_path, monkeypatch):
+    from greedymm.report import sweep_figures
+
+    loaded = load_runs(SWEEP)
+    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
+    drawn = _capture_figures(monkeypatch)
+    sweep_figures.plot_d_speed(rows, loaded.steps, tmp_path / "d.png")
+    assert drawn["fig"].axes[0].get_ylabel() == "d_speed = s(gray|colored) - s(colored|gray)"

@@ -99,6 +99,7 @@ class MethodSummary:
     epochs: tuple[int, ...] = ()
     chance: float | None = None
     label: str = ""
+    unfinished: int = 0  # runs of the row still training or stopped early
 
     def on(self, seeds: Sequence[int]) -> MethodSummary:
         """The same numbers on ``seeds`` only (in that order)."""
@@ -112,6 +113,7 @@ class MethodSummary:
             epochs,
             self.chance,
             self.label,
+            self.unfinished,
         )
 
 
@@ -340,7 +342,7 @@ def summaries_from_rows(rows: Sequence) -> dict[str, MethodSummary]:
             chance = getattr(row, "chance", None)
             out[row.method] = MethodSummary(
                 row.seeds, st["val.d_util"].values, st["test.acc"].values, st["d_speed"].values, epochs, chance,
-                row.label,
+                row.label, len(getattr(row, "unfinished", ())),
             )  # fmt: skip
     return out
 
@@ -373,7 +375,9 @@ def claim_groups(rows: Sequence) -> list[ClaimGroup]:
                 if r.method in CLAIM_METHODS and not _eligible(r)
             )
             read = tuple(
-                f"{m}: {summaries[m].label} (seeds {', '.join(map(str, summaries[m].seeds))})"
+                f"{m}: {summaries[m].label} (seeds {', '.join(map(str, summaries[m].seeds))}"
+                + (f"; {summaries[m].unfinished} unfinished: numbers so far" if summaries[m].unfinished else "")
+                + ")"
                 for m in CLAIM_METHODS
                 if m in summaries
             )

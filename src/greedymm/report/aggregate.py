@@ -388,6 +388,8 @@ def tables(rows: Sequence[Row]) -> list[Table]:
         if paper and known is not None and len(known) == 2:
             a, b = known
             d_util = f"; d_util = u({b}|{a}) - u({a}|{b}): > 0 means {a} is under-used, < 0 means {b} is"
+            if any(r.fusion != "mmtm" for r in mine if len(r.modalities) == 2):
+                d_util += f" (late fusion: d_util = u({b}) - u({a}), the same sign rule)"
 
         def cells(r: Row, keys: Sequence[str]) -> tuple[str, ...]:
             stat = {k: r.stats.get(k, Stat(())) for k in keys}

@@ -220,7 +220,10 @@ def dataset_figures(
                 folder / f"{dataset}_utilization.png",
                 [("val", k, styles[i % 4]) for i, k in enumerate(u_keys)],
                 "utilization rate",
-                ", ".join(f"{k} ({styles[i % 4]})" for i, k in enumerate(u_keys)) + f"; m_k: {', '.join(mods)}",
+                ", ".join(
+                    f"{modality_names('u(' + k[2:].replace('_given_', '|') + ')', names or mods)} ({styles[i % 4]})"
+                    for i, k in enumerate(u_keys)
+                ),
             )
         heads = [k for k in (f"acc_head{i}" for i in range(len(mods))) if k in first]
         if heads:
