@@ -141,3 +141,13 @@ def test_evaluation_refuses_nan_weights():
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite logits"):
         evaluate(model, data.val, batch_size=8)
+
+
+def test_evaluating_no_items_is_refused():
+    data = tiny_colored_data()
+    model = _trained(data)
+    # before: acc 0.0 and loss 0.0 reported for nothing evaluated
+    with pytest.raises(ValueError, match=r"val: no items to evaluate"):
+        evaluate_batches(model, [], name="val")
+    with pytest.raises(ValueError, match="no items to evaluate"):
+        evaluate_batches(model, iter(()), utilization=False)

@@ -55,8 +55,9 @@ def evaluate_batches(
     each rank's own shard; the counts are summed over ranks). ``device``: default, the model's.
 
     Refuses (``FloatingPointError``, naming ``name`` and the number of items) when any item's logits in any pass
-    are NaN or infinite: no accuracy or utilization is computed from them. Utilization needs the train-split
-    means: refused (``ValueError``) before they were first committed (``Balancer.epoch_end``)."""
+    are NaN or infinite: no accuracy or utilization is computed from them; refuses no items at all (``ValueError``).
+    Utilization needs the train-split means: refused (``ValueError``) before they were first committed
+    (``Balancer.epoch_end``)."""
     utilization = utilization and model.n_modalities > 1  # nothing to take away from a uni-modal model
     if utilization and not model.has_means():
         raise ValueError(
@@ -90,6 +91,8 @@ def evaluate_batches(
     extra = torch.tensor([float(n)], device=dev)
     totals = all_reduce_(torch.cat([correct.double(), loss_sum.view(1), bad.view(1), extra]))
     n, bad = int(totals[-1]), int(totals[-2])
+    if n == 0:
+        raise ValueError(f"{name}: no items to evaluate (an empty split or loader); no accuracy comes from nothing")
     if bad:
         raise FloatingPointError(
             f"{name}: {bad} of {n} items give non-finite logits (NaN or Inf); no accuracy or utilization is "
