@@ -286,7 +286,10 @@ def test_claims_never_judge_rows_without_d_util():
     assert "DOES NOT HOLD" not in text and "n=0" not in text
     assert "claim 1: CANNOT JUDGE (no runs of vanilla with d_util)" in text
     assert "claim 3b: CANNOT JUDGE (no runs of vanilla, guided with d_util)" in text
-    assert "left out (the claims need d_util, i.e. two modalities): guided (modalities=colored,gray,flow): 3 " in text
+    assert (
+        "left out (the claims need a finite d_util, i.e. two modalities): guided (modalities=colored,gray,flow): 3 "
+        in text
+    )
     # with two-modality rows beside them, the claims read those and only those
     two = ("colored", "gray")
     rows += [
@@ -301,6 +304,9 @@ def test_claims_never_judge_rows_without_d_util():
     )
     v = {x.claim: x for x in group.verdicts}
     assert [v[c].holds for c in ("1", "2", "3a", "3b")] == [True] * 4 and v["3c"].holds is None
+    # a two-modality row whose d_util is NaN in a seed (a broken evaluation) is left out too, and said so
+    nan = _claim_row("random", "modalities=colored,gray", two, {**common, "val.d_util": (0.1, float("nan"), 0.2)})
+    assert "random (modalities=colored,gray): d_util missing or not finite in some seed" in format_claims([*rows, nan])
 
 
 def test_claims_judge_each_data_source_apart():

@@ -322,6 +322,12 @@ def _eligible(row: Any) -> bool:
     return len(row.modalities) == 2 and bool(values) and all(math.isfinite(v) for v in values)
 
 
+def _why_left_out(row: Any) -> str:
+    if len(row.modalities) != 2:
+        return f"{len(row.modalities)} modalit{'y' if len(row.modalities) == 1 else 'ies'}, no d_util"
+    return "d_util missing or not finite in some seed"
+
+
 def summaries_from_rows(rows: Sequence) -> dict[str, MethodSummary]:
     """Per-method summaries from report rows (report.aggregate.Row) of one data set and data source; rows without
     d_util (more or fewer than two modalities) are never read; a method's row without extra settings is preferred
@@ -370,9 +376,7 @@ def claim_groups(rows: Sequence) -> list[ClaimGroup]:
             group = [r for r in mine if r.sources == source]
             summaries = summaries_from_rows(group)
             left = tuple(
-                f"{r.label}: {len(r.modalities)} modalit{'y' if len(r.modalities) == 1 else 'ies'}, no d_util"
-                for r in group
-                if r.method in CLAIM_METHODS and not _eligible(r)
+                f"{r.label}: {_why_left_out(r)}" for r in group if r.method in CLAIM_METHODS and not _eligible(r)
             )
             read = tuple(
                 f"{m}: {summaries[m].label} (seeds {', '.join(map(str, summaries[m].seeds))}"
@@ -391,7 +395,7 @@ def format_claims(rows: Sequence) -> str:
     for g in claim_groups(rows):
         parts.append(f"claims of the paper on {g.dataset} (data: {g.source}):")
         parts += [f"  read: {x}" for x in g.read]
-        parts += [f"  left out (the claims need d_util, i.e. two modalities): {x}" for x in g.left_out]
+        parts += [f"  left out (the claims need a finite d_util, i.e. two modalities): {x}" for x in g.left_out]
         parts += [format_verdicts(g.verdicts), ""]
     return "\n".join(parts).rstrip("\n")
 
@@ -410,7 +414,7 @@ def claims_markdown(rows: Sequence) -> str:
     for g in claim_groups(rows):
         parts += [f"### {g.dataset} (data: {g.source})", ""]
         parts += [f"- read: {x}" for x in g.read]
-        parts += [f"- left out (the claims need d_util, i.e. two modalities): {x}" for x in g.left_out]
+        parts += [f"- left out (the claims need a finite d_util, i.e. two modalities): {x}" for x in g.left_out]
         if g.read or g.left_out:
             parts.append("")
         for v in g.verdicts:
