@@ -149,6 +149,15 @@ def test_logs_reach_the_disk_before_each_checkpoint(tmp_path, monkeypatch):
         assert ("fsync", "results.jsonl") in events[saves[k - 1] : saves[k]]
 
 
+def test_a_record_written_twice_is_refused(finished, tmp_path):
+    rd = _copy(finished, tmp_path / "r")
+    lines = rd.results_file.read_text().splitlines(keepends=True)
+    rd.results_file.write_text(lines[0] + lines[0] + lines[1])
+    with pytest.raises(RuntimeError) as e:
+        fit(cfg(epochs=3), rd.path, resume=True, progress=False, data=tiny_colored_data())
+    _refused(e, str(rd.results_file), "more than once")
+
+
 def test_a_step_log_of_another_model_is_refused(finished, tmp_path):
     rd = _copy(finished, tmp_path / "r")
     lines = rd.steps_file.read_text().splitlines(keepends=True)
@@ -306,6 +315,10 @@ def test_json_errors_name_the_file(finished, tmp_path):
     with pytest.raises(RuntimeError) as e:
         fit(cfg(epochs=3), rd.path, resume=True, progress=False, data=tiny_colored_data())
     _refused(e, str(rd.done_file))
+    rd.done_file.write_text('{"epochs": "3"}')
+    with pytest.raises(RuntimeError) as e:
+        fit(cfg(epochs=3), rd.path, resume=True, progress=False, data=tiny_colored_data())
+    _refused(e, str(rd.done_file), "epochs = '3'", "not a whole number")
     rd.config_file.write_text('{"config": [1, 2')
     with pytest.raises(RuntimeError) as e:
         rd.saved_config()

@@ -225,6 +225,8 @@ class RunDir:
         info = read_json(self.done_file, fix, empty={})
         if not isinstance(info, dict):
             raise RunFolderError(f"{self.done_file} holds a JSON {type(info).__name__}, not a done marker. {fix}")
+        if bad := [k for k in ("epochs", "step", "best_epoch") if k in info and type(info[k]) is not int]:
+            raise RunFolderError(f"{self.done_file} holds {bad[0]} = {info[bad[0]]!r}, not a whole number. {fix}")
         return info
 
     def clean(self, lock_held: bool = False) -> None:
@@ -490,7 +492,12 @@ def _contiguous(path: Path, found: list[int], n: int, what: str, checkpoint: Pat
     if found == list(range(n)):
         return
     missing = sorted(set(range(n)) - set(found))
-    lost = f"{what} {missing[0]}" + (f"..{missing[-1]}" if len(missing) > 1 else "") if missing else "none missing"
+    if not missing:  # every number is there, but out of order or twice
+        raise RunFolderError(
+            f"{path} holds the {what}s before the checkpoint {checkpoint} out of order or more than once: the log was "
+            f"changed outside greedymm. {fix}"
+        )
+    lost = f"{what} {missing[0]}" + (f"..{missing[-1]}" if len(missing) > 1 else "")
     raise RunFolderError(
         f"{path} does not hold every {what} before the checkpoint {checkpoint} (at {what} {n}): {lost} "
         f"{'is' if len(missing) == 1 else 'are'} lost or torn (the log was changed outside greedymm, or the disk lost "
