@@ -6,6 +6,7 @@ speed, and the balanced multi-modal learning algorithm.
 """
 
 # the public API for your own model and loop (docs/OWN_CODE.md); names here are stable
+from . import diagnose  # greedymm.diagnose(data, model=None, ...): is the model greedy (docs/DIAGNOSE.md)
 from .api import Balancer, Batches, StepLog, intermediate_fusion, late_fusion
 from .config import TrainConfig, resolve_config
 from .evaluate import evaluate, evaluate_batches
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "build_model",
     "count_parameters",
+    "diagnose",
     "evaluate",
     "evaluate_batches",
     "fit",

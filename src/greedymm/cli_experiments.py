@@ -315,3 +315,7 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="sweep folder (default runs/reproduce-<name>[-quick])")
     p.add_argument("--data-dir", dest="data_dir", help="where fetched data lives (default $GREEDYMM_DATA or ./data)")
     p.set_defaults(fn=cmd_reproduce)
+
+    from .diagnose.cli import add_diagnose_command
+
+    add_diagnose_command(subparsers)

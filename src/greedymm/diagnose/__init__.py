@@ -1,0 +1,168 @@
+"""``greedymm diagnose``: is the model greedy, should it be balanced, and with what (docs/DIAGNOSE.md).
+
+``greedymm.diagnose(data, model=None, ...)`` (this module is callable: it calls ``diagnose`` below) runs the
+protocol (``protocol``), applies the rules (``rules``) and writes ``diagnosis.json`` and the report page
+(``page``: markdown and HTML) into ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .protocol import DEFAULT_CURES, NOISE_LEVELS, GreedymmEngine, ModelEngine, ModelSettings, clean_json, run_protocol
+from .rules import CURE_HELPS, NO_CURE_HELPS, NOT_GREEDY, VERDICTS, diagnose_records
+
+__all__ = [
+    "CURE_HELPS",
+    "DEFAULT_CURES",
+    "NOISE_LEVELS",
+    "NOT_GREEDY",
+    "NO_CURE_HELPS",
+    "VERDICTS",
+    "Diagnosis",
+    "diagnose",
+    "diagnose_records",
+]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What ``diagnose`` found: the verdict, the under-used modalities (your names), the recommendation (or None),
+    every number the rules used (``numbers``: the content of diagnosis.json), the run records, and the files."""
+
+    verdict: str
+    under_used: list[str]
+    recommendation: dict[str, Any] | None
+    numbers: dict[str, Any]
+    records: list[dict[str, Any]]
+    json_path: Path
+    markdown_path: Path
+    html_path: Path
+
+
+def diagnose(
+    data: Any = "synthetic",
+    model: Callable[[], Any] | None = None,
+    *,
+    out: str | Path = "diagnose",
+    seeds: Sequence[int] = (0, 1, 2),
+    epochs: int | None = None,
+    max_minutes: float | None = None,
+    cures: Sequence[str] | None = DEFAULT_CURES,
+    fusion: str = "mmtm",
+    sets: Sequence[str] = (),
+    device: str = "auto",
+    groups: Mapping[str, str | Sequence[str]] | None = None,
+    encoders: Mapping[str, str] | None = None,
+    fusion_group: str | None = None,
+    at: Mapping[str, str] | None = None,
+    fill: str = "mean",
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    name: str | None = None,
+    loss: Callable[[Any, Any], Any] | None = None,
+    echo: Callable[[str], None] | None = print,
+    **overrides: Any,
+) -> Diagnosis:
+    """Diagnose greedy learning on ``data`` and write the results into ``out``.
+
+    ``data``: a data set name (``"synthetic"``, ``"npz:PATH"``, ...) or a ``MultiModalData``.
+
+    ``model``: None for greedymm's network (``fusion``, ``sets`` and ``overrides``: any ``TrainConfig`` setting,
+    e.g. ``width=0.5``, as for ``greedymm train``; ``lr``, ``weight_decay`` and ``batch_size`` too); or a function
+    that builds your own ``nn.Module`` taking a dict of modalities, trained with Adam (``lr`` default 1e-3,
+    ``batch_size`` 64, ``weight_decay`` 0). For your model: ``groups``, speed groups {name: module name(s)};
+    ``encoders``, {modality: group} (default: the groups named like the modalities); ``fusion_group``; ``at``,
+    {modality: encoder module} to ablate there instead of at the input; ``fill``, "mean" or "zeros"; ``name``, the
+    model's name in run hashes (default its repr); ``loss(out, y)`` instead of cross-entropy.
+
+    ``seeds``, ``epochs`` (per run), ``max_minutes``: the budget. ``cures``: methods tried when a modality is
+    under-used (``method`` or ``method@fusion``; None or empty: none). ``echo``: where progress lines go."""
+    from ..data import MultiModalData
+
+    say = echo or (lambda s: None)
+    training = {
+        k: v for k, v in (("lr", lr), ("weight_decay", weight_decay), ("batch_size", batch_size)) if v is not None
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        overrides = {**overrides, **training}  # greedymm's network: TrainConfig settings like any other
+        if isinstance(data, MultiModalData):
+            engine = GreedymmEngine(
+                data.name, out, data=data, fusion=fusion, epochs=epochs, sets=sets, overrides=overrides, device=device
+            )
+        elif isinstance(data, str):
+            engine = GreedymmEngine(
+                data, out, fusion=fusion, epochs=epochs, sets=sets, overrides=overrides, device=device
+            )
+        else:
+            raise TypeError(f"data must be a data set name or a greedymm MultiModalData, got {type(data).__name__}")
+        joint_fusion: str | None = fusion
+    else:
+        if isinstance(data, str):
+            from ..config import resolve_config
+            from ..run import load_data
+
+            data = load_data(resolve_config(data, sets=sets, **overrides))
+        elif overrides or sets:
+            raise ValueError(
+                f"settings {sorted(overrides) or list(sets)} configure greedymm's network; your model "
+                "takes lr, weight_decay, batch_size, epochs"
+            )
+        if not isinstance(data, MultiModalData):
+            raise TypeError(f"data must be a data set name or a greedymm MultiModalData, got {type(data).__name__}")
+        settings = ModelSettings(
+            **training,
+            epochs=epochs or 10,
+            groups=groups,
+            encoders=encoders,
+            fusion_group=fusion_group,
+            at=at,
+            fill=fill,
+            name=name,
+            loss=loss,
+        )
+        engine = ModelEngine(model, data, out, settings, device=device)
+        joint_fusion = None
+    diag, records = run_protocol(
+        engine, seeds=list(seeds), cures=list(cures or []), max_minutes=max_minutes, echo=say, joint_fusion=joint_fusion
+    )
+    diag["setup"] = {
+        **engine.describe(),
+        "seeds": list(seeds),
+        "epochs": engine.epochs,
+        "max_minutes": max_minutes,
+        "cures": list(cures or []),
+        "data": engine.data.name,
+        "modalities": list(engine.modalities),
+        "noise_levels": list(NOISE_LEVELS),
+    }
+    diag["runs"] = [{k: v for k, v in r.items() if k != "heads"} for r in records]
+    from .page import write_page
+
+    md, page = write_page(diag, records, out)
+    path = out / "diagnosis.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(clean_json(diag), indent=1))
+    tmp.replace(path)
+    say(f"diagnose: {diag['verdict']}; {path}, {md}, {page}")
+    return Diagnosis(diag["verdict"], list(diag["under_used"]), diag["recommendation"], diag, records, path, md, page)
+
+
+class _CallableModule(types.ModuleType):
+    """``greedymm.diagnose(...)`` calls ``diagnose``; ``greedymm.diagnose.rules`` and the other submodules stay
+    reachable as attributes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Diagnosis:
+        return diagnose(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,727 @@
+"""The diagnose protocol: which runs, in which order, within a budget, and what each finished run contributes.
+
+1. Per seed: each modality alone, then the joint model as built (vanilla). 2. The diagnosis (``rules``). 3. If a
+modality is under-used: the cures, on the same seeds (vanilla on a cure's own fusion beside it when that differs).
+Runs go seed by seed, so a budget that runs out leaves whole seeds. Every run has its own folder named by a hash of
+what it computes (``sweep.run_hash`` for greedymm's networks), so the same command with a larger budget (more
+seeds, more cures) reuses every finished run. Validation selects the epoch; test is carried along, never used.
+
+Two engines train the runs: ``GreedymmEngine`` (greedymm's networks through ``greedymm.fit``: run folders that
+``greedymm report`` reads) and ``ModelEngine`` (any ``nn.Module`` taking a dict of modalities, a plain Adam loop).
+After training, each run's best checkpoint is scored on validation with every modality at its training mean
+(utilization by ablation, ``metrics.ablation``) and, for the joint model, with each modality noised.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import MultiModalData, epoch_order, eval_order, select_modalities
+from ..metrics.ablation import (
+    GroupSpeed,
+    accuracies,
+    feature_means,
+    heads_of,
+    input_means,
+    input_stds,
+    logits_of,
+    noise_accuracy,
+    utilization_by_ablation,
+)
+from . import rules
+
+DEFAULT_CURES = ("guided", "uniform@concat", "mmpareto@concat")
+NOISE_LEVELS = (0.5, 1.0, 2.0)  # noise std in units of the modality's own spread over the training split
+ANALYSIS = "analysis"  # out/analysis/<run folder>.json: each run's ablation numbers, computed once
+RUNS = "runs"
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the protocol."""
+
+    role: str  # alone | joint | reference (vanilla on a cure's fusion) | cure
+    method: str
+    fusion: str | None
+    modalities: tuple[str, ...]
+    seed: int
+
+    def label(self) -> str:
+        what = f"{self.method}@{self.fusion}" if self.fusion else self.method
+        on = self.modalities[0] if self.role == "alone" else "all"
+        return f"{self.role} {what} on {on}, seed {self.seed}"
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def _split_batches(split: Any, batch_size: int, fill: Mapping[str, Tensor] | None = None) -> Callable[[], Any]:
+    """A fresh pass over ``split`` in order; ``fill``: modalities replaced by a constant item (alone runs)."""
+
+    def gen():
+        for idx in eval_order(len(split), batch_size):
+            x, y = split.batch(idx)
+            if fill:
+                x = {**x, **{m: v.expand_as(x[m]).clone() for m, v in fill.items()}}
+            yield x, y
+
+    return gen
+
+
+def clean_json(obj: Any) -> Any:
+    """NaN and infinities as null (strict JSON), tuples as lists, tensors as numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Tensor):
+        return clean_json(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    return obj
+
+
+class Engine:
+    """Trains and scores the protocol's runs on one data set. Subclasses: ``GreedymmEngine``, ``ModelEngine``."""
+
+    data: MultiModalData
+    out: Path
+    epochs: int
+    batch_size: int
+    device: torch.device
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.data.modalities
+
+    def folder(self, spec: RunSpec) -> Path:
+        raise NotImplementedError
+
+    def finished(self, spec: RunSpec) -> bool:
+        raise NotImplementedError
+
+    def train(self, spec: RunSpec, echo: Echo) -> None:
+        raise NotImplementedError
+
+    def record(self, spec: RunSpec) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def refuses(self, spec: RunSpec) -> str | None:
+        """Why this engine cannot run ``spec`` (a cure that does not apply), or None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    # -- shared: the analysis of a trained joint or cure model -----------------------------------------------
+    def _means(self) -> dict[str, Tensor]:
+        if not hasattr(self, "_input_means"):
+            self._input_means = input_means(_split_batches(self.data.train, self.batch_size)(), self.modalities)
+            self._input_stds = input_stds(
+                _split_batches(self.data.train, self.batch_size)(), self.modalities, self._input_means
+            )
+        return self._input_means
+
+    def _analyse(
+        self,
+        model: nn.Module,
+        spec: RunSpec,
+        at: Mapping[str, str] | None = None,
+        fill: str = "mean",
+    ) -> dict[str, Any]:
+        """Utilization by ablation on validation and test; robustness (missing, noised) on validation."""
+        means = self._means()
+        if at is not None and fill == "mean":
+            means = feature_means(model, _split_batches(self.data.train, self.batch_size)(), at, self.device)
+        mods = list(spec.modalities)
+        out: dict[str, Any] = {}
+        for split in ("val", "test"):
+            src = _split_batches(getattr(self.data, split), self.batch_size)
+            u = utilization_by_ablation(model, src, mods, fill=fill, at=at, means=means, device=self.device)
+            out[split] = u
+        result = {
+            "util": out["val"]["u"],
+            "acc_without": out["val"]["acc_without"],
+            "acc_only": out["val"]["acc_only"],
+            "util_test": out["test"]["u"],
+            "heads": out["val"]["heads"],
+            "ablation": {"fill": fill, "at": dict(at) if at else "input"},
+        }
+        if spec.role == "joint":
+            src = _split_batches(self.data.val, self.batch_size)
+            noise = {
+                m: {
+                    str(lv): noise_accuracy(model, src, m, lv, self._input_stds[m], seed=spec.seed, device=self.device)
+                    for lv in NOISE_LEVELS
+                }
+                for m in mods
+            }
+            missing = (
+                out["val"]["acc_without"]
+                if at is None and fill == "mean"
+                else utilization_by_ablation(model, src, mods, fill="mean", means=self._means(), device=self.device)[
+                    "acc_without"
+                ]
+            )
+            result["robustness"] = {"missing": missing, "noise": noise}
+        return result
+
+    def _cached(self, spec: RunSpec, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.out / ANALYSIS / f"{self.folder(spec).name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        result = clean_json(compute())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(path)
+        return result
+
+
+def _restore_nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+# -- greedymm's networks ----------------------------------------------------------------------------------------
+class GreedymmEngine(Engine):
+    """greedymm's networks on a greedymm data set (or your MultiModalData), trained by ``greedymm.fit`` into run
+    folders ``out/runs/<data>_<role>_<method>-<fusion>_<modalities>_s<seed>_<hash>``."""
+
+    def __init__(
+        self,
+        dataset: str,
+        out: Path,
+        *,
+        data: MultiModalData | None = None,
+        fusion: str = "mmtm",
+        epochs: int | None = None,
+        sets: Sequence[str] = (),
+        overrides: Mapping[str, Any] | None = None,
+        device: str = "auto",
+    ) -> None:
+        from ..config import resolve_config
+        from ..run import load_data
+
+        self.dataset, self.out, self.fusion = dataset, Path(out), fusion
+        self.sets, self.overrides, self.device_name = tuple(sets), dict(overrides or {}), device
+        base = self.config(RunSpec("joint", "vanilla", fusion, (), 0), epochs=epochs)
+        self.epochs = base.epochs
+        self.batch_size = base.batch_size
+        self.data = select_modalities(data, base.modalities) if data is not None else load_data(base)
+        if len(self.data.modalities) < 2:
+            raise ValueError(
+                f"diagnose needs two or more modalities; {self.data.name} has {list(self.data.modalities)}"
+            )
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        )
+        self._resolve = resolve_config
+
+    def config(self, spec: RunSpec, epochs: int | None = None) -> Any:
+        from ..config import resolve_config
+        from ..sweep import sets_for_method
+
+        given: dict[str, Any] = {**self.overrides, "method": spec.method, "seed": spec.seed}
+        given["fusion"] = spec.fusion or self.fusion
+        if epochs or getattr(self, "epochs", None):
+            given["epochs"] = epochs or self.epochs
+        if spec.role == "alone":
+            given["modalities"] = list(spec.modalities)
+        given["device"] = self.device_name
+        return resolve_config(self.dataset, sets=sets_for_method(self.sets, spec.method), **given)
+
+    def folder(self, spec: RunSpec) -> Path:
+        from ..data.base import dataset_label
+        from ..sweep import run_hash
+
+        cfg = self.config(spec)
+        what = f"{spec.method}-{spec.fusion or self.fusion}"
+        on = spec.modalities[0] if spec.role == "alone" else "all"
+        name = f"{dataset_label(self.dataset)}_{spec.role}_{what}_{on}_s{spec.seed}_{run_hash(cfg)}"
+        return self.out / RUNS / _safe(name)
+
+    def finished(self, spec: RunSpec) -> bool:
+        from ..rundir import DONE, RunDir
+
+        return RunDir(self.folder(spec)).state() == DONE
+
+    def refuses(self, spec: RunSpec) -> str | None:
+        from ..methods import create_method
+        from ..run import model_from_config
+
+        cfg = self.config(spec)
+        try:
+            method = create_method(cfg.method, seed=0, **cfg.hparams)
+            method.check(model_from_config(cfg, self.data))
+        except (ValueError, TypeError) as e:
+            return str(e)
+        return None
+
+    def train(self, spec: RunSpec, echo: Echo) -> None:
+        from ..rundir import BROKEN, RESUMABLE, RunDir
+        from ..train import fit
+
+        folder = self.folder(spec)
+        rd = RunDir(folder)
+        state = rd.state()
+        if state == BROKEN:
+            rd.clean()
+        cfg = self.config(spec)
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(rd, cfg.epochs, echo, stop), daemon=True)
+        watcher.start()
+        try:
+            fit(cfg, folder, resume=state == RESUMABLE, progress=False, data=self.data)
+        finally:
+            stop.set()
+            watcher.join()
+
+    def record(self, spec: RunSpec) -> dict[str, Any]:
+        from ..rundir import RunDir, best_record
+
+        rd = RunDir(self.folder(spec))
+        recs = rd.records()
+        best, last = best_record(recs), recs[-1]
+        cfg = self.config(spec)
+        out = _base_record(spec, cfg.epochs, best, last, rd.path)
+        out["seconds"] = float(last.get("elapsed_s", math.nan))
+        out["settings"] = {"fusion": best.get("fusion"), **dict(best.get("hparams", {}))}
+        if spec.method in rules.WARMUP_METHODS:
+            out["warmup_epochs"] = cfg.warmup_epochs
+        if spec.role != "alone":
+            out["speed"] = _speed_of_records(recs, spec.modalities)
+            out.update(self._cached(spec, lambda: self._analyse(self._load(spec, "best"), spec)))
+        return out
+
+    def _load(self, spec: RunSpec, which: str) -> nn.Module:
+        from ..checkpoint import load_checkpoint
+        from ..run import model_from_config
+        from ..rundir import RunDir
+
+        cfg = self.config(spec)
+        state = load_checkpoint(RunDir(self.folder(spec)).checkpoint(which))
+        model = model_from_config(cfg, select_modalities(self.data, cfg.modalities))
+        model.load_state_dict(state["model"])
+        return model.to(self.device).eval()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": "greedymm",
+            "dataset": self.dataset,
+            "fusion": self.fusion,
+            "sets": list(self.sets),
+            "overrides": clean_json(self.overrides),
+        }
+
+
+def _watch(rd: Any, epochs: int, echo: Echo, stop: threading.Event, every: float = 2.0) -> None:
+    """Print each epoch a training run finishes (its validation accuracy), by reading its log as it grows."""
+    seen = len(rd.records()) if rd.results_file.is_file() else 0
+    while True:
+        last = stop.wait(every)  # one more read after the run ends: its last epoch
+        try:
+            recs = rd.records() if rd.results_file.is_file() else []
+        except (OSError, ValueError):
+            recs = []
+        for r in recs[seen:]:
+            echo(f"    epoch {r['epoch'] + 1}/{epochs}: val {r['val']['acc']:.3f}")
+        seen = max(seen, len(recs))
+        if last:
+            return
+
+
+def _base_record(spec: RunSpec, epochs: int, best: Mapping[str, Any], last: Mapping[str, Any], folder: Path) -> dict:
+    return {
+        "role": spec.role,
+        "method": spec.method,
+        "fusion": spec.fusion,
+        "modalities": list(spec.modalities),
+        "seed": spec.seed,
+        "epochs": epochs,
+        "selected_epoch": int(best["epoch"]),
+        "last_epoch": int(last["epoch"]),
+        "val_acc": float(best["val"]["acc"]),
+        "test_acc": float(best["test"]["acc"]),
+        "last_val_acc": float(last["val"]["acc"]),
+        "last_test_acc": float(last["test"]["acc"]),
+        "folder": str(folder),
+    }
+
+
+def _speed_of_records(recs: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> dict[str, Any]:
+    """The speeds a greedymm run logged, per modality name: MMTM's s_k (largest: the branch that learns slowest
+    relative to its fusion input), or late fusion's cumulative mu of each encoder (smallest: slowest)."""
+    n = len(modalities)
+    last = recs[-1].get("speed", {})
+    s_names = [k for k in last if k.startswith("s_")]
+    if len(s_names) == n:
+        order = ("s_m1_given_m0", "s_m0_given_m1") if n == 2 else tuple(f"s_others_given_m{k}" for k in range(n))
+        keys, pick, definition = order, max, "mmtm: s_k = log10(M_psi_k / M_theta_k)"
+    else:
+        keys = tuple(f"M_theta_m{k}" for k in range(n))
+        pick, definition = min, "late fusion: M_theta_k, the summed mu of encoder k"
+    values = {m: _restore_nan(last.get(k)) for m, k in zip(modalities, keys, strict=True)}
+    defined = {m: v for m, v in values.items() if math.isfinite(v)}
+    return {
+        "definition": definition,
+        "values": values,
+        "d_speed": _restore_nan(last.get("d_speed")),
+        "slowest": pick(defined, key=defined.get) if len(defined) == n else None,
+        "curve": {
+            m: [_restore_nan(r.get("speed", {}).get(k)) for r in recs] for m, k in zip(modalities, keys, strict=True)
+        },
+    }
+
+
+# -- any nn.Module ------------------------------------------------------------------------------------------------
+@dataclass
+class ModelSettings:
+    """How ``ModelEngine`` trains and measures a user's model."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 10
+    groups: Mapping[str, str | Sequence[str]] | None = None  # speed groups: name -> module name(s)
+    encoders: Mapping[str, str] | None = None  # modality -> its group (default: the group named like it)
+    fusion_group: str | None = None
+    at: Mapping[str, str] | None = None  # modality -> encoder module whose output is ablated (default: the input)
+    fill: str = "mean"
+    name: str | None = None  # names the model in run folder hashes (default: its repr)
+    loss: Callable[[Any, Tensor], Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelEngine(Engine):
+    """Any ``nn.Module`` that takes a dict of modalities: ``make_model()`` builds a fresh one (called after
+    ``torch.manual_seed(seed)``). A modality alone is the same model with every other modality at its training
+    mean, in training and evaluation. Adam, cross-entropy on the logits (and on every head the output has)."""
+
+    def __init__(
+        self,
+        make_model: Callable[[], nn.Module],
+        data: MultiModalData,
+        out: Path,
+        settings: ModelSettings,
+        device: str = "auto",
+    ) -> None:
+        if not callable(make_model) or isinstance(make_model, nn.Module):
+            raise TypeError(
+                "model must be a function that builds a fresh model (e.g. lambda: MyNet()), not a built module: "
+                "every run starts from its own seed"
+            )
+        if inspect.signature(make_model).parameters and all(
+            p.default is inspect.Parameter.empty for p in inspect.signature(make_model).parameters.values()
+        ):
+            raise TypeError("model must build a model without arguments: model=lambda: MyNet(...)")
+        self.make_model, self.data, self.out, self.s = make_model, data, Path(out), settings
+        self.epochs, self.batch_size = settings.epochs, settings.batch_size
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        )
+        probe = make_model()
+        self.model_name = settings.name or repr(probe)
+        if settings.groups is not None:
+            encoders = dict(settings.encoders or {m: m for m in data.modalities})
+            GroupSpeed(probe, settings.groups, encoders, settings.fusion_group)  # names checked now, not after training
+            self.encoders = encoders
+        if settings.at is not None:
+            from ..metrics.ablation import _module
+
+            for m in data.modalities:
+                if m not in settings.at:
+                    raise ValueError(f"at names encoder modules for {sorted(settings.at)}; also name one for {m!r}")
+                _module(probe, settings.at[m])
+
+    def _hash(self, spec: RunSpec) -> str:
+        d = self.data
+        ident = {
+            "model": self.model_name,
+            "data": [
+                d.name,
+                d.modalities,
+                d.num_classes,
+                len(d.train),
+                len(d.val),
+                len(d.test),
+                d.source.get("source"),
+            ],
+            "role": spec.role,
+            "method": spec.method,
+            "modalities": spec.modalities,
+            "seed": spec.seed,
+            "lr": self.s.lr,
+            "weight_decay": self.s.weight_decay,
+            "batch_size": self.s.batch_size,
+            "epochs": self.s.epochs,
+        }
+        return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def folder(self, spec: RunSpec) -> Path:
+        on = spec.modalities[0] if spec.role == "alone" else "all"
+        return self.out / RUNS / _safe(f"{self.data.name}_model_{spec.role}_{on}_s{spec.seed}_{self._hash(spec)}")
+
+    def finished(self, spec: RunSpec) -> bool:
+        return (self.folder(spec) / "run.json").is_file() and (self.folder(spec) / "best.pt").is_file()
+
+    def refuses(self, spec: RunSpec) -> str | None:
+        if spec.role in ("cure", "reference"):
+            return (
+                f"{spec.method}: greedymm's methods change how greedymm's networks train; a model greedymm did not "
+                "build gets the diagnosis only. Build it from your encoders with greedymm.late_fusion or "
+                "greedymm.intermediate_fusion to try the cures"
+            )
+        return None
+
+    def _fill(self, spec: RunSpec) -> dict[str, Tensor]:
+        if spec.role != "alone":
+            return {}
+        means = self._means()
+        return {m: means[m] for m in self.modalities if m not in spec.modalities}
+
+    def _loss(self, out: Any, y: Tensor) -> Tensor:
+        if self.s.loss is not None:
+            return self.s.loss(out, y)
+        loss = F.cross_entropy(logits_of(out), y)
+        for h in heads_of(out):
+            loss = loss + F.cross_entropy(h, y)
+        return loss
+
+    def train(self, spec: RunSpec, echo: Echo) -> None:
+        torch.manual_seed(spec.seed)
+        model = self.make_model().to(self.device)
+        opt = torch.optim.Adam(model.parameters(), lr=self.s.lr, weight_decay=self.s.weight_decay)
+        speed = None
+        if self.s.groups is not None and spec.role != "alone":
+            speed = GroupSpeed(model, self.s.groups, self.encoders, self.s.fusion_group)
+        fill = {m: v.to(self.device) for m, v in self._fill(spec).items()}
+        train = self.data.train
+        epochs, best, best_state = [], -1.0, None
+        t0 = time.time()
+        for epoch in range(self.s.epochs):
+            model.train()
+            for idx in epoch_order(len(train), self.s.batch_size, spec.seed, epoch):
+                x, y = train.batch(idx, train=True)
+                x = {m: v.to(self.device) for m, v in x.items()}
+                x.update({m: v.expand_as(x[m]).clone() for m, v in fill.items()})
+                loss = self._loss(model(x), y.to(self.device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{spec.label()}: loss is {float(loss)} at epoch {epoch}; lower lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if speed is not None:
+                    speed.update()
+                opt.step()
+            val = accuracies(
+                model, _split_batches(self.data.val, self.batch_size, self._fill(spec))(), device=self.device
+            )
+            test = accuracies(
+                model, _split_batches(self.data.test, self.batch_size, self._fill(spec))(), device=self.device
+            )
+            rec = {"epoch": epoch, "val": {"acc": val[0]}, "test": {"acc": test[0]}, "elapsed_s": time.time() - t0}
+            if speed is not None:
+                rec["speed"] = speed.speeds()
+            epochs.append(rec)
+            echo(f"    epoch {epoch + 1}/{self.s.epochs}: val {val[0]:.3f}")
+            if val[0] > best:
+                best, best_state = val[0], copy.deepcopy(model.state_dict())
+        folder = self.folder(spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(best_state, folder / "best.pt")
+        info = {"spec": spec.__dict__, "model": self.model_name, "epochs": epochs}
+        (folder / "run.json.tmp").write_text(json.dumps(clean_json(info), indent=1))
+        (folder / "run.json.tmp").replace(folder / "run.json")  # last: marks the run finished
+
+    def _load(self, spec: RunSpec) -> nn.Module:
+        torch.manual_seed(spec.seed)
+        model = self.make_model()
+        model.load_state_dict(torch.load(self.folder(spec) / "best.pt", weights_only=True))
+        return model.to(self.device).eval()
+
+    def record(self, spec: RunSpec) -> dict[str, Any]:
+        info = json.loads((self.folder(spec) / "run.json").read_text())
+        recs = info["epochs"]
+        best = max(recs, key=lambda r: r["val"]["acc"])  # the first on ties
+        best = next(r for r in recs if r["val"]["acc"] == best["val"]["acc"])
+        out = _base_record(spec, self.s.epochs, best, recs[-1], self.folder(spec))
+        out["seconds"] = float(recs[-1]["elapsed_s"])
+        out["settings"] = {}
+        if spec.role != "alone":
+            out.update(self._cached(spec, lambda: self._analyse(self._load(spec), spec, self.s.at, self.s.fill)))
+            if "speed" in recs[-1]:
+                out["speed"] = _speed_of_groups(recs, self.encoders, self.s.fusion_group)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        s = self.s
+        return {
+            "engine": "model",
+            "model": self.model_name[:2000],
+            "lr": s.lr,
+            "batch_size": s.batch_size,
+            "epochs": s.epochs,
+            "groups": clean_json(s.groups),
+            "fusion_group": s.fusion_group,
+            "at": clean_json(s.at),
+            "fill": s.fill,
+        }
+
+
+def _speed_of_groups(recs: Sequence[Mapping[str, Any]], encoders: Mapping[str, str], fusion: str | None) -> dict:
+    last = recs[-1]["speed"]
+    values = {m: _restore_nan(last["M"].get(g)) for m, g in encoders.items()}
+    defined = {m: v for m, v in values.items() if math.isfinite(v) and v > 0}
+    return {
+        "definition": "generic: M_k, the summed mu of the encoder group of modality k"
+        + (f"; s_k = log10(M_{fusion} / M_k)" if fusion else ""),
+        "values": values,
+        "s": {m: _restore_nan(v) for m, v in last.get("s", {}).items()},
+        "d_speed": _restore_nan(last.get("d_speed")),
+        "slowest": min(defined, key=defined.get) if len(defined) == len(values) else None,
+        "curve": {m: [_restore_nan(r["speed"]["M"].get(g)) for r in recs] for m, g in encoders.items()},
+    }
+
+
+# -- the protocol ---------------------------------------------------------------------------------------------------
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Budget:
+    """The time budget (minutes, or None) and the estimate of a run's time from the runs trained so far."""
+
+    def __init__(self, minutes: float | None) -> None:
+        if minutes is not None and not minutes > 0:
+            raise ValueError(f"--max-minutes must be > 0, got {minutes}")
+        self.limit = None if minutes is None else minutes * 60.0
+        self.start = time.time()
+        self.trained: list[float] = []
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def per_run(self) -> float | None:
+        return sum(self.trained) / len(self.trained) if self.trained else None
+
+    def allows(self) -> bool:
+        if self.limit is None:
+            return True
+        est = self.per_run() or 0.0
+        return self.elapsed() + est <= self.limit
+
+    def left(self, runs: int) -> str:
+        per = self.per_run()
+        return "unknown" if per is None else _clock(per * runs)
+
+
+def execute(engine: Engine, specs: Sequence[RunSpec], budget: Budget, echo: Echo) -> tuple[list[RunSpec], list[str]]:
+    """Train what is not finished, in order, while the budget allows; returns (finished specs, skipped labels)."""
+    done, skipped = [], []
+    todo = [s for s in specs if not engine.finished(s)]
+    echo(f"diagnose: {len(specs)} runs, {len(specs) - len(todo)} finished earlier, {len(todo)} to train")
+    k = 0
+    for spec in specs:
+        if engine.finished(spec):
+            done.append(spec)
+            continue
+        if not budget.allows():
+            skipped.append(spec.label())
+            continue
+        k += 1
+        echo(
+            f"[{k}/{len(todo)}] {spec.label()}: {engine.epochs} epochs; {_clock(budget.elapsed())} elapsed, "
+            f"about {budget.left(len(todo) - k + 1)} left"
+        )
+        t0 = time.time()
+        engine.train(spec, echo)
+        budget.trained.append(time.time() - t0)
+        echo(f"[{k}/{len(todo)}] {spec.label()}: done in {time.time() - t0:.0f} s; {engine.folder(spec)}")
+        done.append(spec)
+    if skipped:
+        echo(f"diagnose: the budget left out {len(skipped)} runs: {', '.join(skipped)}")
+    return done, skipped
+
+
+def parse_cure(spec: str, default_fusion: str) -> tuple[str, str]:
+    from ..sweep import split_method
+
+    name, fusion = split_method(spec)
+    return name, fusion or default_fusion
+
+
+def run_protocol(
+    engine: Engine,
+    *,
+    seeds: Sequence[int],
+    cures: Sequence[str] | None,
+    max_minutes: float | None,
+    echo: Echo,
+    joint_fusion: str | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the protocol; returns (the diagnosis, the run records)."""
+    if not seeds:
+        raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
+    budget = Budget(max_minutes)
+    mods = engine.modalities
+    first = [RunSpec("alone", "vanilla", joint_fusion, (m,), s) for s in seeds for m in mods]
+    first = [
+        x
+        for s in seeds
+        for x in [*(r for r in first if r.seed == s), RunSpec("joint", "vanilla", joint_fusion, mods, s)]
+    ]
+    done, skipped = execute(engine, first, budget, echo)
+    records = [engine.record(s) for s in done]
+    diag = rules.diagnose_records(records, mods, engine.data.num_classes, skipped=skipped)
+    refused: list[dict[str, str]] = []
+    if diag["balancing_warranted"] and cures:
+        plan: list[RunSpec] = []
+        chosen = []
+        for c in cures:
+            name, fusion = parse_cure(c, joint_fusion or "mmtm")
+            probe = RunSpec("cure", name, fusion, mods, seeds[0])
+            why = engine.refuses(probe)
+            if why:
+                refused.append({"cure": c, "reason": why})
+                echo(f"diagnose: {c} does not apply here: {why}")
+            else:
+                chosen.append((name, fusion))
+        refs = sorted({f for _, f in chosen if f != joint_fusion})
+        for s in seeds:
+            plan += [RunSpec("reference", "vanilla", f, mods, s) for f in refs]
+            plan += [RunSpec("cure", n, f, mods, s) for n, f in chosen]
+        if plan:
+            echo(f"diagnose: {', '.join(diag['under_used'])} under-used; trying {len(chosen)} cures")
+            done2, skipped2 = execute(engine, plan, budget, echo)
+            skipped += skipped2
+            records += [engine.record(s) for s in done2]
+            diag = rules.diagnose_records(records, mods, engine.data.num_classes, skipped=skipped)
+    diag["cures_refused"] = refused
+    if diag["balancing_warranted"] and not cures:
+        diag["warnings"].append({"kind": "no-cures", "text": "no cures were asked for (--cures none)"})
+    if refused and diag["balancing_warranted"] and not diag["cures"]:
+        diag["warnings"].append(
+            {
+                "kind": "no-cures",
+                "text": "no cure applies to this model: " + "; ".join(r["reason"] for r in refused[:1]),
+            }
+        )
+    diag["elapsed_s"] = budget.elapsed()
+    return diag, records

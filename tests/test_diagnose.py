@@ -1,0 +1,308 @@
+"""greedymm diagnose: the rules and warnings on hand-made run records, the protocol on synthetic data (a shortcut
+makes the other modality under-used; two equally informative modalities are not greedy), a model with its own
+fusion, reuse of finished runs, the budget, the report page in a real browser, and the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+from torch import nn
+
+import greedymm
+from greedymm.diagnose import rules
+from greedymm.diagnose.page import to_html, write_page
+from greedymm.report.evidence import t_quantile
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A busy 2-core machine: one torch thread per test is several times faster than oversubscribed threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- hand-made run records -----------------------------------------------------------------------------------------
+def rec(role, seed, val, *, method="vanilla", mods=("a", "b"), fusion="mmtm", without=None, sel=2, last=9, epochs=10,
+        warmup=None, test=None, last_val=None):  # fmt: skip
+    r = {
+        "role": role, "method": method, "fusion": fusion, "modalities": list(mods), "seed": seed, "epochs": epochs,
+        "selected_epoch": sel, "last_epoch": last, "val_acc": val, "test_acc": val - 0.1 if test is None else test,
+        "last_val_acc": val if last_val is None else last_val, "last_test_acc": val - 0.1, "seconds": 10.0,
+        "settings": {"fusion": fusion}, "folder": f"runs/{role}_{method}_{seed}",
+    }  # fmt: skip
+    if warmup is not None:
+        r["warmup_epochs"] = warmup
+    if without is not None:  # two modalities: only a = without b
+        r["acc_without"] = dict(without)
+        r["acc_only"] = {"a": without["b"], "b": without["a"]}
+        r["util"] = {m: (val - w) / val for m, w in without.items()}
+        r["robustness"] = {"missing": dict(without), "noise": {m: {"1.0": val - 0.2} for m in without}}
+        r["speed"] = {"slowest": "a", "d_speed": 0.3, "definition": "test", "values": {}, "curve": {}}
+    return r
+
+
+def greedy_records(seeds=(0, 1, 2), epochs=10, sel=2):
+    """a alone 0.70 / 0.72 / 0.68, b alone 0.99 / 0.98 / 0.99; the joint model (0.99) with only a left gets 0.30 /
+    0.35 / 0.28, with only b left 0.97 / 0.96 / 0.98: it holds 0.11 / 0.21 / 0.07 of what a learns alone and
+    0.97 / 0.97 / 0.99 of what b does."""
+    a, b = [0.70, 0.72, 0.68], [0.99, 0.98, 0.99]
+    only_a, only_b = [0.30, 0.35, 0.28], [0.97, 0.96, 0.98]
+    out = []
+    for i, s in enumerate(seeds):
+        out += [
+            rec("alone", s, a[i], mods=("a",), epochs=epochs, sel=sel),
+            rec("alone", s, b[i], mods=("b",), epochs=epochs, sel=sel),
+            rec("joint", s, 0.99, without={"a": only_b[i], "b": only_a[i]}, epochs=epochs, sel=sel),
+        ]
+    return out
+
+
+def test_a_modality_the_joint_model_neglects_is_named_by_both_rules():
+    d = rules.diagnose_records(greedy_records(), ["a", "b"], num_classes=4)
+    assert d["under_used"] == ["a"] and d["balancing_warranted"]
+    assert d["modalities"]["a"]["under_used_by"] == ["ignored", "under-trained"]
+    assert d["verdict"] == rules.NO_CURE_HELPS and d["recommendation"] is None  # no cure ran
+    # kept = (only - chance) / (alone - chance), chance 0.25
+    kept = [(0.30 - 0.25) / (0.70 - 0.25), (0.35 - 0.25) / (0.72 - 0.25), (0.28 - 0.25) / (0.68 - 0.25)]
+    assert d["modalities"]["a"]["kept"]["values"] == pytest.approx(kept)
+    # utilization of a: (0.99 - only b) / 0.99 per seed, its 95% t interval over the three seeds
+    u = [(0.99 - x) / 0.99 for x in (0.97, 0.96, 0.98)]
+    mean = sum(u) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in u) / 2)
+    half = t_quantile(0.975, 2) * sd / math.sqrt(3)
+    assert d["modalities"]["a"]["u"]["mean"] == pytest.approx(mean)
+    assert d["modalities"]["a"]["u"]["ci"] == pytest.approx([mean - half, mean + half])
+    assert d["modalities"]["a"]["information"] == pytest.approx((0.70 - 0.25) / 0.75)
+    fired = {(r["rule"], r["modality"]) for r in d["rules"] if r["fired"]}
+    assert fired == {("ignored", "a"), ("under-trained", "a")}
+    assert d["joint"]["best_alone"] == "b"
+    assert d["speed"]["agrees_with_under_used"] == [True, True, True]
+
+
+def test_a_cure_that_beats_vanilla_in_every_seed_is_recommended_and_ranked():
+    recs = greedy_records()
+    # guided: +0.005, +0.007, +0.006 over vanilla's 0.99: the 95% interval [0.0035, 0.0085] excludes 0
+    recs += [
+        rec("cure", s, 0.99 + d, method="guided", fusion="mmtm")
+        for s, d in zip((0, 1, 2), (0.005, 0.007, 0.006), strict=True)
+    ]
+    recs += [
+        rec("cure", s, v, method="uniform", fusion="concat") for s, v in zip((0, 1, 2), (0.98, 0.99, 0.97), strict=True)
+    ]
+    recs += [rec("reference", s, 0.985, fusion="concat") for s in (0, 1, 2)]
+    d = rules.diagnose_records(recs, ["a", "b"], num_classes=4)
+    assert d["verdict"] == rules.CURE_HELPS
+    assert d["recommendation"]["method"] == "guided" and d["recommendation"]["fusion"] == "mmtm"
+    assert [c["label"] for c in d["cures"]] == ["guided@mmtm", "uniform@concat"]
+    guided, uniform = d["cures"]
+    assert guided["vs_vanilla"]["verdict"] == "holds" and guided["vs_vanilla"]["ci"] == pytest.approx(
+        [0.006 - t_quantile(0.975, 2) * 0.001 / math.sqrt(3), 0.006 + t_quantile(0.975, 2) * 0.001 / math.sqrt(3)]
+    )
+    assert [p["better"] for p in guided["per_seed"]] == [True, True, True]
+    assert uniform["vs_vanilla"]["verdict"] != "holds" and "vs_vanilla_same_fusion" in uniform
+    assert guided["seconds_per_run"]["mean"] == 10.0
+
+
+def test_two_equally_used_modalities_are_not_greedy():
+    recs = []
+    for s in (0, 1, 2):
+        recs += [rec("alone", s, 0.70, mods=("a",)), rec("alone", s, 0.71, mods=("b",))]
+        recs += [rec("joint", s, 0.85 + 0.01 * s, without={"a": 0.60, "b": 0.61})]
+    d = rules.diagnose_records(recs, ["a", "b"], num_classes=4)
+    assert d["verdict"] == rules.NOT_GREEDY and d["under_used"] == [] and d["recommendation"] is None
+    assert not any(r["fired"] for r in d["rules"])
+    assert d["joint"]["beats_best_alone"]["verdict"] == "holds"
+
+
+def test_near_chance_no_rule_fires_and_it_says_so():
+    recs = []
+    for s in (0, 1, 2):
+        recs += [rec("alone", s, 0.60, mods=("a",)), rec("alone", s, 0.27, mods=("b",))]
+        recs += [rec("joint", s, 0.27, without={"a": 0.27, "b": 0.26})]  # a is informative, u(a) = 0
+    d = rules.diagnose_records(recs, ["a", "b"], num_classes=4)
+    assert d["verdict"] == rules.NOT_GREEDY and not d["joint_learned"]
+    assert "near-chance" in {w["kind"] for w in d["warnings"]}
+
+
+def test_warnings_warmup_few_seeds_few_epochs_validation_and_budget():
+    recs = greedy_records(seeds=(0, 1), epochs=3)
+    recs += [rec("cure", s, 0.995, method="guided", sel=0, warmup=1.0, epochs=3) for s in (0, 1)]
+    d = rules.diagnose_records(recs, ["a", "b"], num_classes=4, skipped=["cure guided@mmtm on all, seed 2"])
+    kinds = {w["kind"]: w["text"] for w in d["warnings"]}
+    assert set(kinds) == {"warmup", "few-seeds", "few-epochs", "cannot-separate", "validation-like-training", "budget"}
+    assert "guided@mmtm seed 0 (epoch 0)" in kinds["warmup"]
+    assert "n=2 < 3 seeds" in kinds["cannot-separate"] and "3 epochs trained < 5" in kinds["cannot-separate"]
+    assert d["verdict"] == rules.NO_CURE_HELPS  # the cure cannot be separated from vanilla on two seeds
+    # the last-epoch numbers travel with the cure
+    assert d["cures"][0]["last_val"]["mean"] == pytest.approx(0.995)
+
+
+def test_without_a_joint_run_the_budget_is_named():
+    recs = [r for r in greedy_records() if r["role"] == "alone"]
+    with pytest.raises(ValueError, match="no finished joint"):
+        rules.diagnose_records(recs, ["a", "b"], num_classes=4)
+
+
+# -- the report page -----------------------------------------------------------------------------------------------
+def _hand_diagnosis():
+    recs = greedy_records()
+    recs += [rec("cure", s, 0.99 + d, method="guided") for s, d in zip((0, 1, 2), (0.005, 0.007, 0.006), strict=True)]
+    for r in recs:
+        if r["role"] == "joint":
+            r["speed"]["curve"] = {"a": [0.1, 0.2, 0.3], "b": [0.5, 0.9, 1.2]}
+    return rules.diagnose_records(recs, ["a", "b"], num_classes=4), recs
+
+
+def test_the_page_puts_the_verdict_first_then_evidence_then_every_run(tmp_path):
+    d, recs = _hand_diagnosis()
+    md, page = write_page(d, recs, tmp_path)
+    text = md.read_text()
+    assert text.index("Verdict: greedy-cure-helps: a under-used; use guided") < text.index("## Evidence")
+    assert text.index("## Evidence") < text.index("## Every run") < text.index("runs/cure_guided_2")
+    assert (tmp_path / "figures" / "accuracy.png").is_file() and "![accuracy](figures/accuracy.png)" in text
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 4  # accuracy, utilization, speed, robustness: embedded
+    assert "<script" not in html and "Verdict: <b>greedy-cure-helps" in html
+    assert "&lt;b&gt;" in to_html([("p", "<b>")])  # text is escaped
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.mark.process
+def test_the_html_page_renders_in_a_headless_browser(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium found (Debian: apt-get install chromium); the check is documented in docs/DIAGNOSE.md")
+    d, recs = _hand_diagnosis()
+    _, page = write_page(d, recs, tmp_path)
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+           "--window-size=1200,2400", page.as_uri()]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    from PIL import Image
+
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1200, 2400)
+    colors = img.getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50  # text, tables and figures, not a blank or error page
+    # the verdict box's background (#eef4ff) is drawn near the top
+    top = img.crop((0, 0, 1200, 300))
+    assert any(c == (238, 244, 255) for _, c in top.getcolors(maxcolors=1 << 20))
+
+
+# -- the protocol on data ------------------------------------------------------------------------------------------
+SYNTH = {"size": 800, "test_size": 200, "image_size": 8, "classes": 4, "signal": [0.3, 0.3]}
+FAST = {"fusion": "concat", "width": 1.0, "val_fraction": 0.25, "batch_size": 32, "lr": 3e-3, "device": "cpu"}
+
+
+@pytest.mark.slow
+def test_a_shortcut_in_one_modality_makes_the_other_under_used(tmp_path):
+    lines = []
+    d = greedymm.diagnose(
+        "synthetic", out=tmp_path, seeds=(0, 1), epochs=3, cures=[], echo=lines.append,
+        data_options={**SYNTH, "shortcut": 1}, **FAST,
+    )  # fmt: skip
+    assert d.under_used == ["m0"] and d.numbers["balancing_warranted"]
+    assert d.verdict == rules.NO_CURE_HELPS and "no-cures" in {w["kind"] for w in d.numbers["warnings"]}
+    saved = json.loads(d.json_path.read_text())
+    assert saved["verdict"] == d.verdict and saved["under_used"] == ["m0"] and saved["recommendation"] is None
+    assert "under-trained" in saved["modalities"]["m0"]["under_used_by"]
+    assert d.html_path.is_file() and d.markdown_path.is_file()
+    assert any(line.startswith("[6/6] joint vanilla@concat on all, seed 1") for line in lines)
+    assert any("epoch 3/3: val" in line for line in lines)
+    # the same call again reuses the six finished runs (more seeds or cures later would train only the new ones)
+    lines.clear()
+    greedymm.diagnose("synthetic", out=tmp_path, seeds=(0, 1), epochs=3, cures=[], echo=lines.append,
+                      data_options={**SYNTH, "shortcut": 1}, **FAST)  # fmt: skip
+    assert lines[0] == "diagnose: 6 runs, 6 finished earlier, 0 to train"
+
+
+@pytest.mark.slow
+def test_two_equally_informative_modalities_without_a_shortcut_are_not_greedy(tmp_path):
+    d = greedymm.diagnose("synthetic", out=tmp_path, seeds=(0, 1), epochs=3, cures=["guided"], echo=None,
+                          data_options=SYNTH, **FAST)  # fmt: skip
+    assert d.verdict == rules.NOT_GREEDY and d.under_used == [] and d.recommendation is None
+    assert not any(r["role"] == "cure" for r in d.records)  # no cure is tried when none is warranted
+    assert all(0.5 < r["val_acc"] for r in d.records if r["role"] == "joint")
+
+
+class CrossAttention(nn.Module):
+    """A model greedymm did not build: one token per modality, cross-attention between them, a head on the mean."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.enc0 = nn.Sequential(nn.Flatten(), nn.Linear(64, dim), nn.ReLU())
+        self.enc1 = nn.Sequential(nn.Flatten(), nn.Linear(64, dim), nn.ReLU())
+        self.attn = nn.MultiheadAttention(dim, num_heads=2, batch_first=True)
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, x):
+        tokens = torch.stack([self.enc0(x["m0"]), self.enc1(x["m1"])], dim=1)  # (B, 2, dim)
+        mixed, _ = self.attn(tokens, tokens, tokens)
+        return self.head(mixed.mean(1))
+
+
+def test_a_model_with_its_own_fusion_gets_utilization_and_speeds(tmp_path):
+    data_opts = {"size": 400, "test_size": 100, "image_size": 8, "classes": 4, "signal": [0.3, 0.3], "shortcut": 1}
+    from greedymm.config import resolve_config
+    from greedymm.run import load_data
+
+    data = load_data(resolve_config("synthetic", data_options=data_opts))
+    lines = []
+    d = greedymm.diagnose(
+        data, model=CrossAttention, out=tmp_path, seeds=(0, 1), epochs=2, lr=3e-3, batch_size=32,
+        groups={"m0": "enc0", "m1": "enc1", "fusion": ["attn", "head"]}, fusion_group="fusion",
+        at={"m0": "enc0", "m1": "enc1"}, echo=lines.append,
+    )  # fmt: skip
+    joint = [r for r in d.records if r["role"] == "joint"]
+    assert len(joint) == 2
+    for r in joint:
+        assert set(r["util"]) == {"m0", "m1"} and all(math.isfinite(v) for v in r["util"].values())
+        assert r["ablation"] == {"fill": "mean", "at": {"m0": "enc0", "m1": "enc1"}}
+        sp = r["speed"]
+        assert sp["values"]["m0"] > 0 and sp["values"]["m1"] > 0 and sp["slowest"] in ("m0", "m1")
+        assert set(sp["s"]) == {"m0", "m1"} and math.isfinite(sp["d_speed"])
+        assert sp["d_speed"] == pytest.approx(math.log10(sp["values"]["m1"] / sp["values"]["m0"]))
+        assert len(sp["curve"]["m0"]) == 2
+    # greedymm's methods do not apply to a model it did not build: named, not silently skipped
+    if d.numbers["balancing_warranted"]:
+        assert d.numbers["cures_refused"] and "greedymm.late_fusion" in d.numbers["cures_refused"][0]["reason"]
+    assert d.verdict in rules.VERDICTS
+    assert json.loads(d.json_path.read_text())["setup"]["engine"] == "model"
+
+
+def test_a_built_module_instead_of_a_builder_is_refused(tmp_path):
+    from greedymm.config import resolve_config
+    from greedymm.run import load_data
+
+    data = load_data(resolve_config("synthetic", data_options={"size": 40, "test_size": 20, "classes": 2}))
+    with pytest.raises(TypeError, match="a function that builds a fresh model"):
+        greedymm.diagnose(data, model=CrossAttention(), out=tmp_path, echo=None)
+    with pytest.raises(ValueError, match="no module 'encoder0'"):
+        greedymm.diagnose(data, model=CrossAttention, out=tmp_path, groups={"m0": "encoder0"}, echo=None)
+
+
+def test_the_command_line_runs_diagnose(tmp_path, capsys):
+    from greedymm.cli import main
+
+    code = main(["diagnose", "--dataset", "synthetic", "--epochs", "1", "--seeds", "0", "--cures", "none",
+                 "--fusion", "concat", "--device", "cpu", "--out", str(tmp_path),
+                 "--set", "width=0.25", "batch_size=32", "data.size=200", "data.test_size=40", "data.image_size=8",
+                 "data.classes=2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "verdict: " in out and "warning (few-seeds)" in out and "diagnosis.html" in out
+    assert (tmp_path / "diagnosis.json").is_file()
