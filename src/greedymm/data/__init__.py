@@ -1,6 +1,16 @@
 """Data sets behind one registry; an item is (dict[modality, Tensor], label)."""
 
-from . import cg, mfeat, modelnet, npz, nvgesture, smartwatch, synthetic  # noqa: F401  (registers the data sets)
+from . import (  # noqa: F401  (registers the data sets)
+    cg,
+    easy_vqa,
+    fsdd_mnist,
+    mfeat,
+    modelnet,
+    npz,
+    nvgesture,
+    smartwatch,
+    synthetic,
+)
 from .base import (
     MultiModalData,
     epoch_order,

@@ -32,7 +32,7 @@ class MultiModalData:
     modalities: tuple[str, ...]  # (m0, m1, ...): branch k reads modalities[k]
     in_channels: tuple[int, ...]  # channels of each modality, in the same order
     num_classes: int
-    arch: str  # the backbone of each branch (models.ARCHITECTURES)
+    arch: str | tuple[str, ...]  # the backbone of each branch (models.ARCHITECTURES), or one per modality
     train: Split
     val: Split
     test: Split
@@ -150,8 +150,9 @@ def select_modalities(data: MultiModalData, names: Sequence[str] | None) -> Mult
         )
     names = tuple(names)
     channels = tuple(data.in_channels[data.modalities.index(m)] for m in names)
+    arch = data.arch if isinstance(data.arch, str) else tuple(data.arch[data.modalities.index(m)] for m in names)
     splits = {s: _Subset(getattr(data, s), names) for s in ("train", "val", "test")}
-    return dataclasses.replace(data, modalities=names, in_channels=channels, **splits)
+    return dataclasses.replace(data, modalities=names, in_channels=channels, arch=arch, **splits)
 
 
 def check_labels(data: MultiModalData) -> list[str]:

