@@ -251,6 +251,7 @@ def test_report_of_a_real_run(tmp_path):
     (row,) = rows
     best = best_record(recs)
     assert row.method == "guided" and row.n == 1 and row.sources == ("STAND-IN (test fixture)",)
+    assert row.num_classes == 4 and row.chance == 0.25  # config.json records the data's four classes
     assert row.stats["test.acc"].values == (best["test"]["acc"],)
     assert row.stats["val.d_util"].values == (best["val"]["d_util"],)
     assert row.stats["d_speed"].values[0] == pytest.approx(late_d_speed(RunDir(run).steps(), best["step"]))
