@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -278,6 +279,18 @@ def test_a_linked_log_in_a_resumable_run_is_refused(finished, tmp_path):
         fit(cfg(epochs=3), rd.path, resume=True, progress=False, data=tiny_colored_data())
     _refused(e, str(rd.steps_file), "link")
     assert outside.read_bytes() == kept and rd.steps_file.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["steps.csv", "last.pt", ".lock"])
+def test_a_read_only_run_file_is_refused_before_it_is_changed(finished, tmp_path, name):
+    rd = _copy(finished, tmp_path / "r")
+    path = rd.path / name
+    before = path.read_bytes()
+    path.chmod(0o444)  # kept as it is on purpose (root could still write it: the mode says what is meant)
+    with pytest.raises(RuntimeError) as e:
+        fit(cfg(epochs=3), rd.path, resume=True, progress=False, data=tiny_colored_data())
+    _refused(e, str(path), "read-only", "chmod u+w")
+    assert path.read_bytes() == before and stat.S_IMODE(path.stat().st_mode) == 0o444
 
 
 @pytest.mark.parametrize("name", ["config.json", "last.pt", "done"])

@@ -45,7 +45,7 @@ class RunLock:
             raise RunFolderBusy(
                 f"cannot write in {self.folder} ({e.strerror or e}); choose a folder you can write to for --out"
             ) from e
-        if problem := file_problem(path, in_place=True):
+        if problem := file_problem(path, in_place=True, writing=True):
             raise RunFolderError(problem)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)

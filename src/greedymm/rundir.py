@@ -71,10 +71,11 @@ class RunFolderError(RuntimeError):
     the fix. Nothing was changed in the folder."""
 
 
-def file_problem(path: Path, in_place: bool = False, directory: bool = False) -> str | None:
+def file_problem(path: Path, in_place: bool = False, directory: bool = False, writing: bool = False) -> str | None:
     """Why ``path`` (a run file, or with ``directory`` a run sub-folder) cannot be used as greedymm's own, or None
     when it is absent or a plain file (folder) of its own. ``in_place``: written in place, so a second hard link
-    (another name for the same data, possibly outside the folder) is refused too."""
+    (another name for the same data, possibly outside the folder) is refused too. ``writing``: it is about to be
+    changed, so a file made read-only (no write bit: someone meant to keep it as it is) is refused too."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -96,6 +97,11 @@ def file_problem(path: Path, in_place: bool = False, directory: bool = False) ->
         return (
             f"{path} has {st.st_nlink} hard links, so writing it would change the other names too; make it a file "
             f"of its own (cp {path} {path}.own && mv {path}.own {path}), then run again"
+        )
+    if writing and not st.st_mode & 0o222:
+        return (
+            f"{path} is read-only (mode {stat.S_IMODE(st.st_mode):o}), and going on would change it; if this run "
+            f"should go on, make it writable (chmod u+w {path}), otherwise leave it and choose another --out"
         )
     return None
 
@@ -192,9 +198,9 @@ class RunDir:
 
     def check_files(self) -> None:
         """Refuse (``RunFolderError``, naming the path and the fix) a run file that greedymm cannot take as its own:
-        a link, a directory, a special file, or a log or lock file with a second hard link. Called before a run
-        starts, resumes or is cleaned, so nothing is changed when something is wrong."""
-        problems = [file_problem(self.path / name, in_place=name in IN_PLACE) for name in (*RUN_FILES, LOCK)]
+        a link, a directory, a special file, a read-only file, or a log or lock file with a second hard link. Called
+        before a run starts, resumes or is cleaned, so nothing is changed when something is wrong."""
+        problems = [file_problem(self.path / n, in_place=n in IN_PLACE, writing=True) for n in (*RUN_FILES, LOCK)]
         problems.append(file_problem(self.tensorboard, directory=True))
         if found := [p for p in problems if p]:
             raise RunFolderError("; ".join(found))
@@ -343,7 +349,7 @@ class RunDir:
         fix = "Restore it from a copy, or train the run again in a new folder (--out)"
         steps, results = self.steps_file, self.results_file
         for path in (steps, results):
-            if problem := file_problem(path, in_place=True):
+            if problem := file_problem(path, in_place=True, writing=True):
                 raise RunFolderError(problem)
         if not steps.exists():
             raise RunFolderError(
