@@ -360,7 +360,7 @@ def figures(diag: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> di
     ax.set_xticks(list(xs), names, rotation=20, ha="right")
     ax.set_ylabel("accuracy (selected epoch)")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     out["accuracy"] = _png(fig)
     # utilization with its interval, beside what each modality knows alone
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(mods)), 3.2))
@@ -386,7 +386,7 @@ def figures(diag: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> di
     )
     ax.set_xticks(list(xs), mods)
     ax.axhline(0, color="k", lw=0.8)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     out["utilization"] = _png(fig)
     # speeds over training, joint vanilla runs
     joint = [r for r in records if r["role"] == "joint" and r.get("speed", {}).get("curve")]
