@@ -147,7 +147,27 @@ def test_evaluating_no_items_is_refused():
     data = tiny_colored_data()
     model = _trained(data)
     # before: acc 0.0 and loss 0.0 reported for nothing evaluated
-    with pytest.raises(ValueError, match=r"val: no items to evaluate"):
-        evaluate_batches(model, [], name="val")
     with pytest.raises(ValueError, match="no items to evaluate"):
         evaluate_batches(model, iter(()), utilization=False)
+    with pytest.raises(ValueError, match=r"val: no items to evaluate"):
+        evaluate_batches(model, [], name="val")
+
+
+@pytest.mark.parametrize("method", ["agm", "ogm-ge", "mmpareto", "pmr"])
+def test_a_skipped_nan_step_leaves_the_methods_state_as_it_was(method):
+    data = tiny_colored_data()
+    torch.manual_seed(0)
+    model = build_model(data.arch, data.modalities, data.in_channels, data.num_classes, width=0.25, fusion="concat",
+                        unimodal_heads=method == "mmpareto")  # fmt: skip
+    bal = Balancer(model, method)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    bal.epoch_start(data.train, data.val, batch_size=16)
+    x, y = data.train.batch(torch.arange(16), train=True)
+    assert _step(bal, opt, x, y).finite
+    before = repr(bal.method.state_dict())
+    nan = {k: torch.full_like(v, float("nan")) for k, v in x.items()}
+    assert not _step(bal, opt, nan, y).finite
+    # before: AGM's running scores and scales became NaN (every later loss NaN), OGM-GE's k sums and MMPareto's
+    # logged weights NaN
+    assert repr(bal.method.state_dict()) == before
+    assert _step(bal, opt, x, y).finite

@@ -28,6 +28,7 @@ Numbers are named as in greedymm's logs (steps.csv, results.jsonl); docs/OWN_COD
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -243,6 +244,10 @@ class Balancer:
         # the speed sums), copied into tensors kept from step to step; put back when the step is not taken
         self._stats: list[Tensor] = []
         self._saved: list[Tensor] = []
+        # and the method's state, for a method whose step hooks change it (agm's running scores, ogm-ge's sums)
+        hooks = ("loss", "backward", "on_after_backward")
+        self._method_steps = any(getattr(type(self.method), h) is not getattr(Method, h) for h in hooks)
+        self._saved_method: dict[str, Any] | None = None
 
     @property
     def mode(self) -> Mode:
@@ -253,8 +258,9 @@ class Balancer:
     def forward(self, x: Mapping[str, Tensor]) -> Output:
         """The forward pass of this step, in the method's mode. The step's first forward keeps a copy of every
         running statistic (the model's buffers: BatchNorm's, the MMTM gate and squeeze sums, the late-fusion
-        feature sums; and the speed sums): ``end_step`` puts them back when the loss is not finite, and
-        ``skip_step`` does when you drop the step, so a step that is not taken leaves no trace in them."""
+        feature sums; the speed sums; the state of a method whose loss or gradient hooks change it): ``end_step``
+        puts them back when the loss is not finite, and ``skip_step`` does when you drop the step, so a step that
+        is not taken leaves no trace in them."""
         if self._ctx is None:
             self._save_statistics()
         out = self.net(dict(x), self.method.mode)
@@ -382,11 +388,15 @@ class Balancer:
             torch._foreach_copy_(self._saved, stats)
         else:  # first step, or the model was moved or cast: new copies
             self._stats, self._saved = stats, [b.clone() for b in stats]
+        if self._method_steps:
+            self._saved_method = copy.deepcopy(self.method.state_dict())
 
     @torch.no_grad()
     def _restore_statistics(self) -> None:
         if self._stats:
             torch._foreach_copy_(self._stats, self._saved)
+        if self._saved_method is not None:
+            self.method.load_state_dict(self._saved_method)
 
     def _context(self, call: str) -> StepContext:
         if self._ctx is None:
