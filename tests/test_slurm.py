@@ -86,7 +86,7 @@ def test_options_reach_the_sbatch_script():
 @pytest.mark.parametrize(
     "kw,word",
     [({"time": 0}, "--time"), ({"cpus": 0}, "--cpus-per-run"), ({"max_parallel": 0}, "--max-parallel"),
-     ({"mem": "lots"}, "--mem-per-run")],
+     ({"mem": "lots"}, "--mem-per-run"), ({"checkpoint_every": -1}, "--checkpoint-every")],
 )  # fmt: skip
 def test_bad_slurm_options_are_refused_naming_the_option(kw, word):
     with pytest.raises(ValueError, match=word):
@@ -134,6 +134,8 @@ def test_a_job_with_several_gpus_trains_under_torchrun_with_its_cores_split(tmp_
     assert TrainInJob(job, gpus=4, cpus=16).env()["OMP_NUM_THREADS"] == "4"
     assert TrainInJob(job, gpus=0, cpus=3).command("new")[1:4] == ["-m", "greedymm", "train"]
     assert TrainInJob(job, gpus=0, cpus=3).env()["OMP_NUM_THREADS"] == "3"
+    every = TrainInJob(job, checkpoint_every=50).command("new")
+    assert every[-2:] == ["--checkpoint-every", "50"] and every[:-2] == TrainInJob(job).command("new")
 
 
 def test_status_tells_finished_failed_and_not_started_runs_from_their_folders(tmp_path):

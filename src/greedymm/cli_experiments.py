@@ -65,7 +65,16 @@ def hparams_epilog() -> str:
     return "\n".join(lines)
 
 
-SLURM_OPTIONS = ("partition", "time", "gpus_per_run", "cpus_per_run", "mem_per_run", "max_parallel", "sbatch_arg")
+SLURM_OPTIONS = (
+    "partition",
+    "time",
+    "gpus_per_run",
+    "cpus_per_run",
+    "mem_per_run",
+    "max_parallel",
+    "sbatch_arg",
+    "checkpoint_every",
+)
 
 
 def _launcher(args: argparse.Namespace):  # noqa: ANN202
@@ -92,6 +101,7 @@ def _launcher(args: argparse.Namespace):  # noqa: ANN202
         max_parallel=args.max_parallel,
         sbatch=parse_sbatch_args(args.sbatch_arg or []),
         signal_delay_s=args.signal_delay,
+        checkpoint_every=args.checkpoint_every or 0,
         job_name=f"greedymm-{Path(args.out).name}",
     )
     if not args.dry_run:
@@ -262,6 +272,13 @@ def add_experiment_commands(subparsers: argparse._SubParsersAction) -> None:
         default=120,
         metavar="SECONDS",
         help="how long before the time limit Slurm warns a job so it can requeue itself (default 120)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="also checkpoint every N steps inside an epoch, so a job stopped at its time limit loses at most N "
+        "steps (default: at epoch ends only)",
     )
     g.add_argument(
         "--no-wait", action="store_true", help="return once the jobs are submitted (default: follow them to the end)"

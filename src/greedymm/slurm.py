@@ -12,7 +12,8 @@ Time limits and preemption: Slurm warns a job ``signal_delay_s`` seconds before 
 hands back a fresh copy of the job, and requeues the job. The training process is stopped, not asked to save:
 every finished epoch is already in ``last.pt`` (written atomically), so the requeued job resumes from the end of
 the last finished epoch, drops the log rows written after it, and trains the interrupted epoch again; the result
-is bitwise the result of an uninterrupted run (``greedymm train --resume``). A job preempted by Slurm itself
+is bitwise the result of an uninterrupted run (``greedymm train --resume``). With ``checkpoint_every`` the runs
+also checkpoint every N steps inside an epoch, and a requeued job loses at most N steps. A job preempted by Slurm itself
 (PreemptMode=REQUEUE) is started again by Slurm and resumes the same way.
 
 ``sweep_status(out)`` (``greedymm sweep --status DIR``) tells per run folder: finished, running, queued,
@@ -121,6 +122,7 @@ class SlurmOptions:
     sbatch: Mapping[str, Any] = field(default_factory=dict)
     signal_delay_s: int = 120
     max_requeues: int = 20
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (`train --checkpoint-every`)
     job_name: str = "greedymm"
 
     def __post_init__(self) -> None:
@@ -134,6 +136,8 @@ class SlurmOptions:
             raise ValueError(f"--mem-per-run {self.mem!r}: give memory as sbatch takes it, e.g. 16G or 4000M")
         if self.signal_delay_s < 0 or self.max_requeues < 0:
             raise ValueError("the warning time and the number of requeues cannot be negative")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every must be >= 0 (0: at epoch ends only), got {self.checkpoint_every}")
 
     def executor_parameters(self) -> dict[str, Any]:
         """``submitit.SlurmExecutor.update_parameters`` keywords."""
@@ -248,13 +252,17 @@ def _ignore_warning_signal() -> None:
 class TrainInJob:
     """One run inside its Slurm job: a submitit checkpointable callable (``__call__`` and ``checkpoint``)."""
 
-    def __init__(self, job: Job, gpus: int = 0, cpus: int = 1) -> None:
+    def __init__(self, job: Job, gpus: int = 0, cpus: int = 1, checkpoint_every: int = 0) -> None:
         self.job = job
         self.gpus = gpus
         self.cpus = cpus
+        self.checkpoint_every = checkpoint_every
 
     def command(self, state: str) -> list[str]:
         cmd = self.job.command(state, python=sys.executable)
+        every = getattr(self, "checkpoint_every", 0)  # a job stopped at its warning loses at most this many steps
+        if every:
+            cmd += ["--checkpoint-every", str(every)]
         if self.gpus > 1:  # one process per GPU: [python, -m, greedymm, train, ...] under torchrun
             cmd = [cmd[0], "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", *cmd[1:]]
         return cmd
@@ -313,7 +321,7 @@ class TrainInJob:
         from submitit.helpers import DelayedSubmission
 
         stop_training()
-        return DelayedSubmission(TrainInJob(self.job, self.gpus, self.cpus))
+        return DelayedSubmission(TrainInJob(self.job, self.gpus, self.cpus, self.checkpoint_every))
 
 
 def stop_training(grace: float = 30.0) -> None:
@@ -377,7 +385,8 @@ class SlurmLauncher(Launcher):
             folder=sweep_dir / SUBMITIT_DIR / "%j", max_num_timeout=self.options.max_requeues
         )
         executor.update_parameters(**self.options.executor_parameters())
-        calls = [TrainInJob(job, self.options.gpus, self.options.cpus) for job in jobs]
+        opts = self.options
+        calls = [TrainInJob(job, opts.gpus, opts.cpus, opts.checkpoint_every) for job in jobs]
         started = time.time()
         try:
             handles = executor.submit_array(calls)
