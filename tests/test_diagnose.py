@@ -306,3 +306,51 @@ def test_the_command_line_runs_diagnose(tmp_path, capsys):
     assert code == 0, out
     assert "verdict: " in out and "warning (few-seeds)" in out and "diagnosis.html" in out
     assert (tmp_path / "diagnosis.json").is_file()
+
+
+class FakeClock:
+    now = 1000.0
+
+    def time(self):
+        return self.now
+
+
+class FakeEngine:
+    """Records what the protocol asks to train; every run takes 50 s on the fake clock."""
+
+    epochs = 2
+
+    def __init__(self, clock, finished=()):
+        self.clock, self.done, self.trained = clock, set(finished), []
+
+    def folder(self, spec):
+        return f"runs/{spec.role}-{spec.seed}"
+
+    def finished(self, spec):
+        return spec in self.done
+
+    def train(self, spec, echo):
+        self.clock.now += 50.0
+        self.trained.append(spec)
+        self.done.add(spec)
+
+
+def test_the_budget_starts_no_run_that_would_not_fit_and_names_the_rest(monkeypatch):
+    from greedymm.diagnose import protocol
+    from greedymm.diagnose.protocol import Budget, RunSpec, execute
+
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "time", clock)
+    specs = [RunSpec("alone", "vanilla", None, (m,), s) for s in (0, 1) for m in ("a", "b")]
+    engine = FakeEngine(clock, finished=[specs[0]])
+    budget = Budget(minutes=2)  # 120 s: the first new run has no estimate and starts; 50 + 50 <= 120: the second
+    lines = []
+    done, skipped = execute(engine, specs, budget, lines.append)
+    assert engine.trained == [specs[1], specs[2]] and done == specs[:3]
+    assert skipped == ["alone vanilla on b, seed 1"]  # 100 + 50 > 120
+    assert lines[0] == "diagnose: 4 runs, 1 finished earlier, 3 to train"
+    assert lines[1] == "[1/3] alone vanilla on b, seed 0: 2 epochs; 0:00:00 elapsed, about unknown left"
+    assert lines[3] == "[2/3] alone vanilla on a, seed 1: 2 epochs; 0:00:50 elapsed, about 0:01:40 left"
+    assert lines[-1] == "diagnose: the budget left out 1 run: alone vanilla on b, seed 1"
+    with pytest.raises(ValueError, match="max-minutes must be > 0"):
+        Budget(0)

@@ -155,6 +155,27 @@ def blocks(diag: Mapping[str, Any], records: Sequence[Mapping[str, Any]], figure
     )
     if "speed" in figures:
         out.append(("img", "speed", figures["speed"]))
+    joint = [r for r in records if r["role"] == "joint"]
+    own = [r for r in joint if r.get("model_util")]
+    if own:
+        keys = sorted({k for r in own for k in r["model_util"] if k != "family"})
+        out.append(("h3", "The network's own utilization (its definitions, docs/DESIGN.md section 2)"))
+        out.append(
+            (
+                "p",
+                f"Model family: {own[0]['model_util'].get('family')}; the run's modality order is "
+                f"m0..m{len(diag['modalities']) - 1} = {', '.join(diag['modalities'])}.",
+            )
+        )
+        out.append(("table", ["seed", *keys], [[r["seed"], *[_f(r["model_util"].get(k)) for k in keys]] for r in own]))
+    heads = [r for r in joint if r.get("heads")]
+    if heads:
+        out.append(("h3", "Per head (validation, input ablation)"))
+        rows = []
+        for r in heads:
+            for k, h in enumerate(r["heads"]):
+                rows.append([r["seed"], k, _f(h["acc"]), *[_f(h["u"].get(m)) for m in diag["modalities"]]])
+        out.append(("table", ["seed", "head", "accuracy", *[f"u({m})" for m in diag["modalities"]]], rows))
     rob = diag["robustness"]
     out.append(("h3", "Robustness (validation, joint vanilla model)"))
     head = ["modality", "missing (training mean)", *[f"noise {lv:g} x std" for lv in rob["levels"]]]

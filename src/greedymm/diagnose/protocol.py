@@ -307,6 +307,11 @@ class GreedymmEngine(Engine):
             out["warmup_epochs"] = cfg.warmup_epochs
         if spec.role != "alone":
             out["speed"] = _speed_of_records(recs, spec.modalities)
+            # the network's own utilization at the selected epoch (MMTM: u(others|m_k), d_util; late fusion: u(m_j))
+            out["model_util"] = {
+                "family": best.get("family"),
+                **{k: v for k, v in best["val"].items() if k.startswith("u_") or k in ("d_util", "util_spread")},
+            }
             out.update(self._cached(spec, lambda: self._analyse(self._load(spec, "best"), spec)))
         return out
 
@@ -656,7 +661,7 @@ def execute(engine: Engine, specs: Sequence[RunSpec], budget: Budget, echo: Echo
         echo(f"[{k}/{len(todo)}] {spec.label()}: done in {time.time() - t0:.0f} s; {engine.folder(spec)}")
         done.append(spec)
     if skipped:
-        echo(f"diagnose: the budget left out {len(skipped)} runs: {', '.join(skipped)}")
+        echo(f"diagnose: the budget left out {len(skipped)} run{'s' * (len(skipped) != 1)}: {', '.join(skipped)}")
     return done, skipped
 
 
