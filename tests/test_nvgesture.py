@@ -17,6 +17,7 @@ from greedymm.data.idx import DataFormatError
 from greedymm.data.nvgesture import (
     CACHE_DIR,
     LIST_FILES,
+    LIST_FILES_V2,
     STANDIN_FILE,
     WINDOW,
     decode_item,
@@ -185,6 +186,26 @@ def test_loader_shapes_labels_and_splits(standin):
     assert x["rgb"].dtype == torch.float32 and torch.isfinite(x["rgb"]).all()
     assert sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
     assert sorted(data.train.labels.tolist()) == sorted(data.val.labels.tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("renamed", [("train", "test"), ("test",)], ids=["both", "test-only"])
+def test_the_list_files_second_name_is_read_too(standin, tmp_path, renamed):
+    """nvgesture_{train,test}_correct_v2.lst (without cvpr2016), both or one of them: the same items."""
+    root = _copy(standin, tmp_path)
+    for split in renamed:
+        (root / LIST_FILES[split]).rename(root / LIST_FILES_V2[split])
+    a, b = _load(standin, cache=False), _load(root, cache=False)
+    for split in ("train", "val", "test"):
+        assert getattr(a, split).rows.tolist() == getattr(b, split).rows.tolist()
+        assert getattr(a, split).labels.tolist() == getattr(b, split).labels.tolist()
+    xa, _ = a.test.batch(torch.arange(2))
+    xb, _ = b.test.batch(torch.arange(2))
+    assert torch.equal(xa["rgb"], xb["rgb"])
+    (root / LIST_FILES_V2["test"]).unlink()
+    with pytest.raises(
+        FileNotFoundError, match="nvgesture_test_correct_cvpr2016_v2.lst \\(or nvgesture_test_correct_v2"
+    ):
+        _load(root)
 
 
 def test_validation_split_is_seeded(standin):

@@ -3,6 +3,7 @@
 Layout read here, exactly as NVIDIA ships it (and as ``nvgesture_standin`` writes its synthetic stand-in)::
 
     <root>/nvgesture_train_correct_cvpr2016_v2.lst   (1,050 lines)  and  ..._test_... (482 lines)
+        (also read under their second name, nvgesture_{train,test}_correct_v2.lst, when these are absent)
     <root>/Video_data/class_XX/subject<S>_r<R>/{sk_color.avi, sk_depth.avi, duo_left.avi}
 
 A list line: ``path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218
@@ -47,10 +48,12 @@ from .fetch import data_root
 from .idx import DataFormatError
 from .nvgesture_format import (  # noqa: F401  (also re-exported: the stand-in and tests import them from here)
     LIST_FILES,
+    LIST_FILES_V2,
     NUM_CLASSES,
     SENSORS,
     VIDEO_DIR,
     WINDOW,
+    find_list_file,
     parse_list_line,
     read_list,
     read_window,
@@ -202,7 +205,7 @@ def load_cache(
     Each is built (with a progress bar) when missing or stale; flow is computed from the cached RGB frames.
     """
     folder = root / CACHE_DIR
-    key = _fingerprint(root, root / LIST_FILES[split], entries, size)
+    key = _fingerprint(root, find_list_file(root, split), entries, size)
     arrays = _frame_cache(root, folder, split, entries, size, key)
     if flow:
         arrays["flow"] = _flow_cache(folder, split, size, key, arrays["rgb"])
@@ -297,7 +300,7 @@ def _open_if_valid(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarra
 
 def _find_root(root: Path) -> Path:
     """``root``, or its nvGesture_v1 subfolder (how the NVIDIA archive unpacks)."""
-    if not (root / LIST_FILES["train"]).is_file() and (root / "nvGesture_v1" / LIST_FILES["train"]).is_file():
+    if find_list_file(root, "train") is None and find_list_file(root / "nvGesture_v1", "train") is not None:
         return root / "nvGesture_v1"
     return root
 
@@ -325,14 +328,14 @@ def load_nvgesture_dir(
     if not isinstance(cache, bool):
         raise ValueError(f"cache must be true or false, got {cache!r}")
     root = _find_root(Path(root))
-    missing = [f for f in LIST_FILES.values() if not (root / f).is_file()]
+    missing = [f"{f} (or {LIST_FILES_V2[s]})" for s, f in LIST_FILES.items() if find_list_file(root, s) is None]
     if missing:
         raise FileNotFoundError(
             f"no NVGesture list files under {root} (missing {', '.join(missing)}). NVGesture cannot be "
             f"downloaded here (NVIDIA license): unpack nvGesture_v1 into {root}, or make the synthetic stand-in "
             "with `greedymm data make nvgesture-standin`"
         )
-    lists = {split: read_list(root / f) for split, f in LIST_FILES.items()}
+    lists = {split: read_list(find_list_file(root, split)) for split in LIST_FILES}
     train_labels = torch.tensor([e["label"] for e in lists["train"]])
     keep, held = stratified_split(train_labels, val_fraction, seed=data_seed)
     if len(held) == 0:

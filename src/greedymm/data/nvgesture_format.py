@@ -1,4 +1,5 @@
-"""NVGesture's own files: the list lines (``nvgesture_*_correct_cvpr2016_v2.lst``) and windows of its AVI videos.
+"""NVGesture's own files: the list lines (``nvgesture_*_correct_cvpr2016_v2.lst``, also found as
+``nvgesture_*_correct_v2.lst``) and windows of its AVI videos.
 
 Pure readers of the format as NVIDIA ships it (docs/DATA.md); what an item is (resizing, caching, modalities) is
 ``nvgesture.py``'s business. A list line: ``path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218
@@ -20,6 +21,8 @@ from .optional import optional_module
 cv2 = optional_module("cv2")  # imported on first use: greedymm[video]
 
 LIST_FILES = {"train": "nvgesture_train_correct_cvpr2016_v2.lst", "test": "nvgesture_test_correct_cvpr2016_v2.lst"}
+# the same files as they also circulate (without "cvpr2016"); read when the names above are absent
+LIST_FILES_V2 = {"train": "nvgesture_train_correct_v2.lst", "test": "nvgesture_test_correct_v2.lst"}
 VIDEO_DIR = "Video_data"
 SENSORS = {"rgb": "color", "depth": "depth"}  # modality -> sensor token in the list lines
 NUM_CLASSES = 25
@@ -32,6 +35,15 @@ _DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only: int() would also take "١٢",
 
 
 # ------------------------------------------------------------------------------------------ list files
+
+
+def find_list_file(root: Path, split: str) -> Path | None:
+    """The ``split`` list file under ``root``: its name in NVIDIA's archive (LIST_FILES) if present, else its
+    second name (LIST_FILES_V2); None when neither is there."""
+    for names in (LIST_FILES, LIST_FILES_V2):
+        if (root / names[split]).is_file():
+            return root / names[split]
+    return None
 
 
 def _number(text: str, what: str) -> int:
