@@ -166,6 +166,24 @@ def test_status_tells_finished_failed_and_not_started_runs_from_their_folders(tm
         sweep_status(tmp_path / "missing")
 
 
+def test_status_names_a_folder_it_cannot_read_and_goes_on(tmp_path, monkeypatch):
+    from greedymm.rundir import RunFolderError
+
+    for name in ("a_s0_1", "b_s0_2"):
+        RunDir(tmp_path / name).path.mkdir()
+        RunDir(tmp_path / name).done_file.write_text("{}\n")
+
+    def state(self):  # noqa: ANN001
+        if self.path.name == "a_s0_1":
+            raise RunFolderError(f"{self.path}/done is a link; remove it")
+        return "done"
+
+    monkeypatch.setattr(RunDir, "state", state)
+    rows = sweep_status(tmp_path)
+    assert [(r.name, r.status) for r in rows] == [("a_s0_1", FAILED), ("b_s0_2", FINISHED)]
+    assert "cannot be read" in rows[0].detail and "is a link" in rows[0].detail
+
+
 # -- real jobs on a real cluster --------------------------------------------------------------------------------
 def _slurm_or_skip() -> None:
     pytest.importorskip("submitit", reason="submitit is not installed (pip install 'greedymm[slurm]')")

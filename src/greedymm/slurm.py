@@ -502,10 +502,22 @@ def sweep_status(out: str | os.PathLike, tail_lines: int = 5) -> list[RunStatus]
     folders = [
         p
         for p in sorted(out.iterdir())
-        if p.is_dir() and (job_record_file(p).exists() or RunDir(p).state() != "new" or RunDir(p).sweep_log.exists())
+        if p.is_dir()
+        and (job_record_file(p).exists() or RunDir(p).leftovers() or RunDir(p).sweep_log.exists() or _locked(p))
     ]
     queue = squeue() if any(job_record_file(p).exists() for p in folders) else {}
-    return [run_status(p, queue, tail_lines) for p in folders]
+    return [_status_or_problem(p, queue, tail_lines) for p in folders]
+
+
+def _status_or_problem(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines: int) -> RunStatus:
+    try:
+        return run_status(folder, queue, tail_lines)
+    except (RuntimeError, OSError, ValueError) as err:  # a damaged folder: say what is wrong, go on with the rest
+        return RunStatus(folder.name, FAILED, f"the folder cannot be read: {err}")
+
+
+def _locked(folder: Path) -> bool:
+    return lock_holder(folder) is not None
 
 
 def format_status(rows: Sequence[RunStatus]) -> str:
