@@ -166,6 +166,23 @@ def test_status_tells_finished_failed_and_not_started_runs_from_their_folders(tm
         sweep_status(tmp_path / "missing")
 
 
+def test_status_reads_running_and_queued_jobs_from_the_queue_by_id_and_name(tmp_path):
+    from greedymm.slurm import QUEUED, RUNNING, QueueEntry
+
+    folder = tmp_path / "a_guided_s0_00000001"
+    folder.mkdir()
+    job_record_file(folder).write_text(json.dumps({"job_id": "12_3", "job_name": "greedymm-s1"}))
+    running = {"12_3": QueueEntry("12_3", "RUNNING", "None", "node7", "greedymm-s1")}
+    assert (run_status(folder, running).status, run_status(folder, running).detail) == (RUNNING, "job 12_3 on node7")
+    pending = {"12_3": QueueEntry("12_3", "PENDING", "Priority", "", "greedymm-s1")}
+    assert (run_status(folder, pending).status, run_status(folder, pending).detail) == (
+        QUEUED,
+        "job 12_3, pending: Priority",
+    )
+    other = {"12_3": QueueEntry("12_3", "RUNNING", "None", "node7", "someone-else")}  # job ids started again
+    assert run_status(folder, other).status == FAILED
+
+
 def test_status_names_a_folder_it_cannot_read_and_goes_on(tmp_path, monkeypatch):
     from greedymm.rundir import RunFolderError
 

@@ -39,7 +39,7 @@ from typing import Any
 from .rundir import RunDir
 from .sweep import DONE, RESTART, Job, Launcher, Progress, clean_run_folder
 
-JOB_RECORD = "slurm.json"  # in a run folder: the Slurm job that runs it ({"job_id", "submitted", "submitit_log"})
+JOB_RECORD = "slurm.json"  # in a run folder: its Slurm job ({"job_id", "job_name", "submitted", "submitit_log"})
 SUBMITIT_DIR = ".slurm"  # in the sweep folder: submitit's job files and the wrapper's own logs, one folder a job
 LAUNCHERS = ("local", "slurm")
 ENDED = (
@@ -190,6 +190,7 @@ class QueueEntry:
     state: str  # PENDING, RUNNING, COMPLETING, REQUEUED, ...
     reason: str
     nodes: str
+    name: str = ""
 
 
 def squeue() -> dict[str, QueueEntry] | None:
@@ -198,7 +199,7 @@ def squeue() -> dict[str, QueueEntry] | None:
         return None
     try:
         out = subprocess.run(
-            ["squeue", "--noheader", "--array", "--format=%i|%T|%r|%N"],
+            ["squeue", "--noheader", "--array", "--format=%i|%T|%r|%N|%j"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -208,14 +209,25 @@ def squeue() -> dict[str, QueueEntry] | None:
         return None
     entries = {}
     for line in out.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 4:
+        parts = line.strip().split("|", 4)
+        if len(parts) == 5:
             entries[parts[0]] = QueueEntry(*parts)
     return entries
 
 
 def in_queue(entry: QueueEntry | None) -> bool:
     return entry is not None and entry.state not in ENDED
+
+
+def queue_entry(queue: Mapping[str, QueueEntry] | None, record: Mapping[str, Any] | None) -> QueueEntry | None:
+    """The queue's entry for a run's job record: same job id and, where recorded, same job name (a cluster whose
+    job ids started again cannot pass another job off as the run's)."""
+    if queue is None or not record or "job_id" not in record:
+        return None
+    entry = queue.get(str(record["job_id"]))
+    if entry is not None and record.get("job_name") and entry.name != record["job_name"]:
+        return None
+    return entry
 
 
 def lock_holder(folder: Path) -> str | None:
@@ -369,8 +381,7 @@ class SlurmLauncher(Launcher):
         queue = squeue()
         busy = {}
         for job in jobs:
-            record = read_job_record(job.folder)
-            entry = queue.get(str(record.get("job_id"))) if queue is not None and record else None
+            entry = queue_entry(queue, read_job_record(job.folder))
             if in_queue(entry):
                 busy[job] = f"{entry.state.lower()} as Slurm job {entry.job_id}"
         return busy
@@ -402,6 +413,7 @@ class SlurmLauncher(Launcher):
             job.folder.mkdir(parents=True, exist_ok=True)
             record = {
                 "job_id": handle.job_id,
+                "job_name": self.options.job_name,
                 "submitted": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "submitit_log": str(handle.paths.stdout),
             }
@@ -468,7 +480,7 @@ def run_status(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines:
     rd = RunDir(folder)
     record = read_job_record(folder)
     job_id = str(record["job_id"]) if record and "job_id" in record else None
-    entry = queue.get(job_id) if queue is not None and job_id else None
+    entry = queue_entry(queue, record)
     if rd.state() == "done":
         return RunStatus(folder.name, FINISHED, f"job {job_id}" if job_id else "")
     if in_queue(entry):
