@@ -354,3 +354,16 @@ def test_the_budget_starts_no_run_that_would_not_fit_and_names_the_rest(monkeypa
     assert lines[-1] == "diagnose: the budget left out 1 run: alone vanilla on b, seed 1"
     with pytest.raises(ValueError, match="max-minutes must be > 0"):
         Budget(0)
+
+
+def test_your_data_sets_of_one_name_do_not_share_run_folders():
+    from greedymm.config import resolve_config
+    from greedymm.diagnose.protocol import data_fingerprint
+    from greedymm.run import load_data
+
+    def data(signal):
+        opts = {"size": 40, "test_size": 20, "classes": 2, "image_size": 8, "signal": signal}
+        return load_data(resolve_config("synthetic", data_options=opts))
+
+    assert data_fingerprint(data([0.3, 0.3])) == data_fingerprint(data([0.3, 0.3]))
+    assert data_fingerprint(data([0.3, 0.3])) != data_fingerprint(data([0.3, 0.2]))

@@ -85,6 +85,21 @@ def _split_batches(split: Any, batch_size: int, fill: Mapping[str, Tensor] | Non
     return gen
 
 
+def data_fingerprint(data: MultiModalData, items: int = 256) -> str:
+    """A short hash of what a data set holds (names, sizes, source, and the first items of every split): run
+    folders of one data set are not reused for another that only shares its name."""
+    h = hashlib.sha1(json.dumps([data.name, data.modalities, data.num_classes, data.source], default=str).encode())
+    for split in (data.train, data.val, data.test):
+        idx = torch.arange(min(len(split), items))
+        x, y = split.batch(idx)
+        h.update(f"{len(split)}".encode())
+        h.update(y.numpy().tobytes())
+        for m in sorted(x):
+            v = x[m].double()
+            h.update(f"{m} {float(v.sum()):.10g} {float(v.abs().sum()):.10g}".encode())
+    return h.hexdigest()[:12]
+
+
 def clean_json(obj: Any) -> Any:
     """NaN and infinities as null (strict JSON), tuples as lists, tensors as numbers."""
     if isinstance(obj, float):
@@ -225,6 +240,7 @@ class GreedymmEngine(Engine):
         self.epochs = base.epochs
         self.batch_size = base.batch_size
         self.data = select_modalities(data, base.modalities) if data is not None else load_data(base)
+        self.fingerprint = data_fingerprint(self.data) if data is not None else None
         if len(self.data.modalities) < 2:
             raise ValueError(
                 f"diagnose needs two or more modalities; {self.data.name} has {list(self.data.modalities)}"
@@ -254,7 +270,10 @@ class GreedymmEngine(Engine):
         cfg = self.config(spec)
         what = f"{spec.method}-{spec.fusion or self.fusion}"
         on = spec.modalities[0] if spec.role == "alone" else "all"
-        name = f"{dataset_label(self.dataset)}_{spec.role}_{what}_{on}_s{spec.seed}_{run_hash(cfg)}"
+        tag = run_hash(cfg)
+        if self.fingerprint:  # your MultiModalData: its name alone does not say what it holds
+            tag = hashlib.sha1(f"{tag} {self.fingerprint}".encode()).hexdigest()[:8]
+        name = f"{dataset_label(self.dataset)}_{spec.role}_{what}_{on}_s{spec.seed}_{tag}"
         return self.out / RUNS / _safe(name)
 
     def finished(self, spec: RunSpec) -> bool:
@@ -436,7 +455,10 @@ class ModelEngine(Engine):
             p.default is inspect.Parameter.empty for p in inspect.signature(make_model).parameters.values()
         ):
             raise TypeError("model must build a model without arguments: model=lambda: MyNet(...)")
+        if len(data.modalities) < 2:
+            raise ValueError(f"diagnose needs two or more modalities; {data.name} has {list(data.modalities)}")
         self.make_model, self.data, self.out, self.s = make_model, data, Path(out), settings
+        self.fingerprint = data_fingerprint(data)
         self.epochs, self.batch_size = settings.epochs, settings.batch_size
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -456,18 +478,9 @@ class ModelEngine(Engine):
                 _module(probe, settings.at[m])
 
     def _hash(self, spec: RunSpec) -> str:
-        d = self.data
         ident = {
             "model": self.model_name,
-            "data": [
-                d.name,
-                d.modalities,
-                d.num_classes,
-                len(d.train),
-                len(d.val),
-                len(d.test),
-                d.source.get("source"),
-            ],
+            "data": self.fingerprint,
             "role": spec.role,
             "method": spec.method,
             "modalities": spec.modalities,
