@@ -202,6 +202,7 @@ class RunDir:
         before a run starts, resumes or is cleaned, so nothing is changed when something is wrong."""
         problems = [file_problem(self.path / n, in_place=n in IN_PLACE, writing=True) for n in (*RUN_FILES, LOCK)]
         problems.append(file_problem(self.tensorboard, directory=True))
+        problems += [file_problem(p) for name in RUN_FILES for p in self.path.glob(f".{name}.*.tmp") if p.is_dir()]
         if found := [p for p in problems if p]:
             raise RunFolderError("; ".join(found))
 
