@@ -16,9 +16,11 @@ all its epochs), ``resumable`` (a checkpoint and its config, not done), ``broken
 nothing to resume from) or ``new`` (nothing of a run); a run that is not done but has records is *unfinished*.
 
 Nothing in a run folder is trusted (docs/DESIGN.md section 8 has one rule per file): a run file that is a link, a
-directory, another kind of special file, or (for the files written in place: the logs and the lock) a file with a
-second hard link is refused (``check_files``, ``RunFolderError``) naming the path and the fix; appends never follow
-a link; atomic writes replace a path instead of writing through it. So greedymm never writes outside the folder.
+directory, another kind of special file, read-only, or (for the files written in place: the logs and the lock) a
+file with a second hard link is refused (``check_files``, ``RunFolderError``) naming the path and the fix; appends
+never follow a link; atomic writes replace a path instead of writing through it. So greedymm never writes outside
+the folder. The logs are fsynced before every checkpoint (``save_checkpoint``), so resume can tell a torn line of
+work after the checkpoint (dropped and redone) from a line the checkpoint covers (refused: ``truncate_logs``).
 
 Selection and statistics, for every report: a run's numbers are read at its best-validation record (the highest
 validation accuracy, the first such epoch on ties; test is never used to select), and a row of runs is
