@@ -137,7 +137,10 @@ def test_warnings_warmup_few_seeds_few_epochs_validation_and_budget():
     recs += [rec("cure", s, 0.995, method="guided", sel=0, warmup=1.0, epochs=3) for s in (0, 1)]
     d = rules.diagnose_records(recs, ["a", "b"], num_classes=4, skipped=["cure guided@mmtm on all, seed 2"])
     kinds = {w["kind"]: w["text"] for w in d["warnings"]}
-    assert set(kinds) == {"warmup", "few-seeds", "few-epochs", "cannot-separate", "validation-like-training", "budget"}
+    assert set(kinds) == {
+        "warmup", "few-seeds", "few-epochs", "cannot-separate", "validation-like-training", "budget", "saturated"
+    }  # fmt: skip
+    assert "reaches 0.990 on validation" in kinds["saturated"]
     assert "guided@mmtm seed 0 (epoch 0)" in kinds["warmup"]
     assert "n=2 < 3 seeds" in kinds["cannot-separate"] and "3 epochs trained < 5" in kinds["cannot-separate"]
     assert d["verdict"] == rules.NO_CURE_HELPS  # the cure cannot be separated from vanilla on two seeds

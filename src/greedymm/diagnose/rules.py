@@ -30,6 +30,7 @@ VERDICTS = (NOT_GREEDY, CURE_HELPS, NO_CURE_HELPS)
 INFORMATIVE = 0.1  # a modality alone gets at least this share of the way from chance to 100% validation accuracy
 IGNORED = 0.05  # the joint model loses less than this share of its accuracy without the modality
 SHARE_RATIO = 0.5  # use per unit of information below half of another modality's
+SATURATED = 0.98  # validation accuracy of the joint model with no room left for a cure to show a gain
 MIN_EPOCHS = 5  # fewer epochs: a warning (early training may not show what the end of training does)
 WARMUP_METHODS = ("guided", "random")  # methods that train as vanilla until warmup_epochs have passed
 
@@ -366,6 +367,16 @@ def warnings(
                 "kind": "near-chance",
                 "text": f"the joint model's validation accuracy {jv:.3f} lies within {CHANCE_MARGIN:g} of chance "
                 f"({chance:.3f}): nothing here can be judged; train longer or check the data",
+            }
+        )
+    if diagnosis["balancing_warranted"] and jv >= SATURATED:
+        out.append(
+            {
+                "kind": "saturated",
+                "text": f"the joint model reaches {jv:.3f} on validation: no cure can show a gain above that. A "
+                "modality under-used while validation is near-perfect often means validation shares a shortcut with "
+                "training; read the last-epoch and test columns, and hold out validation data that differ as your "
+                "test data will",
             }
         )
     n = len(diagnosis["seeds"])
