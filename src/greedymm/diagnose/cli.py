@@ -15,7 +15,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         given["modalities"] = [m.strip() for m in args.modalities.split(",")]
     if args.data_dir:
         given["data_dir"] = args.data_dir
-    out = args.out or f"diagnose-{args.dataset.replace(':', '-').replace('/', '_')}"
+    from ..data.base import dataset_label
+
+    out = args.out or f"diagnose-{dataset_label(args.dataset)}"
     try:
         d = diagnose(
             args.dataset,
