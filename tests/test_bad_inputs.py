@@ -265,3 +265,117 @@ def test_devices_and_folders_that_cannot_work_are_refused_without_a_traceback(tm
     assert main(["train", "--dataset", "cg-digits", "--epochs", "1", *extra, *out, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def _cg_mnist_folder(root, **labels):
+    """A cg-mnist data folder of IDX files (20 items a class in train, 4 in test) with ``labels`` set by
+    (split, index): e.g. train=(5, 12) puts label 12 at index 5 of the training labels."""
+    import numpy as np
+
+    from greedymm.data.idx import MNIST_FILES, write_idx
+
+    folder = root / "cg-mnist"
+    folder.mkdir(parents=True)
+    arrays = {
+        "train_images": np.full((200, 28, 28), 200, np.uint8),
+        "train_labels": (np.arange(200) % 10).astype(np.uint8),
+        "test_images": np.full((40, 28, 28), 200, np.uint8),
+        "test_labels": (np.arange(40) % 10).astype(np.uint8),
+    }
+    for split, (index, value) in labels.items():
+        arrays[f"{split}_labels"][index] = value
+    for key, name in MNIST_FILES.items():
+        write_idx(folder / name, arrays[key])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "split, file", [("test", "t10k-labels-idx1-ubyte.gz"), ("train", "train-labels-idx1-ubyte.gz")]
+)
+def test_a_label_outside_a_fixed_class_count_is_refused_naming_the_file_and_index(tmp_path, capsys, split, file):
+    """MNIST has 10 classes: a label 15 in the test split (which once grew the classifier to 16 classes) or 12 in
+    the training split (which once failed in the color palette) is refused, naming the file and the index."""
+    from greedymm.data import load_dataset
+
+    _cg_mnist_folder(tmp_path, **{split: (7, 15 if split == "test" else 12)})
+    with pytest.raises(DataFormatError, match=rf"{file}: label {15 if split == 'test' else 12} at index 7 is outside"):
+        load_dataset("cg-mnist", data_dir=tmp_path)
+    argv = ["train", "--dataset", "cg-mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--epochs", "1", "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert file in err and "the 10 classes 0..9" in err and "Traceback" not in err
+
+
+def test_a_fixed_class_count_holds_even_when_a_split_lacks_classes(tmp_path):
+    from greedymm.data import load_dataset
+    from greedymm.data.colored import make_colored_data
+
+    _cg_mnist_folder(tmp_path)
+    assert load_dataset("cg-mnist", data_dir=tmp_path).num_classes == 10
+    x, y = torch.zeros(40, 8, 8, dtype=torch.uint8), torch.arange(40) % 4  # four classes present, ten declared
+    assert make_colored_data("d", x, y, x, y, {}, val_fraction=0.25, num_classes=10).num_classes == 10
+    with pytest.raises(ValueError, match=r"d: train label 12 at index 3 is outside the 10 classes 0..9"):
+        make_colored_data("d", x, torch.where(torch.arange(40) == 3, 12, y), x, y, {}, num_classes=10)
+
+
+def test_loading_another_methods_state_names_the_method_and_the_missing_part(tmp_path, capsys):
+    """A guided state without its re-balancing counter (a vanilla checkpoint, say) is refused by name, and a run
+    folder whose last.pt came from a run of another method says so, instead of a bare `error: remaining`."""
+    import shutil
+
+    from greedymm.methods import create_method
+
+    with pytest.raises(ValueError, match=r"guided: the saved method state lacks 'remaining' \(it holds: mode\)"):
+        create_method("guided").load_state_dict({"mode": "regular"})
+    data = tiny_colored_data()
+    fit(cfg(method="vanilla", epochs=1), tmp_path / "v", progress=False, data=data)
+    fit(cfg(method="guided", epochs=1), tmp_path / "g", progress=False, data=data)
+    shutil.copy(tmp_path / "v" / "last.pt", tmp_path / "g" / "last.pt")
+    with pytest.raises(RuntimeError, match=r"last.pt was written by a 'vanilla' run; .*config.json says 'guided'"):
+        fit(cfg(method="guided", epochs=2), tmp_path / "g", resume=True, progress=False, data=data)
+
+
+def test_a_checkpoint_missing_parts_of_a_run_is_named(tmp_path):
+    from greedymm.run import RunError, build_run
+
+    run = build_run(cfg(), tiny_colored_data())
+    state = run.state_dict()
+    del state["epoch_stats"], state["perfect_epochs"]
+    with pytest.raises(RunError, match=r"lacks perfect_epochs, epoch_stats: it is not a checkpoint of `greedymm"):
+        run.load_state_dict(state)
+
+
+def test_weights_that_do_not_fit_the_network_give_a_short_message(tmp_path, capsys):
+    """Weights of another network (another width here) in a run folder: a few lines naming the first differing
+    tensors and the likely causes, not torch's dump of every tensor."""
+    from greedymm.run import evaluate_checkpoint
+
+    data = tiny_colored_data()
+    fit(cfg(epochs=1), tmp_path / "a", progress=False, data=data)
+    fit(cfg(epochs=1, width=0.5), tmp_path / "b", progress=False, data=data)
+    state = load_checkpoint(tmp_path / "a" / "best.pt")
+    state["model"] = load_checkpoint(tmp_path / "b" / "best.pt")["model"]
+    save_checkpoint(tmp_path / "a" / "best.pt", state)
+    with pytest.raises(RuntimeError) as info:
+        evaluate_checkpoint(tmp_path / "a", data=data)
+    msg = str(info.value)
+    assert "best.pt" in msg and "shapes differ for" in msg and "--width" in msg
+    assert "size mismatch for" not in msg and len(msg) < 900 and msg.count("(+") == 1
+
+
+def test_a_split_setting_given_as_a_data_option_is_refused_with_the_fix(tmp_path, capsys):
+    argv = ["train", "--dataset", "cg-digits", "--set", "data.val_fraction=0.2", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--set val_fraction=0.2" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="data_seed is a setting of its own"):
+        cfg(data_options={"data_seed": 3})
+
+
+def test_a_protocol_whose_data_options_the_data_set_lacks_is_refused_before_any_run(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--protocol", "pmr-protocol", "--datasets", "synthetic", "--methods", "vanilla", "--seeds", "0"]
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic takes no options ['arch', 'colors']" in err and "pmr-protocol" in err
+    assert not out.exists() or not any(out.iterdir())

@@ -182,15 +182,17 @@ def test_a_new_field_counts_only_when_changed():
     assert run_hash(cfg) != run_hash(cfg.replace(epochs=2))  # a field of the first release always counts
 
 
-def test_layers_in_order():
+def test_layers_in_order(monkeypatch):
     """data set defaults -> protocol -> keyword overrides -> --set items; dict settings merge key by key."""
     plain = resolve_config("modelnet40", method="vanilla")
     assert (plain.optimizer, plain.lr, plain.schedule, plain.val_fraction) == ("sgd", 0.1, "plateau", 0.2)
-    cfg = resolve_config("nvgesture-standin", "pmr-protocol", method="pmr", epochs=3, sets=["lr=0.5", "data.size=32"])
+    # PMR's protocol with a data option NVGesture's loader takes (its own, colors and arch, are CG options)
+    monkeypatch.setitem(PROTOCOLS, "pmr-nv", {**PROTOCOLS["pmr-protocol"], "data_options": {"arch": "i3d"}})
+    cfg = resolve_config("nvgesture-standin", "pmr-nv", method="pmr", epochs=3, sets=["lr=0.5", "data.size=32"])
     assert cfg.val_fraction == 0.2  # the data set's default, which the protocol leaves alone
     assert (cfg.optimizer, cfg.schedule, cfg.fusion) == ("sgd", "step", "concat")  # the protocol's
     assert cfg.epochs == 3 and cfg.lr == 0.5  # overrides, then --set
-    assert cfg.data_options == {"frames": 8, "size": 32, "colors": "pmr", "arch": "pmr-convnet"}
+    assert cfg.data_options == {"frames": 8, "size": 32, "arch": "i3d"}
     assert resolve_config(protocol="pmr-protocol").dataset == PROTOCOLS["pmr-protocol"]["dataset"]
     assert resolve_config().dataset == "cg-mnist"
     tuned = resolve_config("cg-digits", method="guided", hparams={"alpha": 0.1}, sets=["Q=3"])
@@ -335,3 +337,24 @@ def test_core_install_needs_no_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'greedymm[video]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("key", ["val_fraction", "data_seed", "data_dir"])
+def test_a_split_setting_is_not_a_data_option(key):
+    """`--set data.val_fraction=0.2` once reached the loader twice (a TypeError traceback): the split settings are
+    config fields, and the message names the --set item to write instead."""
+    with pytest.raises(ValueError, match=rf"{key} is a setting of its own: write --set {key}=0.2"):
+        resolve_config("cg-digits", sets=[f"data.{key}=0.2"])
+    with pytest.raises(ValueError, match=rf"{key} is a setting of its own"):
+        resolve_config("cg-digits", data_options={key: 0.2})
+
+
+def test_data_options_a_data_set_does_not_take_are_refused_when_the_config_is_made():
+    """A protocol made for one data set, run on another whose loader lacks its options, is refused when the config
+    is resolved (a sweep resolves every job's before it starts any), naming the options and the protocol."""
+    with pytest.raises(ValueError, match=r"synthetic takes no options \['arch', 'colors'\] \(set by protocol"):
+        resolve_config("synthetic", "pmr-protocol")
+    with pytest.raises(ValueError, match=r"cg-digits takes no options \['frames'\]; its options are"):
+        resolve_config("cg-digits", sets=["data.frames=8"])
+    assert resolve_config("cg-digits", "pmr-protocol").data_options == {"colors": "pmr", "arch": "pmr-convnet"}
+    assert resolve_config("npz:/nowhere/x.npz", sets=["data.classes=3"]).data_options == {"classes": 3}

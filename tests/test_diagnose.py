@@ -370,3 +370,21 @@ def test_your_data_sets_of_one_name_do_not_share_run_folders():
 
     assert data_fingerprint(data([0.3, 0.3])) == data_fingerprint(data([0.3, 0.3]))
     assert data_fingerprint(data([0.3, 0.3])) != data_fingerprint(data([0.3, 0.2]))
+
+
+@pytest.mark.slow
+def test_your_npz_arrays_keep_their_modality_names_through_diagnose(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    audio = rng.normal(size=(120, 6)) + np.eye(3)[y].repeat(2, axis=1)
+    text = rng.normal(size=(120, 4))
+    np.savez(tmp_path / "mine.npz", labels=y, audio=audio, text=text)
+    d = greedymm.diagnose(f"npz:{tmp_path / 'mine.npz'}", out=tmp_path / "diag", seeds=(0,), epochs=1, cures=[],
+                          fusion="concat", width=0.25, batch_size=16, device="cpu", echo=None)  # fmt: skip
+    saved = json.loads(d.json_path.read_text())
+    assert list(saved["modalities"]) == ["audio", "text"] and saved["setup"]["modalities"] == ["audio", "text"]
+    assert {r["modalities"][0] for r in saved["runs"] if r["role"] == "alone"} == {"audio", "text"}
+    assert all(p.name.startswith("npz-mine_") for p in (tmp_path / "diag" / "runs").iterdir())
+    assert "few-seeds" in {w["kind"] for w in saved["warnings"]}

@@ -135,7 +135,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .report import eval_table
     from .run import evaluate_checkpoint
 
-    result = evaluate_checkpoint(Path(args.run), checkpoint=args.checkpoint, squeeze_means=args.squeeze_means)
+    result = evaluate_checkpoint(
+        Path(args.run),
+        checkpoint=args.checkpoint,
+        squeeze_means=args.squeeze_means,
+        device=args.device,
+        data_dir=args.data_dir,
+    )
     print(eval_table(result, Path(args.run)))
     return 0
 
@@ -270,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="squeeze_means",
         help="saved: the train-split squeeze means stored in the checkpoint (recommended); exact: "
         "recompute them with an eval-mode pass over the training split",
+    )
+    e.add_argument(
+        "--device",
+        help="auto | cpu | cuda | cuda:N (default: the device the run was trained with); a run trained on a GPU "
+        "evaluates on a CPU with --device cpu, with the same numbers up to rounding",
+    )
+    e.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        help="where the run's data lives now, when it has moved since training (default: the saved one)",
     )
     e.set_defaults(fn=cmd_eval)
 

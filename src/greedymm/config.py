@@ -38,6 +38,9 @@ __all__ = [
     "resolve_config",
 ]
 
+# the data settings every loader takes from the config itself (TrainConfig fields), never as data options
+SPLIT_SETTINGS = ("data_dir", "val_fraction", "data_seed")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -103,6 +106,13 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        for key in SPLIT_SETTINGS:  # every loader takes these from the config; a data option would pass them twice
+            if key in self.data_options:
+                value = json.dumps(self.data_options[key])
+                raise ValueError(
+                    f"{key} is a setting of its own: write --set {key}={value} (not data.{key}), or {key}={value} "
+                    "in Python (not inside data_options)"
+                )
 
     def _check_types(self) -> None:
         """Every setting has the type its field declares (an int where a float is asked is fine; a bool is not a
@@ -156,6 +166,11 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # epochs), validation loss lowest at epoch 10
     "mfeat": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "val_fraction": 0.2},
     "smartwatch": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
+    # easy-vqa: 32 px images and half-width branches keep an epoch (30,885 questions) CPU-sized; fsdd-mnist: 2,160
+    # pairs, so small batches give enough steps (chosen on validation, vanilla MMTM, seed 0; docs/DATA.md)
+    "easy-vqa": {"epochs": 3, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "width": 0.5, "val_fraction": 0.2,
+                 "data_options": {"image_size": 32}},  # fmt: skip
+    "fsdd-mnist": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
     # the user's own arrays (greedymm.data.npz, --dataset npz:PATH): Adam, as for the other small sets
     "npz": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     # generated data (greedymm.data.synthetic): seconds an epoch on a CPU
@@ -229,6 +244,10 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# config fields that say where a run executes and where its data lives, not what it computes: they are not part of a
+# run's identity (its folder name in a sweep) and may change when a run is resumed (another machine, a moved folder)
+NOT_IDENTITY = ("data_dir", "device")
+RESUME_MAY_CHANGE = ("epochs", *NOT_IDENTITY)  # a resumed run may also train longer
 MERGED = ("hparams", "data_options")  # dict settings merged key by key across the layers
 DEFAULT_DATASET = "cg-mnist"  # the data set when neither the caller nor a protocol names one
 
@@ -299,7 +318,22 @@ def resolve_config(
     _layer(cfg, {"hparams": hparams})
     resolved = TrainConfig.from_dict(cfg) if base is not None else TrainConfig(**cfg)
     method_class(resolved.method).check_hparams(resolved.hparams)
+    _check_data_options(resolved, protocol)
     return resolved
+
+
+def _check_data_options(cfg: TrainConfig, protocol: str | None) -> None:
+    """Refuse data options the data set's loader does not take, before any data is read: a sweep resolves every
+    job's config before it starts one, so a protocol run on a data set it was not made for stops there."""
+    from .data.base import dataset_options
+
+    options = dataset_options(cfg.dataset)
+    if options is None or not (extra := sorted(set(cfg.data_options) - set(options))):
+        return
+    named = PROTOCOLS.get(protocol, {}) if protocol else {}
+    from_protocol = any(k in named.get("data_options", {}) for k in extra)
+    where = f" (set by protocol {protocol!r}, made for {named['dataset']})" if from_protocol else ""
+    raise ValueError(f"data set {cfg.dataset} takes no options {extra}{where}; its options are {sorted(options)}")
 
 
 def preset(dataset: str, **overrides: Any) -> TrainConfig:

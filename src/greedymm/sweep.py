@@ -26,11 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir
-from .config import PROTOCOLS, TrainConfig, check_protocol, format_sets, resolve_config
+from .config import NOT_IDENTITY, PROTOCOLS, TrainConfig, check_protocol, format_sets, resolve_config
 from .rundir import RunDir
-
-# config fields that say where or on what a run executes, not what it computes: not part of a run's identity
-NOT_IDENTITY = ("data_dir", "device")
 
 # what a sweep does with a run folder: skip it (done), resume it, clean and restart it (broken), start it (new)
 DONE, RESUME, RESTART, NEW = rundir.DONE, "resume", "restart", rundir.NEW

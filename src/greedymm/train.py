@@ -22,14 +22,23 @@ import torch
 
 from .api import StepLog
 from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig
 from .data import MultiModalData, epoch_order
 from .distributed import all_reduce_, barrier, gather_rng_states, teardown
 from .evaluate import evaluate, record_train_squeeze_means
 from .lock import RunLock
 from .models import REGULAR, MultiModalNet
 from .precision import autocast, inputs_channels_last
-from .run import Run, RunError, build_run, step_schedule, versions  # noqa: F401  (RunError, build_run: public here too)
+from .run import (  # noqa: F401  (RunError, build_run: public here too)
+    Run,
+    RunError,
+    build_run,
+    check_given,
+    check_trained_on,
+    step_schedule,
+    trained_on,
+    versions,
+)
 from .rundir import BROKEN, DONE, NEW, RunDir, step_row
 from .tblog import TensorBoardLog, check_logs
 
@@ -76,6 +85,8 @@ def _fit(
     if out.is_dir() and os.environ.get("RANK", "0") == "0":  # rank 0 is the writer (torchrun sets RANK)
         RunLock(out).acquire().release()  # a folder being trained in: name its writer before anything else
     restart = _check_out_dir(rd, cfg, resume)  # True: --resume of a run that stopped before its first checkpoint
+    if resume:  # own data or an own model must be passed again: say so before any data is read
+        check_given(out, cfg, data, model, "resume")
     run = build_run(cfg, data, model)
     barrier()  # every rank has checked the folder before rank 0 writes to it
     main = run.dist.is_main
@@ -117,7 +128,7 @@ def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> bool:
         diff = {
             k: (saved.get(k, defaults[k]), v)
             for k, v in cfg.to_dict().items()
-            if k != "epochs" and saved.get(k, defaults[k]) != v
+            if k not in RESUME_MAY_CHANGE and saved.get(k, defaults[k]) != v
         }
         if diff:
             raise RunError(
@@ -150,11 +161,18 @@ def _fit_locked(
     if main:
         _check_out_dir(rd, cfg, resume)  # again, now that no other process can write here
     if resume:
-        run.load_state_dict(load_checkpoint(rd.checkpoint("last")))
+        if main:  # the same data and model as the run was trained on (config.json "trained_on")
+            check_trained_on(rd.path, run.data, run.model, run.data_given, run.model_given, "resume")
+        run.load_state_dict(load_checkpoint(rd.checkpoint("last")), where=str(rd.checkpoint("last")))
         if main:  # the logs continue from the checkpoint; a log that lost lines the checkpoint holds is refused
             rd.truncate_logs(run.step, run.epoch, step_columns(run.model))
     if main:
-        saved = {"config": cfg.to_dict(), "versions": versions(), "source": run.data.source}
+        saved = {
+            "config": cfg.to_dict(),
+            "versions": versions(),
+            "source": run.data.source,
+            "trained_on": trained_on(run),
+        }
         rd.start(saved, step_columns=None if resume else step_columns(run.model))
     tb = None
     if main and "tensorboard" in log:

@@ -77,6 +77,21 @@ def dataset_label(name: str) -> str:
     return f"{base}-{stem}"
 
 
+def dataset_options(name: str) -> tuple[str, ...] | None:
+    """The options (``--set data.<option>=...``) the loader of data set ``name`` takes: its named keyword
+    parameters besides the split settings every loader takes from the config (data_dir, val_fraction, data_seed).
+    A loader lists each option it takes by name (a trailing ``**unknown`` only collects names to refuse them).
+    None for a name no loader is registered under."""
+    import inspect
+
+    base = dataset_base(name)
+    if base not in _DATASETS:
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(_DATASETS[base][0]).parameters.values()
+    return tuple(p.name for p in params if p.kind in kinds and p.name not in ("data_dir", "val_fraction", "data_seed"))
+
+
 def load_dataset(name: str, **kwargs: Any) -> MultiModalData:
     if (base := dataset_base(name)) != name:  # "npz:PATH": a loader that reads the path after the colon
         return _DATASETS[base][0](path=name.partition(":")[2], **kwargs)
