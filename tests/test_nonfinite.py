@@ -52,6 +52,8 @@ def test_a_skipped_nan_step_changes_no_running_statistic(fusion):
     bad[data.modalities[0]][0] = float("nan")  # one NaN pixel in one item
     log = _step(bal, opt, bad, y)
     assert not log.finite and log.step == 1
+    if fusion == "concat":  # late fusion logs each step's own mu: nothing from NaN gradients, not the last step's
+        assert list(log.speeds.values()) == [0.0, 0.0]
     after = _statistics(model, bal)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == [], f"a skipped NaN step changed {changed}"

@@ -378,7 +378,7 @@ class Balancer:
         self._ctx, self._loss, self._backward_done = None, None, False
 
     def _statistic_buffers(self) -> list[Tensor]:
-        return [*self.model.buffers(), self.speed.sums, self.speed.last]
+        return [*self.model.buffers(), self.speed.sums]  # speed.last is this step's own mu, not a running sum
 
     @torch.no_grad()
     def _save_statistics(self) -> None:
