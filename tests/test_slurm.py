@@ -271,7 +271,7 @@ def test_a_slurm_sweep_gives_the_local_results_and_is_submitted_once(local_sweep
 
     again = SlurmLauncher(SlurmOptions(time=10), wait=False, echo=said.append)
     second = run_sweep(_plan(out), again, echo=said.append)  # still queued or running: left alone
-    assert second.launched == () and again.submitted == {}
+    assert second.launched == () and again.submitted == {} and set(second.in_flight) == set(first.launched)
     assert sum("left alone" in s for s in said) == 2, said
 
     _wait_until_out_of_queue(again, first.launched, 300)

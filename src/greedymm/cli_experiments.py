@@ -143,8 +143,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not result.ok:
         print(result.failure_text(), file=sys.stderr)
         return 1
-    if args.no_wait and result.launched:
-        print(f"{len(result.launched)} runs submitted; greedymm sweep --status {args.out} follows them")
+    if (args.no_wait and result.launched) or result.in_flight:
+        what = [f"{len(result.launched)} runs submitted"] if args.no_wait and result.launched else []
+        what += [f"{len(result.in_flight)} queued or running from an earlier sweep"] if result.in_flight else []
+        print(f"{'; '.join(what)}; greedymm sweep --status {args.out} follows them")
         return 0
     print(f"all {len(result.jobs)} runs finished; tables and figures: greedymm report {args.out}")
     return 0
