@@ -392,6 +392,7 @@ class SweepResult:
     skipped: tuple[Job, ...]  # finished earlier
     launched: tuple[Job, ...]
     failed: tuple[tuple[Job, int], ...]  # (job, exit code)
+    in_flight: tuple[Job, ...] = ()  # queued or running from an earlier sweep (Launcher.in_flight): left alone
 
     @property
     def ok(self) -> bool:
@@ -446,4 +447,4 @@ def run_sweep(
 
     codes = launcher.run(todo, workers, progress) if todo else {}
     failed = tuple((j, codes[j]) for j in todo if codes.get(j, 0) != 0)
-    return SweepResult(tuple(jobs), skipped, tuple(todo), failed)
+    return SweepResult(tuple(jobs), skipped, tuple(todo), failed, tuple(queued))
