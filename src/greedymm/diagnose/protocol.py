@@ -231,7 +231,6 @@ class GreedymmEngine(Engine):
         overrides: Mapping[str, Any] | None = None,
         device: str = "auto",
     ) -> None:
-        from ..config import resolve_config
         from ..run import load_data
 
         self.dataset, self.out, self.fusion = dataset, Path(out), fusion
@@ -248,7 +247,6 @@ class GreedymmEngine(Engine):
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         )
-        self._resolve = resolve_config
 
     def config(self, spec: RunSpec, epochs: int | None = None) -> Any:
         from ..config import resolve_config
