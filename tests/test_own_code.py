@@ -352,7 +352,8 @@ def test_methods_with_epoch_work_on_data_name_the_split_they_need(method):
 
 
 # -- Lightning: a step is one batch, a skipped batch is no step, a second fit continues ----------------------------
-def _lightning_module(lightning, model, *, manual: bool = False, skip: set[int] = frozenset()):
+def _lightning_module(lightning, model, *, manual: bool = False, skip: set[int] = frozenset(),
+                      skip_after_forward: set[int] = frozenset()):  # fmt: skip
     class Module(lightning.LightningModule):
         def __init__(self):
             super().__init__()
@@ -364,6 +365,8 @@ def _lightning_module(lightning, model, *, manual: bool = False, skip: set[int] 
                 return None  # Lightning's way to skip a batch, before any forward
             x, y = batch
             loss = self.greedymm.loss(self.greedymm.forward(x), y)
+            if batch_idx in skip_after_forward:
+                return None  # decided after the forward (e.g. on the loss): no step either
             if not manual:
                 return loss
             opts = self.optimizers()
@@ -420,6 +423,10 @@ def test_lightning_batch_skipped_before_forward_is_no_step_and_a_second_fit_cont
     assert cb.balancer is bal and module.greedymm is bal
     assert [s.step for s in cb.steps] == [0, 1, 2, 3, 4, 5] and bal.epoch == 2
     assert bool((bal.speed.sums > sums).all())
+    after = _lightning_module(lightning, _model(data), skip_after_forward={2})
+    cb2 = GreedyMMCallback("vanilla", warmup_epochs=0)
+    _trainer(lightning, cb2, 1).fit(after, Batches(data.train, 16))
+    assert [s.step for s in cb2.steps] == [0, 1, 2] and after.model.branches[0].stages[0][0].num_batches_tracked == 3
     other = _lightning_module(lightning, _model(data))
     with pytest.raises(ValueError, match="new GreedyMMCallback"):  # another network: its own callback
         _trainer(lightning, cb, 1).fit(other, Batches(data.train, 16))
