@@ -63,7 +63,8 @@ def evaluate_batches(
         raise ValueError(
             "no train-split means yet, and the utilization passes replace a modality with its mean: evaluate after "
             "Balancer.epoch_end() (it commits the means of the epoch's training forwards), or record them with "
-            "greedymm.evaluate.record_train_means(model, train_split); utilization=False gives accuracy alone"
+            "greedymm.evaluate.record_train_means(model, train_split) (`greedymm eval --squeeze-means exact` for a "
+            "checkpoint saved before its first epoch ended); utilization=False gives accuracy alone"
         )
     was_training = model.training
     model.eval()
