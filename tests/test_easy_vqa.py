@@ -190,3 +190,17 @@ def test_the_real_cache_when_fetched():
     data = load_dataset("easy-vqa", data_dir=data_root(None))
     assert len(data.train) + len(data.val) == 38575 and len(data.test) == 9673 and data.num_classes == 13
     assert len(data.train.image_ids) + len(data.val.image_ids) == 4000 and len(data.test.images) == 1000
+
+
+def test_choosing_modalities_keeps_each_its_backbone(data_dir):
+    from greedymm.data import select_modalities
+    from greedymm.models import build_model
+
+    data = load_dataset("easy-vqa", data_dir=data_dir)
+    swapped = select_modalities(data, ["question", "image"])
+    assert swapped.arch == ("text", "small-cnn") and swapped.in_channels == (data.in_channels[1], 3)
+    alone = select_modalities(data, ["question"])
+    assert alone.arch == ("text",)
+    x, _ = alone.train.batch(torch.arange(3))
+    model = build_model(alone.arch, alone.modalities, alone.in_channels, 13, width=0.25)
+    assert model(x).logits.shape == (3, 13)
