@@ -435,7 +435,9 @@ class Balancer:
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Accuracy, per-head accuracy, loss and the conditional utilization rates (d_util for two modalities)
-        on a greedymm split or any iterable of ``(inputs, labels)`` batches (a DataLoader)."""
+        on a greedymm split or any iterable of ``(inputs, labels)`` batches (a DataLoader). The rates need the
+        train-split means ``epoch_end()`` commits: refused before the first one (``utilization=False`` gives
+        accuracy alone). Non-finite logits are refused, naming ``name=`` (the split) and the item count."""
         if hasattr(data, "batch") and hasattr(data, "__len__"):
             return evaluate(self.model, data, pairwise=pairwise, **kwargs)
         return evaluate_batches(self.model, data, pairwise=pairwise, **kwargs)
