@@ -13,8 +13,8 @@ hands back a fresh copy of the job, and requeues the job. The training process i
 every finished epoch is already in ``last.pt`` (written atomically), so the requeued job resumes from the end of
 the last finished epoch, drops the log rows written after it, and trains the interrupted epoch again; the result
 is bitwise the result of an uninterrupted run (``greedymm train --resume``). With ``checkpoint_every`` the runs
-also checkpoint every N steps inside an epoch, and a requeued job loses at most N steps. A job preempted by Slurm itself
-(PreemptMode=REQUEUE) is started again by Slurm and resumes the same way.
+also checkpoint every N steps inside an epoch, and a requeued job loses at most N steps. A job that Slurm requeues
+itself (preemption with PreemptMode=REQUEUE, ``scontrol requeue``) is started again and resumes the same way.
 
 ``sweep_status(out)`` (``greedymm sweep --status DIR``) tells per run folder: finished, running, queued,
 failed (with its log's last lines) or not started; it reads the folders, the job ids in them and ``squeue``.
@@ -41,7 +41,6 @@ from .sweep import DONE, RESTART, Job, Launcher, Progress, clean_run_folder
 
 JOB_RECORD = "slurm.json"  # in a run folder: its Slurm job ({"job_id", "job_name", "submitted", "submitit_log"})
 SUBMITIT_DIR = ".slurm"  # in the sweep folder: submitit's job files and the wrapper's own logs, one folder a job
-LAUNCHERS = ("local", "slurm")
 ENDED = (
     "COMPLETED",
     "FAILED",
