@@ -16,6 +16,9 @@ from greedymm.run import RunError, evaluate_checkpoint
 from greedymm.sweep import run_hash
 from greedymm.train import fit
 
+# a small generated data set any process can rebuild from its config (the CLI's `eval` and `--resume` do)
+SMALL = {"size": 96, "test_size": 32, "classes": 4, "image_size": 12}
+
 
 def cfg(**kw):
     base = dict(
@@ -29,17 +32,17 @@ def _config_json(folder):
 
 
 def test_a_run_records_its_data_and_eval_and_resume_refuse_other_data(tmp_path, capsys):
-    """fit(..., data=...) on data of the config's shape (cg-digits with other splits and colors): the CLI would
-    rebuild the config's cg-digits and evaluate / continue on it; the recorded fingerprint refuses that."""
-    mine = load_dataset("cg-digits", data_seed=1)
-    c = cfg(dataset="cg-digits", batch_size=64)
+    """fit(..., data=...) on data of the config's shape (the config's generated set from another data seed): the
+    CLI would rebuild the config's data and evaluate / continue on it; the recorded fingerprint refuses that."""
+    mine = load_dataset("synthetic", val_fraction=0.25, data_seed=1, **SMALL)
+    c = cfg(dataset="synthetic", val_fraction=0.25, data_options=SMALL)
     out = tmp_path / "r"
     fit(c, out, progress=False, data=mine)
     data = _config_json(out)["trained_on"]["data"]
-    assert data["name"] == "cg-digits" and data["given"] is True and data["num_classes"] == 10
+    assert data["name"] == "synthetic" and data["given"] is True and data["num_classes"] == 4
     n = {s: len(getattr(mine, s)) for s in ("train", "val", "test")}
-    assert {s: data["splits"][s]["items"] for s in n} == n
-    assert data["splits"]["train"]["shapes"] == {"colored": [3, 28, 28], "gray": [1, 28, 28]}
+    assert {s: data["splits"][s]["items"] for s in n} == n == {"train": 72, "val": 24, "test": 32}
+    assert data["splits"]["train"]["shapes"] == {"m0": [1, 12, 12], "m1": [1, 12, 12]}
 
     assert main(["eval", str(out)]) == 2
     err = capsys.readouterr().err
@@ -119,7 +122,7 @@ def _as_if_trained_on_a_gpu(out):
 def test_a_gpu_run_resumes_and_evaluates_on_a_cpu_with_its_data_elsewhere(tmp_path, capsys):
     """Where a run executes (device) and where its data lives (data_dir) do not change its numbers: they neither
     block --resume nor change a sweep's folder name, and the resumed run equals an uninterrupted one."""
-    c = cfg(dataset="cg-digits", batch_size=64)
+    c = cfg(dataset="synthetic", val_fraction=0.25, data_options=SMALL)
     assert run_hash(c) == run_hash(c.replace(device="cuda", data_dir="/elsewhere"))
     whole, out = tmp_path / "whole", tmp_path / "r"
     fit(c.replace(epochs=2), whole, progress=False)
