@@ -108,6 +108,17 @@ def test_a_folder_from_before_the_record_still_evaluates_and_resumes(tmp_path):
     assert "trained_on" in _config_json(out)  # recorded from now on
 
 
+def test_a_damaged_record_is_refused_naming_the_file(tmp_path):
+    data = tiny_colored_data()
+    out = tmp_path / "r"
+    fit(cfg(), out, progress=False, data=data)
+    saved = _config_json(out)
+    saved["trained_on"]["data"]["splits"] = ["train"]
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(RunError, match=r"config.json: its \"trained_on\" record is damaged"):
+        evaluate_checkpoint(out, data=data)
+
+
 def _as_if_trained_on_a_gpu(out):
     saved = _config_json(out)
     saved["config"]["device"] = "cuda"

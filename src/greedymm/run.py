@@ -374,7 +374,16 @@ def saved_trained_on(folder: str | Path) -> dict[str, Any] | None:
     except ValueError as e:
         raise RunError(f"{path} is not valid JSON ({e}); restore it from a copy, or train the run again") from None
     record = saved.get("trained_on") if isinstance(saved, dict) else None
-    return record if isinstance(record, dict) else None
+    if record is None:
+        return None
+    data, model = (record.get(k, {}) if isinstance(record, dict) else None for k in ("data", "model"))
+    splits = data.get("splits", {}) if isinstance(data, dict) else None
+    if not (isinstance(model, dict) and isinstance(splits, dict) and all(isinstance(v, dict) for v in splits.values())):
+        raise RunError(
+            f'{path}: its "trained_on" record is damaged (not the object greedymm writes); restore config.json '
+            "from a copy, or delete that key to evaluate or resume without the check"
+        )
+    return record
 
 
 _HOW = {
