@@ -171,11 +171,6 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "easy-vqa": {"epochs": 3, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "width": 0.5, "val_fraction": 0.2,
                  "data_options": {"image_size": 32}},  # fmt: skip
     "fsdd-mnist": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-    # easy-vqa: 32 px images and half-width branches keep an epoch (30,885 questions) CPU-sized; fsdd-mnist: 2,160
-    # pairs, so small batches give enough steps (chosen on validation, vanilla MMTM, seed 0; docs/DATA.md)
-    "easy-vqa": {"epochs": 3, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "width": 0.5, "val_fraction": 0.2,
-                 "data_options": {"image_size": 32}},  # fmt: skip
-    "fsdd-mnist": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
     # the user's own arrays (greedymm.data.npz, --dataset npz:PATH): Adam, as for the other small sets
     "npz": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
     # generated data (greedymm.data.synthetic): seconds an epoch on a CPU
