@@ -13,8 +13,8 @@ alphabetical order after entry 0, the unknown word, which every other word of th
 becomes). The same question text is asked of images in every split; only the images are held out.
 
 ``image_size`` (default 64, the images' own size) averages blocks of pixels down to 32 or 16 for cheaper runs.
-The question alone answers most items (its wording often names the answer's kind, and a yes/no question's
-answer is often the majority); the image is needed for the rest. ``greedymm data fetch easy-vqa`` makes the
+The question alone narrows the answer down (the answer most often given to a question text is right on about two
+thirds of the test items); the image is needed for the rest. ``greedymm data fetch easy-vqa`` makes the
 cache this loader reads (data/wheels.py).
 """
 
