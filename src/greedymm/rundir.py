@@ -51,6 +51,7 @@ BEST = "best.pt"
 DONE_MARKER = "done"
 LOCK = ".lock"
 TENSORBOARD = "tensorboard"
+JOB_RECORD = "slurm.json"  # a run's Slurm job ({"job_id", "job_name", "submitted", "submitit_log"}); slurm.py
 CHECKPOINTS = ("best", "last")  # greedymm eval --checkpoint
 
 # the states of a run folder

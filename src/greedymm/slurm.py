@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rundir import RunDir
+from .rundir import DONE as FINISHED_STATE
+from .rundir import JOB_RECORD, RunDir
 from .sweep import DONE, RESTART, Job, Launcher, Progress, clean_run_folder
 
-JOB_RECORD = "slurm.json"  # in a run folder: its Slurm job ({"job_id", "job_name", "submitted", "submitit_log"})
 SUBMITIT_DIR = ".slurm"  # in the sweep folder: submitit's job files and the wrapper's own logs, one folder a job
 ENDED = (
     "COMPLETED",
@@ -440,7 +440,7 @@ class SlurmLauncher(Launcher):
                 for job, job_id in list(pending.items()):
                     if not in_queue(queue.get(job_id)):
                         del pending[job]
-                        codes[job] = 0 if RunDir(job.folder).state() == "done" else 1
+                        codes[job] = 0 if RunDir(job.folder).state() == FINISHED_STATE else 1
                         progress(job, codes[job], time.time() - started)
         except KeyboardInterrupt:
             self.echo(
@@ -480,7 +480,7 @@ def run_status(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines:
     record = read_job_record(folder)
     job_id = str(record["job_id"]) if record and "job_id" in record else None
     entry = queue_entry(queue, record)
-    if rd.state() == "done":
+    if rd.state() == FINISHED_STATE:
         return RunStatus(folder.name, FINISHED, f"job {job_id}" if job_id else "")
     if in_queue(entry):
         if entry.state in ("RUNNING", "COMPLETING"):

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..atomic import atomic_write_text
+from ..checkpoint import save_checkpoint
 from ..data import MultiModalData, epoch_order, eval_order, select_modalities
 from ..metrics.ablation import (
     GroupSpeed,
@@ -42,6 +44,7 @@ from ..metrics.ablation import (
     noise_accuracy,
     utilization_by_ablation,
 )
+from ..rundir import BEST
 from . import rules
 
 DEFAULT_CURES = ("guided", "uniform@concat", "mmpareto@concat")
@@ -495,7 +498,7 @@ class ModelEngine(Engine):
         return self.out / RUNS / _safe(f"{self.data.name}_model_{spec.role}_{on}_s{spec.seed}_{self._hash(spec)}")
 
     def finished(self, spec: RunSpec) -> bool:
-        return (self.folder(spec) / "run.json").is_file() and (self.folder(spec) / "best.pt").is_file()
+        return (self.folder(spec) / "run.json").is_file() and (self.folder(spec) / BEST).is_file()
 
     def refuses(self, spec: RunSpec) -> str | None:
         if spec.role in ("cure", "reference"):
@@ -560,15 +563,14 @@ class ModelEngine(Engine):
                 best, best_state = val[0], copy.deepcopy(model.state_dict())
         folder = self.folder(spec)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(best_state, folder / "best.pt")
+        save_checkpoint(folder / BEST, best_state)
         info = {"spec": spec.__dict__, "model": self.model_name, "epochs": epochs}
-        (folder / "run.json.tmp").write_text(json.dumps(clean_json(info), indent=1))
-        (folder / "run.json.tmp").replace(folder / "run.json")  # last: marks the run finished
+        atomic_write_text(folder / "run.json", json.dumps(clean_json(info), indent=1))  # last: marks it finished
 
     def _load(self, spec: RunSpec) -> nn.Module:
         torch.manual_seed(spec.seed)
         model = self.make_model()
-        model.load_state_dict(torch.load(self.folder(spec) / "best.pt", weights_only=True))
+        model.load_state_dict(torch.load(self.folder(spec) / BEST, weights_only=True))
         return model.to(self.device).eval()
 
     def record(self, spec: RunSpec) -> dict[str, Any]:
