@@ -159,6 +159,21 @@ def test_a_record_written_twice_is_refused(finished, tmp_path):
     _refused(e, str(rd.results_file), "more than once")
 
 
+def test_a_record_without_its_accuracies_is_refused_naming_file_line_and_key(finished, tmp_path):
+    """A line of another tool (valid JSON with an epoch, no val / test numbers) used to surface as a bare
+    "error: val" from the report; it is refused naming the file, the line and what it lacks."""
+    from greedymm.report import run_summary
+
+    rd = _copy(finished, tmp_path / "r")
+    lines = rd.results_file.read_text().splitlines(keepends=True)
+    rd.results_file.write_text('{"epoch": 0, "note": "written by hand"}\n' + "".join(lines[1:]))
+    with pytest.raises(LogError) as e:
+        rd.records()
+    _refused(e, str(rd.results_file), "line 1", "val accuracy")
+    with pytest.raises(LogError):
+        run_summary(rd.path)
+
+
 def test_a_step_log_of_another_model_is_refused(finished, tmp_path):
     rd = _copy(finished, tmp_path / "r")
     lines = rd.steps_file.read_text().splitlines(keepends=True)

@@ -66,7 +66,7 @@ def _log_run(tmp_path) -> RunDir:
         [step_row(s, s // 2, "regular" if s % 2 else "rebalance0", [0.5 / (s + 1), -0.25]) for s in range(4)]
     )
     for epoch in range(2):
-        run.append_record({"epoch": epoch, "step": 2 * epoch + 2, "val": {"acc": 0.5}})
+        run.append_record({"epoch": epoch, "step": 2 * epoch + 2, "val": {"acc": 0.5}, "test": {"acc": 0.5}})
     return run
 
 

@@ -494,6 +494,10 @@ def _record(line: str) -> dict[str, Any]:
     rec = json.loads(line)
     if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
         raise ValueError("not an epoch record (a JSON object with an integer epoch)")
+    for split in ("val", "test"):  # what every reader of a record takes for granted (the best epoch, the tables)
+        numbers = rec.get(split)
+        if not isinstance(numbers, dict) or not isinstance(numbers.get("acc"), int | float):
+            raise ValueError(f"epoch {rec['epoch']}'s record has no {split} accuracy ({split}.acc)")
     return rec
 
 
