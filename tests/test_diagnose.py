@@ -298,6 +298,18 @@ def test_a_built_module_instead_of_a_builder_is_refused(tmp_path):
         greedymm.diagnose(data, model=CrossAttention, out=tmp_path, groups={"m0": "encoder0"}, echo=None)
 
 
+def test_an_unknown_cure_is_refused_before_any_run_trains(tmp_path):
+    from greedymm.config import resolve_config
+    from greedymm.run import load_data
+
+    data = load_data(resolve_config("synthetic", data_options={"size": 40, "test_size": 20, "classes": 2}))
+    with pytest.raises(ValueError, match="nosuchmethod"):
+        greedymm.diagnose(data, out=tmp_path, cures=["nosuchmethod"], echo=None)
+    with pytest.raises(ValueError, match="unknown fusion 'late'"):
+        greedymm.diagnose(data, out=tmp_path, cures=["guided@late"], echo=None)
+    assert not any(tmp_path.rglob("*.pt"))  # nothing trained
+
+
 def test_the_command_line_runs_diagnose(tmp_path, capsys):
     from greedymm.cli import main
 

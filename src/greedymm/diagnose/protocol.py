@@ -697,6 +697,8 @@ def run_protocol(
     """Run the protocol; returns (the diagnosis, the run records)."""
     if not seeds:
         raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
+    for c in cures or ():
+        parse_cure(c, joint_fusion or "mmtm")  # an unknown method or fusion is refused before any training
     budget = Budget(max_minutes)
     mods = engine.modalities
     first = [RunSpec("alone", "vanilla", joint_fusion, (m,), s) for s in seeds for m in mods]
