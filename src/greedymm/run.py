@@ -317,8 +317,9 @@ def _digest(t: torch.Tensor) -> str:
 
 def data_fingerprint(data: MultiModalData, given: bool = False) -> dict[str, Any]:
     """What data a run is trained on, cheap to recompute: modalities, class count and name, and per split the item
-    count, a digest of its labels (of the three items below when the split keeps no ``labels``), each modality's
-    item shape, and the mean and standard deviation of three fixed items (first, middle, last) per modality.
+    count, a digest of its labels (all of them where the split keeps ``labels``, and always those of the three items
+    below, so that a wrapper without ``labels`` still compares), each modality's item shape, and the mean and
+    standard deviation of three fixed items (first, middle, last) per modality.
     ``given``: the data came from the caller (``fit(..., data=...)``), not from the config. Where the data lives
     is not part of it: a moved data folder gives the same fingerprint."""
     splits = {}
@@ -331,11 +332,11 @@ def data_fingerprint(data: MultiModalData, given: bool = False) -> dict[str, Any
                 continue
             x, y = split.batch(torch.tensor(sorted({0, n // 2, n - 1})), train=False)
             labels = getattr(split, "labels", None)
-            labels = y if labels is None else torch.as_tensor(list(labels) if isinstance(labels, tuple) else labels)
             x = {m: v for m, v in x.items() if isinstance(v, torch.Tensor)}
             splits[name] = {
                 "items": n,
-                "labels": _digest(labels.long()),
+                "sample_labels": _digest(torch.as_tensor(y).long()),
+                **({} if labels is None else {"labels": _digest(torch.as_tensor(list(labels)).long())}),
                 "shapes": {m: list(v.shape[1:]) for m, v in x.items()},
                 "sample": {m: [float(v.double().mean()), float(v.double().std(correction=0))] for m, v in x.items()},
             }
@@ -436,7 +437,9 @@ def _data_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
         if was.get("items") != now.get("items"):
             found.append(f"{split} split: {was.get('items')} items when trained, {now.get('items')} now")
             continue
-        if was.get("labels") != now.get("labels"):
+        # every label where both splits keep them (a wrapper of a split may not), else the three sampled items'
+        both = [k for k in ("labels", "sample_labels") if k in was and k in now]
+        if both and was[both[0]] != now[both[0]]:
             found.append(f"the labels of the {split} split differ")
         if was.get("shapes") != now.get("shapes"):
             found.append(f"{split} items: shapes {was.get('shapes')} when trained, {now.get('shapes')} now")
