@@ -170,8 +170,15 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # epochs not yet validated (after one epoch both heads sit near the question-only level, validation 0.64-0.66).
     # fsdd-mnist: 2,160 pairs, so batches of 32; vanilla MMTM, seed 0: validation 0.61 after one epoch, 0.98 from
     # epoch 4, best (0.988) at epoch 7 of 10
-    "easy-vqa": {"epochs": 3, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "width": 0.5, "val_fraction": 0.2,
-                 "data_options": {"image_size": 32}},  # fmt: skip
+    "easy-vqa": {
+        "epochs": 3,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "width": 0.5,
+        "val_fraction": 0.2,
+        "data_options": {"image_size": 32},
+    },
     "fsdd-mnist": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
     # the user's own arrays (greedymm.data.npz, --dataset npz:PATH): Adam, as for the other small sets
     "npz": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},

@@ -112,7 +112,7 @@ def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> bool:
     if state == BROKEN and last.is_file():  # a checkpoint without its config.json: never advise removing it
         raise RunError(
             f"{rd} holds {last.name} but no {rd.config_file.name}: restore {rd.config_file.name} from a copy of the "
-            f"folder (the checkpoint holds the same settings under \"config\"), then resume; or choose another --out"
+            f'folder (the checkpoint holds the same settings under "config"), then resume; or choose another --out'
         )
     if resume:
         restart = state == BROKEN and rd.restartable()
