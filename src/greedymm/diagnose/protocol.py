@@ -88,19 +88,13 @@ def _split_batches(split: Any, batch_size: int, fill: Mapping[str, Tensor] | Non
     return gen
 
 
-def data_fingerprint(data: MultiModalData, items: int = 256) -> str:
-    """A short hash of what a data set holds (names, sizes, source, and the first items of every split): run
-    folders of one data set are not reused for another that only shares its name."""
-    h = hashlib.sha1(json.dumps([data.name, data.modalities, data.num_classes, data.source], default=str).encode())
-    for split in (data.train, data.val, data.test):
-        idx = torch.arange(min(len(split), items))
-        x, y = split.batch(idx)
-        h.update(f"{len(split)}".encode())
-        h.update(y.numpy().tobytes())
-        for m in sorted(x):
-            v = x[m].double()
-            h.update(f"{m} {float(v.sum()):.10g} {float(v.abs().sum()):.10g}".encode())
-    return h.hexdigest()[:12]
+def data_fingerprint(data: MultiModalData) -> str:
+    """A short hash of what a data set holds (run.data_fingerprint, the record a run folder keeps of its data, and
+    the data's source): run folders of one data set are not reused for another that only shares its name."""
+    from ..run import data_fingerprint as record
+
+    text = json.dumps([record(data), data.source], default=str, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def clean_json(obj: Any) -> Any:
