@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..report.evidence import CANNOT_JUDGE, CHANCE_MARGIN, HOLDS, MIN_N, Comparison, against, compare
+from ..rundir import mean, std
 
 NOT_GREEDY = "not-greedy"
 CURE_HELPS = "greedy-cure-helps"
@@ -42,10 +43,7 @@ def _finite(xs: Sequence[float]) -> list[float]:
 def stats(values: Sequence[float]) -> dict[str, Any]:
     """{"mean", "std" (n - 1), "n", "values"}; NaN mean without finite values."""
     v = _finite(values)
-    n = len(v)
-    mean = math.fsum(v) / n if n else math.nan
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in v) / (n - 1)) if n > 1 else math.nan
-    return {"mean": mean, "std": std, "n": n, "values": [float(x) for x in values]}
+    return {"mean": mean(v), "std": std(v), "n": len(v), "values": [float(x) for x in values]}
 
 
 def interval(values: Sequence[float]) -> tuple[float, float]:
