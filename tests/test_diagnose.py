@@ -69,7 +69,8 @@ def test_a_modality_the_joint_model_neglects_is_named_by_both_rules():
     d = rules.diagnose_records(greedy_records(), ["a", "b"], num_classes=4)
     assert d["under_used"] == ["a"] and d["balancing_warranted"]
     assert d["modalities"]["a"]["under_used_by"] == ["ignored", "under-trained"]
-    assert d["verdict"] == rules.NO_CURE_HELPS and d["recommendation"] is None  # no cure ran
+    assert d["verdict"] == rules.GREEDY_CANNOT_JUDGE and d["recommendation"] is None
+    assert d["cannot_judge_because"][0] == "no cure ran"  # and vanilla's 0.99 on validation leaves no room
     # kept = (only - chance) / (alone - chance), chance 0.25
     kept = [(0.30 - 0.25) / (0.70 - 0.25), (0.35 - 0.25) / (0.72 - 0.25), (0.28 - 0.25) / (0.68 - 0.25)]
     assert d["modalities"]["a"]["kept"]["values"] == pytest.approx(kept)
@@ -111,6 +112,29 @@ def test_a_cure_that_beats_vanilla_in_every_seed_is_recommended_and_ranked():
     assert guided["seconds_per_run"]["mean"] == 10.0
 
 
+def test_no_cure_helps_only_from_cures_that_had_the_evidence_to_show_a_gain():
+    """Vanilla at 0.90 on validation (room above it), three seeds, ten epochs: a cure within noise of vanilla, and
+    one below it in every seed, give "no cure helps". Two seeds of the same cure give "cannot judge" instead."""
+    only_a, only_b = [0.30, 0.35, 0.28], [0.89, 0.88, 0.89]
+    recs = []
+    for s, (a, b) in enumerate(zip(only_a, only_b, strict=True)):
+        recs += [
+            rec("alone", s, [0.70, 0.72, 0.68][s], mods=("a",)),
+            rec("alone", s, [0.99, 0.98, 0.99][s], mods=("b",)),
+            rec("joint", s, 0.90, without={"a": b, "b": a}),
+        ]
+    tie = [rec("cure", s, v, method="guided") for s, v in enumerate([0.905, 0.895, 0.901])]
+    worse = [rec("cure", s, v, method="uniform", fusion="concat") for s, v in enumerate([0.80, 0.82, 0.81])]
+    d = rules.diagnose_records(recs + tie + worse, ["a", "b"], num_classes=4)
+    assert d["under_used"] == ["a"] and d["verdict"] == rules.NO_CURE_HELPS and d["cannot_judge_because"] == []
+    by = {c["label"]: c["vs_vanilla"] for c in d["cures"]}
+    assert by["guided@mmtm"]["verdict"] == "cannot judge"  # diffs +0.005, -0.005, +0.001: interval around 0
+    assert by["uniform@concat"]["verdict"] == "does not hold"  # 0.09 below in every seed
+    d = rules.diagnose_records(recs + tie[:2], ["a", "b"], num_classes=4)
+    assert d["verdict"] == rules.GREEDY_CANNOT_JUDGE
+    assert d["cannot_judge_because"] == ["guided@mmtm: n=2 < 3 seeds"]
+
+
 def test_two_equally_used_modalities_are_not_greedy():
     recs = []
     for s in (0, 1, 2):
@@ -143,7 +167,8 @@ def test_warnings_warmup_few_seeds_few_epochs_validation_and_budget():
     assert "reaches 0.990 on validation" in kinds["saturated"]
     assert "guided@mmtm seed 0 (epoch 0)" in kinds["warmup"]
     assert "n=2 < 3 seeds" in kinds["cannot-separate"] and "3 epochs trained < 5" in kinds["cannot-separate"]
-    assert d["verdict"] == rules.NO_CURE_HELPS  # the cure cannot be separated from vanilla on two seeds
+    assert d["verdict"] == rules.GREEDY_CANNOT_JUDGE  # the cure cannot be separated from vanilla on two seeds
+    assert any(b.startswith("guided@mmtm: n=2 < 3 seeds, 3 epochs trained < 5") for b in d["cannot_judge_because"])
     # the last-epoch numbers travel with the cure
     assert d["cures"][0]["last_val"]["mean"] == pytest.approx(0.995)
 
@@ -219,7 +244,7 @@ def test_a_shortcut_in_one_modality_makes_the_other_under_used(tmp_path):
         data_options={**SYNTH, "shortcut": 1}, **FAST,
     )  # fmt: skip
     assert d.under_used == ["m0"] and d.numbers["balancing_warranted"]
-    assert d.verdict == rules.NO_CURE_HELPS and "no-cures" in {w["kind"] for w in d.numbers["warnings"]}
+    assert d.verdict == rules.GREEDY_CANNOT_JUDGE and "no-cures" in {w["kind"] for w in d.numbers["warnings"]}
     saved = json.loads(d.json_path.read_text())
     assert saved["verdict"] == d.verdict and saved["under_used"] == ["m0"] and saved["recommendation"] is None
     assert "under-trained" in saved["modalities"]["m0"]["under_used_by"]

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .protocol import DEFAULT_CURES, NOISE_LEVELS, GreedymmEngine, ModelEngine, ModelSettings, clean_json, run_protocol
-from .rules import CURE_HELPS, NO_CURE_HELPS, NOT_GREEDY, VERDICTS, diagnose_records
+from .rules import CURE_HELPS, GREEDY_CANNOT_JUDGE, NO_CURE_HELPS, NOT_GREEDY, VERDICTS, diagnose_records
 
 __all__ = [
     "CURE_HELPS",
     "DEFAULT_CURES",
     "NOISE_LEVELS",
+    "GREEDY_CANNOT_JUDGE",
     "NOT_GREEDY",
     "NO_CURE_HELPS",
     "VERDICTS",

@@ -38,6 +38,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"verdict: {d.verdict}")
     if d.under_used:
         print(f"under-used: {', '.join(d.under_used)}")
+    if d.numbers.get("cannot_judge_because"):
+        print(f"cannot judge the cures: {'; '.join(d.numbers['cannot_judge_because'])}")
     if d.recommendation:
         r = d.recommendation
         print(f"use: {r['method']} on {r['fusion']} ({r['settings']}); {r['vs_vanilla']}")

@@ -58,7 +58,13 @@ def headline(diag: Mapping[str, Any]) -> str:
         rec = diag["recommendation"]
         settings = ", ".join(f"{k}={val}" for k, val in rec["settings"].items() if val is not None)
         return f"greedy-cure-helps: {under} under-used; use {rec['method']} ({settings})"
-    return f"greedy-no-cure-helps: {under} under-used; no cure tried beat vanilla on validation"
+    if v == "greedy-cannot-judge":
+        why = "; ".join(diag.get("cannot_judge_because", []))
+        return f"greedy-cannot-judge: {under} under-used; these runs cannot tell whether a cure helps ({why})"
+    return (
+        f"greedy-no-cure-helps: {under} under-used; no cure tried beat vanilla on validation, with the seeds and "
+        "epochs to show a gain"
+    )
 
 
 def blocks(diag: Mapping[str, Any], records: Sequence[Mapping[str, Any]], figures: Mapping[str, bytes]) -> list[Block]:

@@ -26,7 +26,8 @@ from ..rundir import mean, std
 NOT_GREEDY = "not-greedy"
 CURE_HELPS = "greedy-cure-helps"
 NO_CURE_HELPS = "greedy-no-cure-helps"
-VERDICTS = (NOT_GREEDY, CURE_HELPS, NO_CURE_HELPS)
+GREEDY_CANNOT_JUDGE = "greedy-cannot-judge"
+VERDICTS = (NOT_GREEDY, CURE_HELPS, NO_CURE_HELPS, GREEDY_CANNOT_JUDGE)
 
 INFORMATIVE = 0.1  # a modality alone gets at least this share of the way from chance to 100% validation accuracy
 IGNORED = 0.05  # the joint model loses less than this share of its accuracy without the modality
@@ -237,9 +238,28 @@ def diagnose_records(
             "vs_vanilla": pick["vs_vanilla"]["text"],
         }
     else:
-        verdict, rec = NO_CURE_HELPS, None
+        blockers = _cure_blockers(cures, out["joint"]["val"]["mean"])
+        verdict, rec = (GREEDY_CANNOT_JUDGE if blockers else NO_CURE_HELPS), None
+        out["cannot_judge_because"] = blockers
     out.update(verdict=verdict, under_used=under, balancing_warranted=bool(under), recommendation=rec)
     out["warnings"] = warnings(records, out, min_epochs=min_epochs, skipped=skipped)
+    return out
+
+
+def _cure_blockers(cures: Sequence[Mapping[str, Any]], joint_val: float) -> list[str]:
+    """Why the runs cannot say that no cure helps (empty when they can): no cure ran, validation is saturated, or a
+    cure's comparison with vanilla fails for want of evidence (seeds, epochs, accuracy near chance) rather than
+    because its interval contains 0 or lies below it. "No cure helps" is said only from cures that were given the
+    evidence to show a gain and did not."""
+    out = []
+    if not cures:
+        out.append("no cure ran")
+    if joint_val >= SATURATED:
+        out.append(f"vanilla reaches {joint_val:.3f} on validation (>= {SATURATED:g}): no gain could show there")
+    for c in cures:
+        wanting = [r for r in c["vs_vanilla"]["reasons"] if "interval" not in r]
+        if wanting:
+            out.append(f"{c['label']}: {', '.join(wanting)}")
     return out
 
 
