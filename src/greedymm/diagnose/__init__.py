@@ -70,6 +70,7 @@ def diagnose(
     name: str | None = None,
     loss: Callable[[Any, Any], Any] | None = None,
     echo: Callable[[str], None] | None = print,
+    reuse: Sequence[str | Path] = (),
     **overrides: Any,
 ) -> Diagnosis:
     """Diagnose greedy learning on ``data`` and write the results into ``out``.
@@ -85,7 +86,9 @@ def diagnose(
     model's name in run hashes (default its repr); ``loss(out, y)`` instead of cross-entropy.
 
     ``seeds``, ``epochs`` (per run), ``max_minutes``: the budget. ``cures``: methods tried when a modality is
-    under-used (``method`` or ``method@fusion``; None or empty: none). ``echo``: where progress lines go."""
+    under-used (``method`` or ``method@fusion``; None or empty: none). ``echo``: where progress lines go.
+    ``reuse``: folders (e.g. an earlier ``greedymm sweep --out``) whose finished runs with exactly the settings a run
+    of the protocol needs are copied in instead of trained (greedymm's network on a named data set only)."""
     from ..data import MultiModalData
 
     say = echo or (lambda s: None)
@@ -98,16 +101,29 @@ def diagnose(
         overrides = {**overrides, **training}  # greedymm's network: TrainConfig settings like any other
         if isinstance(data, MultiModalData):
             engine = GreedymmEngine(
-                data.name, out, data=data, fusion=fusion, epochs=epochs, sets=sets, overrides=overrides, device=device
+                data.name,
+                out,
+                data=data,
+                fusion=fusion,
+                epochs=epochs,
+                sets=sets,
+                overrides=overrides,
+                device=device,
+                reuse=reuse,
             )
         elif isinstance(data, str):
             engine = GreedymmEngine(
-                data, out, fusion=fusion, epochs=epochs, sets=sets, overrides=overrides, device=device
+                data, out, fusion=fusion, epochs=epochs, sets=sets, overrides=overrides, device=device, reuse=reuse
             )
         else:
             raise TypeError(f"data must be a data set name or a greedymm MultiModalData, got {type(data).__name__}")
         joint_fusion: str | None = fusion
     else:
+        if reuse:
+            raise ValueError(
+                "reuse= copies runs of greedymm's network; your model's finished runs are reused from out= itself "
+                "(run the same call again with the same out=)"
+            )
         if isinstance(data, str):
             from ..config import resolve_config
             from ..run import load_data

@@ -29,6 +29,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             fusion=args.fusion,
             sets=args.set,
             device=args.device,
+            reuse=args.reuse,
             echo=lambda s: print(s, flush=True),
             **given,
         )
@@ -77,5 +78,13 @@ def add_diagnose_command(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="settings for every run")
     d.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     d.add_argument("--data-dir", dest="data_dir", help="where fetched data lives")
+    d.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="sweep or run folders whose finished runs with exactly the settings a run of the protocol needs are "
+        "copied in instead of trained (e.g. the --out of an earlier greedymm sweep)",
+    )
     d.add_argument("--out", help="output folder (default diagnose-<dataset>)")
     d.set_defaults(fn=cmd_diagnose)

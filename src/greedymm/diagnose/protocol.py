@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import json
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from ..atomic import atomic_write_text
 from ..checkpoint import save_checkpoint
 from ..data import MultiModalData, epoch_order, eval_order, select_modalities
+from ..methods import create_method, method_class
 from ..metrics.ablation import (
     GroupSpeed,
     accuracies,
@@ -46,6 +48,7 @@ from ..metrics.ablation import (
 )
 from ..rundir import BEST
 from . import rules
+from .user_cures import UserCure, UserNet, find_output_layer, refusal
 
 DEFAULT_CURES = ("guided", "uniform@concat", "mmpareto@concat")
 NOISE_LEVELS = (0.5, 1.0, 2.0)  # noise std in units of the modality's own spread over the training split
@@ -139,6 +142,15 @@ class Engine:
         """Why this engine cannot run ``spec`` (a cure that does not apply), or None."""
         return None
 
+    def cure_fusion(self, fusion: str) -> str | None:
+        """The fusion a cure named ``method@fusion`` trains on here (a user's model keeps its own: None)."""
+        return fusion
+
+    def adopt(self, spec: RunSpec) -> Path | None:
+        """Copy a finished run of exactly ``spec`` from elsewhere (``reuse=``) into this diagnosis; the folder it
+        came from, or None."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {}
 
@@ -227,10 +239,17 @@ class GreedymmEngine(Engine):
         sets: Sequence[str] = (),
         overrides: Mapping[str, Any] | None = None,
         device: str = "auto",
+        reuse: Sequence[str | Path] = (),
     ) -> None:
         from ..run import load_data
 
         self.dataset, self.out, self.fusion = dataset, Path(out), fusion
+        self.reuse = [Path(r) for r in reuse]
+        for r in self.reuse:
+            if not r.is_dir():
+                raise FileNotFoundError(
+                    f"reuse: {r} is not a folder; give sweep folders (greedymm sweep --out) or run folders"
+                )
         self.sets, self.overrides, self.device_name = tuple(sets), dict(overrides or {}), device
         base = self.config(RunSpec("joint", "vanilla", fusion, (), 0), epochs=epochs)
         self.epochs = base.epochs
@@ -275,6 +294,37 @@ class GreedymmEngine(Engine):
         from ..rundir import DONE, RunDir
 
         return RunDir(self.folder(spec)).state() == DONE
+
+    def adopt(self, spec: RunSpec) -> Path | None:
+        """A finished run under a ``reuse`` folder (the folder itself or one level down, as ``greedymm sweep``
+        lays them out) whose name ends in this spec's config hash and whose config.json resolves to the same
+        config is copied into this diagnosis, so that it is not trained again. Your own MultiModalData is never
+        matched (a run folder's hash does not say which arrays it trained on)."""
+        from ..config import TrainConfig
+        from ..rundir import CONFIG, DONE, RunDir, read_json
+        from ..sweep import run_hash
+
+        if not self.reuse or self.fingerprint or self.finished(spec):
+            return None
+        cfg = self.config(spec)
+        tag = run_hash(cfg)
+        target = self.folder(spec)
+        for root in self.reuse:
+            for cand in sorted([root, *root.glob(f"*_{tag}")]):
+                if not (cand.is_dir() and cand.name.endswith(f"_{tag}") and (cand / CONFIG).is_file()):
+                    continue
+                saved = read_json(cand / CONFIG, "leave this folder out of reuse").get("config")
+                if RunDir(cand).state() != DONE or not isinstance(saved, dict):
+                    continue
+                if run_hash(TrainConfig.from_dict(saved)) != tag:
+                    continue
+                tmp = target.with_name(target.name + ".adopting")
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                shutil.copytree(cand, tmp, ignore=shutil.ignore_patterns(".lock"))
+                tmp.replace(target)
+                return cand
+        return None
 
     def refuses(self, spec: RunSpec) -> str | None:
         from ..methods import create_method
@@ -431,7 +481,11 @@ class ModelSettings:
 class ModelEngine(Engine):
     """Any ``nn.Module`` that takes a dict of modalities: ``make_model()`` builds a fresh one (called after
     ``torch.manual_seed(seed)``). A modality alone is the same model with every other modality at its training
-    mean, in training and evaluation. Adam, cross-entropy on the logits (and on every head the output has)."""
+    mean, in training and evaluation. Adam. Vanilla (alone and joint runs): the user's ``loss``, or cross-entropy on
+    the logits, with the output's heads (if any) trained as probes: each head's cross-entropy reaches only the
+    parameters the prediction's loss does not (the heads' own layers), so the heads read the encoders without
+    shaping them. A cure: the method as greedymm defines it, run by ``user_cures.UserCure`` (uniform and mmpareto
+    on a model whose output has one head per modality, agm on any; the others are refused with the reason)."""
 
     def __init__(
         self,
@@ -460,10 +514,14 @@ class ModelEngine(Engine):
         )
         probe = make_model()
         self.model_name = settings.name or repr(probe)
+        self.encoders: dict[str, str] = {}
         if settings.groups is not None:
             encoders = dict(settings.encoders or {m: m for m in data.modalities})
             GroupSpeed(probe, settings.groups, encoders, settings.fusion_group)  # names checked now, not after training
             self.encoders = encoders
+        # what the output carries (heads) and which layer gives the logits: what the cures can use
+        x, _ = data.train.batch(torch.arange(min(2, len(data.train))))
+        self.n_heads, self.output_layer = find_output_layer(probe, x)
         if settings.at is not None:
             from ..metrics.ablation import _module
 
@@ -485,6 +543,10 @@ class ModelEngine(Engine):
             "batch_size": self.s.batch_size,
             "epochs": self.s.epochs,
         }
+        if spec.role == "cure":
+            ident["hparams"] = method_class(spec.method).defaults()
+        elif self.n_heads and self.s.loss is None:
+            ident["heads"] = "probes"  # vanilla trains the heads as probes (earlier: their loss reached the model)
         return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def folder(self, spec: RunSpec) -> Path:
@@ -494,13 +556,44 @@ class ModelEngine(Engine):
     def finished(self, spec: RunSpec) -> bool:
         return (self.folder(spec) / "run.json").is_file() and (self.folder(spec) / BEST).is_file()
 
+    def cure_fusion(self, fusion: str) -> str | None:
+        return None  # a cure trains the user's model as built: its own fusion
+
+    def _encoder_modules(self) -> dict[str, list[str]]:
+        groups = self.s.groups or {}
+        out = {}
+        for m, g in self.encoders.items():
+            names = groups[g]
+            out[m] = [names] if isinstance(names, str) else list(names)
+        return out
+
+    def _net(self, model: nn.Module) -> UserNet:
+        return UserNet(
+            model,
+            self.modalities,
+            encoders=self._encoder_modules(),
+            n_heads=self.n_heads,
+            output_layer=self.output_layer,
+        )
+
     def refuses(self, spec: RunSpec) -> str | None:
-        if spec.role in ("cure", "reference"):
-            return (
-                f"{spec.method}: greedymm's methods change how greedymm's networks train; a model greedymm did not "
-                "build gets the diagnosis only. Build it from your encoders with greedymm.late_fusion or "
-                "greedymm.intermediate_fusion to try the cures"
-            )
+        if spec.role == "reference":
+            return "a model greedymm did not build has one fusion, its own: its vanilla run is the joint run"
+        if spec.role != "cure":
+            return None
+        why = refusal(
+            spec.method,
+            modalities=self.modalities,
+            n_heads=self.n_heads,
+            encoders_named=bool(self.encoders),
+            output_layer=self.output_layer,
+        )
+        if why:
+            return why
+        try:  # the method's own check, on the model as the method will see it
+            create_method(spec.method, seed=0).check(self._net(self.make_model()))
+        except ValueError as e:
+            return f"{spec.method}: {e}"
         return None
 
     def _fill(self, spec: RunSpec) -> dict[str, Tensor]:
@@ -510,12 +603,25 @@ class ModelEngine(Engine):
         return {m: means[m] for m in self.modalities if m not in spec.modalities}
 
     def _loss(self, out: Any, y: Tensor) -> Tensor:
-        if self.s.loss is not None:
-            return self.s.loss(out, y)
-        loss = F.cross_entropy(logits_of(out), y)
-        for h in heads_of(out):
-            loss = loss + F.cross_entropy(h, y)
-        return loss
+        return self.s.loss(out, y) if self.s.loss is not None else F.cross_entropy(logits_of(out), y)
+
+    def _vanilla_step(self, model: nn.Module, x: dict[str, Tensor], y: Tensor, opt: Any, label: str) -> None:
+        """Vanilla's gradients: the loss's, and, with heads and no user loss, each head's cross-entropy on the
+        parameters the loss does not reach (the heads' own layers: probes that do not shape the model)."""
+        out = model(x)
+        loss = self._loss(out, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{label}: loss is {float(loss)}; lower lr")
+        heads = heads_of(out) if self.s.loss is None else []
+        opt.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=bool(heads))
+        if heads:
+            own = [p for p in model.parameters() if p.requires_grad and p.grad is None]
+            probe = sum(F.cross_entropy(h, y) for h in heads)
+            if own and probe.requires_grad:
+                grads = torch.autograd.grad(probe, own, allow_unused=True)
+                for p, g in zip(own, grads, strict=True):
+                    p.grad = g
 
     def train(self, spec: RunSpec, echo: Echo) -> None:
         torch.manual_seed(spec.seed)
@@ -525,23 +631,30 @@ class ModelEngine(Engine):
         if self.s.groups is not None and spec.role != "alone":
             speed = GroupSpeed(model, self.s.groups, self.encoders, self.s.fusion_group)
         fill = {m: v.to(self.device) for m, v in self._fill(spec).items()}
-        train = self.data.train
+        cure = UserCure(self._net(model), spec.method, spec.seed) if spec.role == "cure" else None
+        train, val = self.data.train, self.data.val
         epochs, best, best_state = [], -1.0, None
         t0 = time.time()
         for epoch in range(self.s.epochs):
             model.train()
+            if cure is not None:
+                cure.epoch_start(train, val, self.s.batch_size)
             for idx in epoch_order(len(train), self.s.batch_size, spec.seed, epoch):
                 x, y = train.batch(idx, train=True)
                 x = {m: v.to(self.device) for m, v in x.items()}
                 x.update({m: v.expand_as(x[m]).clone() for m, v in fill.items()})
-                loss = self._loss(model(x), y.to(self.device))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{spec.label()}: loss is {float(loss)} at epoch {epoch}; lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                y = y.to(self.device)
+                if cure is None:
+                    self._vanilla_step(model, x, y, opt, f"{spec.label()} at epoch {epoch}")
+                else:
+                    opt.zero_grad(set_to_none=True)
+                    loss = cure.step(x, y)
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"{spec.label()}: loss is {loss} at epoch {epoch}; lower lr")
                 if speed is not None:
                     speed.update()
                 opt.step()
+            method_log = cure.epoch_end(train, val, self.s.batch_size) if cure is not None else None
             val = accuracies(
                 model, _split_batches(self.data.val, self.batch_size, self._fill(spec))(), device=self.device
             )
@@ -551,6 +664,8 @@ class ModelEngine(Engine):
             rec = {"epoch": epoch, "val": {"acc": val[0]}, "test": {"acc": test[0]}, "elapsed_s": time.time() - t0}
             if speed is not None:
                 rec["speed"] = speed.speeds()
+            if method_log is not None:
+                rec["method_log"] = method_log
             epochs.append(rec)
             echo(f"    epoch {epoch + 1}/{self.s.epochs}: val {val[0]:.3f}")
             if val[0] > best:
@@ -574,7 +689,7 @@ class ModelEngine(Engine):
         best = next(r for r in recs if r["val"]["acc"] == best["val"]["acc"])
         out = _base_record(spec, self.s.epochs, best, recs[-1], self.folder(spec))
         out["seconds"] = float(recs[-1]["elapsed_s"])
-        out["settings"] = {}
+        out["settings"] = method_class(spec.method).defaults() if spec.role == "cure" else {}
         if spec.role != "alone":
             out.update(self._cached(spec, lambda: self._analyse(self._load(spec), spec, self.s.at, self.s.fill)))
             if "speed" in recs[-1]:
@@ -647,6 +762,10 @@ class Budget:
 def execute(engine: Engine, specs: Sequence[RunSpec], budget: Budget, echo: Echo) -> tuple[list[RunSpec], list[str]]:
     """Train what is not finished, in order, while the budget allows; returns (finished specs, skipped labels)."""
     done, skipped = [], []
+    for spec in specs:
+        source = engine.adopt(spec)
+        if source is not None:
+            echo(f"diagnose: {spec.label()}: reused the finished run {source}")
     todo = [s for s in specs if not engine.finished(s)]
     echo(f"diagnose: {len(specs)} runs, {len(specs) - len(todo)} finished earlier, {len(todo)} to train")
     k = 0
@@ -710,6 +829,9 @@ def run_protocol(
         chosen = []
         for c in cures:
             name, fusion = parse_cure(c, joint_fusion or "mmtm")
+            fusion = engine.cure_fusion(fusion)
+            if (name, fusion) in chosen:  # on a user's model "uniform@concat" and "uniform@sum" are one cure
+                continue
             probe = RunSpec("cure", name, fusion, mods, seeds[0])
             why = engine.refuses(probe)
             if why:
