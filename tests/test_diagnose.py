@@ -17,6 +17,7 @@ from torch import nn
 import greedymm
 from greedymm.diagnose import rules
 from greedymm.diagnose.page import to_html, write_page
+from greedymm.diagnose.protocol import Engine
 from greedymm.report.evidence import t_quantile
 
 
@@ -355,7 +356,7 @@ class FakeClock:
         return self.now
 
 
-class FakeEngine:
+class FakeEngine(Engine):
     """Records what the protocol asks to train; every run takes 50 s on the fake clock."""
 
     epochs = 2
