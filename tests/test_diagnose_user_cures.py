@@ -182,7 +182,7 @@ def test_agm_on_a_user_model_scales_the_zeroed_input_responses():
     s = [-F.log_softmax(mk.detach().double(), 1).gather(1, y.view(-1, 1)).mean().item() for mk in m]
     r = [math.exp(s[1] - s[0]), math.exp(s[0] - s[1])]
     c = [math.exp(1.0 * min(1.0 - rk, 10.0)) for rk in r]
-    assert loss == pytest.approx(float(F.cross_entropy(f_ab, y)), rel=1e-6)
+    assert loss == pytest.approx(F.cross_entropy(f_ab, y).item(), rel=1e-6)
     dl_dout = torch.autograd.grad(F.cross_entropy(f_ab, y), f_ab, retain_graph=True)[0]
     surrogate = sum(ck * (mk * dl_dout).sum() for ck, mk in zip(c, m, strict=True))
     surrogate.backward()
@@ -297,3 +297,20 @@ def test_diagnose_on_a_user_model_ranks_the_cures_and_gives_a_verdict(tmp_path):
     assert {"cos_m0", "conflict_share_m1", "weight_mm_m0"} <= set(run["epochs"][-1]["method_log"])
     saved = json.loads(d.json_path.read_text())
     assert saved["verdict"] == d.verdict and len(saved["cures"]) == 3
+
+
+class NaNLogits(OwnFusion):
+    def forward(self, x):
+        out = super().forward(x)
+        return {"logits": out["logits"] * float("nan"), "heads": out["heads"]}
+
+
+def test_a_cure_whose_loss_is_not_finite_stops_naming_the_run(tmp_path):
+    from greedymm.config import resolve_config
+    from greedymm.run import load_data
+
+    data = load_data(resolve_config(_npz(tmp_path, n=60)))
+    eng = ModelEngine(NaNLogits, data, tmp_path / "d", ModelSettings(epochs=1, batch_size=16))
+    with pytest.raises(FloatingPointError, match="cure uniform on all, seed 0: loss is nan at epoch 0; lower lr"):
+        eng.train(RunSpec("cure", "uniform", None, MODS, 0), echo=lambda s: None)
+    assert not eng.finished(RunSpec("cure", "uniform", None, MODS, 0))
