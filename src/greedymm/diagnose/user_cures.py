@@ -242,7 +242,6 @@ class UserCure:
         self.balancer.epoch_start(train, val, batch_size)
 
     def epoch_end(self, train: Any, val: Any, batch_size: int) -> dict[str, Any]:
-        """The method's epoch work; returns its epoch log (coefficients worth watching)."""
-        log = self.balancer.method.epoch_log()
+        """The method's epoch work; then its epoch log (coefficients worth watching), as greedymm's loop reads it."""
         self.balancer.epoch_end(train, val, batch_size)
-        return log
+        return self.balancer.method.epoch_log()
