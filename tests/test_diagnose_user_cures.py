@@ -18,7 +18,7 @@ from torch import nn
 import greedymm
 from greedymm.diagnose import rules
 from greedymm.diagnose.protocol import ModelEngine, ModelSettings, RunSpec
-from greedymm.diagnose.user_cures import UserCure, UserNet, find_output_layer, refusal
+from greedymm.diagnose.user_cures import Probe, UserCure, UserNet, probe_model, refusal
 from greedymm.report.evidence import CANNOT_JUDGE
 
 MODS = ("a", "b")
@@ -64,10 +64,14 @@ def batch(seed=0, n=8, d_in=5, c=3):
     return x, torch.randint(0, c, (n,), generator=g)
 
 
-def user_net(model):
+AT = {"a": "enc_a", "b": "enc_b"}
+
+
+def user_net(model, features=None):
     x, _ = batch()
-    n_heads, layer = find_output_layer(model, x)
-    return UserNet(model, MODS, encoders={"a": ["enc_a"], "b": ["enc_b"]}, n_heads=n_heads, output_layer=layer)
+    p = probe_model(model, x)
+    encoders = {"a": ["enc_a"], "b": ["enc_b"]}
+    return UserNet(model, MODS, encoders=encoders, n_heads=p.n_heads, output_layer=p.output_layer, features=features)
 
 
 def grads(model):
@@ -75,16 +79,28 @@ def grads(model):
 
 
 # -- the adapter ---------------------------------------------------------------------------------------------------
-def test_the_output_layer_and_heads_are_found_from_one_forward():
+def test_the_output_layer_heads_and_features_are_found_from_one_forward():
     x, _ = batch()
-    assert find_output_layer(OwnFusion(), x) == (2, "head")
-    assert find_output_layer(OwnFusion(heads=False), x) == (0, "head")
+    assert probe_model(OwnFusion(), x) == Probe(2, "head", {})
+    assert probe_model(OwnFusion(heads=False), x, AT) == Probe(0, "head", {"a": (4,), "b": (4,)})
+    assert probe_model(OwnFusion(), x, {"a": "enc_a.0", "b": "enc_b"}).features == {"a": (4,), "b": (4,)}
 
     class Scaled(OwnFusion):  # the logits come from arithmetic after the layer: no output layer
         def forward(self, x):
             return super().forward(x) / 2.0
 
-    assert find_output_layer(Scaled(heads=False), x) == (0, None)
+    assert probe_model(Scaled(heads=False), x) == Probe(0, None, {})
+    # the view: logits, heads, and the at modules' outputs as the features; a uni-modal head from its modality
+    torch.manual_seed(0)
+    model = OwnFusion()
+    net = user_net(model, features=AT)
+    out = net(x)
+    torch.testing.assert_close(out.features[0], model.enc_a(x["a"]))
+    torch.testing.assert_close(out.heads[1], model.head_b(model.enc_b(x["b"])))
+    torch.testing.assert_close(net.unimodal_logits(x, 0), model.head_a(model.enc_a(x["a"])))
+    assert net.has_unimodal_heads and not user_net(OwnFusion(heads=False)).has_unimodal_heads
+    for k, enc in enumerate((model.enc_a, model.enc_b)):  # the named modules' own parameters, no copies
+        assert {id(p) for p in net.encoder(k).parameters()} == {id(p) for p in enc.parameters()}
 
 
 # -- uniform -------------------------------------------------------------------------------------------------------
@@ -197,28 +213,96 @@ def test_agm_on_a_user_model_scales_the_zeroed_input_responses():
     assert log["coeff_m0"] == pytest.approx(c[0]) and log["coeff_m1"] == pytest.approx(c[1])
 
 
+# -- gblending and pmr (epoch work on the training split) ----------------------------------------------------------
+def _data(tmp_path, n=120):
+    from greedymm.config import resolve_config
+    from greedymm.run import load_data
+
+    return load_data(resolve_config(_npz(tmp_path, n=n)))
+
+
+def test_gblending_on_a_user_model_blends_its_heads_with_weights_from_single_head_copies(tmp_path):
+    data = _data(tmp_path)
+    torch.manual_seed(0)
+    model = OwnFusion()
+    start = copy.deepcopy(model)
+    hp = {"est_optimizer": "adam", "est_lr": 1e-2, "super_epoch": 1}
+    cure = UserCure(user_net(model), "gblending", seed=0, hparams=hp)
+    cure.epoch_start(data.train, data.val, 16)
+    method = cure.balancer.method
+    for k, v in start.state_dict().items():  # the copies trained, not the model
+        torch.testing.assert_close(model.state_dict()[k], v)
+    w = method.weights
+    assert len(w) == 3 and sum(w) == pytest.approx(1.0) and min(w) >= 0
+    # head a's copy starts from the model: L^T_N is head a's mean CE over the training part, from modality a alone
+    rest, _ = method.split(len(data.train), 0)
+    xs, ys = data.train.batch(rest)
+    with torch.no_grad():
+        by_hand = F.cross_entropy(start.head_a(start.enc_a(xs["a"])), ys).item()
+    assert method.last_losses[0][0] == pytest.approx(by_hand, rel=1e-5)
+    x, y = batch(6)
+    loss = cure.step(x, y)
+    out = start(x)
+    blended = w[0] * F.cross_entropy(out["heads"][0], y) + w[1] * F.cross_entropy(out["heads"][1], y)
+    blended = blended + w[2] * F.cross_entropy(out["logits"], y)
+    assert loss == pytest.approx(blended.item(), rel=1e-5)
+    blended.backward()
+    got = grads(model)
+    for n, g in grads(start).items():
+        torch.testing.assert_close(got[n], g, rtol=1e-5, atol=1e-7)
+
+
+def test_pmr_on_a_user_model_uses_the_named_encoder_outputs_as_its_features(tmp_path):
+    data = _data(tmp_path)
+    torch.manual_seed(0)
+    model = OwnFusion(heads=False)
+    start = copy.deepcopy(model)
+    cure = UserCure(user_net(model, features=AT), "pmr", seed=0, hparams={"proto_fraction": 1.0})
+    cure.epoch_start(data.train, data.val, 16)
+    # the prototypes: class means of each encoder's output over the (whole) training split, in eval mode
+    xs, ys = data.train.batch(torch.arange(len(data.train)))
+    with torch.no_grad():
+        z = [start.enc_a(xs["a"]), start.enc_b(xs["b"])]
+    protos = [torch.stack([zm[ys == c].mean(0) for c in range(3)]) for zm in z]
+    for got, want in zip(cure.balancer.method.prototypes, protos, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # the step: CE of the prediction + alpha (1) x the prototype CE of the weaker modality (the lower summed score)
+    x, y = batch(7)
+    loss = cure.step(x, y)
+    za, zb = start.enc_a(x["a"]), start.enc_b(x["b"])
+    sims = [-torch.cdist(zm, p) for zm, p in zip((za, zb), protos, strict=True)]
+    scores = [sim.softmax(1).gather(1, y.view(-1, 1)).sum().item() for sim in sims]
+    weaker = 0 if scores[0] < scores[1] else 1
+    by_hand = F.cross_entropy(start(x), y) + F.cross_entropy(sims[weaker], y)
+    assert loss == pytest.approx(by_hand.item(), rel=1e-5)
+    log = cure.epoch_end(data.train, data.val, 16)
+    assert log[f"pce_share_m{weaker}"] == 1.0 and log[f"pce_share_m{1 - weaker}"] == 0.0
+
+
 # -- refusals ------------------------------------------------------------------------------------------------------
 def test_cures_a_user_model_cannot_run_are_refused_naming_what_it_lacks():
-    common = {"modalities": MODS, "encoders_named": True, "output_layer": "head"}
-    for method in ("uniform", "mmpareto"):
-        why = refusal(method, n_heads=0, **common)
-        assert why.startswith(f"{method}: ") and "has no heads" in why and '"heads": [head_a(z_a), head_b(z_b)]' in why
-        assert "1 heads for 2 modalities" in refusal(method, n_heads=1, **common)
-        assert refusal(method, n_heads=2, **common) is None
-    assert "groups={" in refusal("mmpareto", n_heads=2, **{**common, "encoders_named": False})
-    assert refusal("uniform", n_heads=2, **{**common, "encoders_named": False}) is None  # uniform needs no groups
-    assert refusal("agm", n_heads=0, **common) is None
-    assert "not the output of one module" in refusal("agm", n_heads=0, **{**common, "output_layer": None})
-    assert "2 or 3 modalities" in refusal("agm", n_heads=0, **{**common, "modalities": ("a", "b", "c", "d")})
+    def why(method, heads=2, layer="head", features=None, mods=MODS, encoders=True):
+        return refusal(method, modalities=mods, probe=Probe(heads, layer, features or {}), encoders_named=encoders)
+
+    for method in ("uniform", "mmpareto", "gblending"):
+        text = why(method, heads=0)
+        assert text.startswith(f"{method}: ") and "has no heads" in text
+        assert '"heads": [head_a(z_a), head_b(z_b)]' in text and "agm needs no heads" in text
+        assert "1 heads for 2 modalities" in why(method, heads=1)
+        assert why(method) is None
+    assert "groups={" in why("mmpareto", encoders=False)
+    assert why("uniform", encoders=False) is None and why("gblending", encoders=False) is None
+    assert why("agm", heads=0) is None
+    assert "not the output of one module" in why("agm", heads=0, layer=None)
+    assert "2 or 3 modalities" in why("agm", heads=0, mods=("a", "b", "c", "d"))
+    assert 'at={"a": "<a encoder module>"' in why("pmr", heads=0)
+    assert "outputs (batch, 2, 4)" in why("pmr", heads=0, features={"a": (2, 4), "b": (4,)})
+    assert why("pmr", heads=0, features={"a": (4,), "b": (4,)}) is None
     for method in ("ogm-ge", "mslr"):
-        why = refusal(method, n_heads=2, **common)
-        assert "another method" in why and "agm" in why and "fusion='concat'" in why
+        text = why(method)
+        assert "another method" in text and "agm" in text and "fusion='concat'" in text
     for method in ("guided", "random"):
-        assert "MMTM" in refusal(method, n_heads=2, **common) and "greedymm.late_fusion" in refusal(
-            method, n_heads=2, **common
-        )
-    assert "pooled feature" in refusal("pmr", n_heads=2, **common)
-    assert "unimodal_logits" in refusal("gblending", n_heads=2, **common)
+        assert "MMTM" in why(method) and "greedymm.late_fusion" in why(method)
 
 
 def _npz(tmp_path, n=240, seed=0):
@@ -244,9 +328,12 @@ def test_the_engine_refuses_by_what_the_model_supplies_and_trains_heads_as_probe
     assert plain.cure_fusion("concat") is None
     assert "has no heads" in plain.refuses(RunSpec("cure", "uniform", None, MODS, 0))
     assert plain.refuses(RunSpec("cure", "agm", None, MODS, 0)) is None
+    assert "at={" in plain.refuses(RunSpec("cure", "pmr", None, MODS, 0))
+    with_at = ModelEngine(lambda: OwnFusion(heads=False), data, tmp_path / "q", ModelSettings(groups=groups, at=AT))
+    assert with_at.refuses(RunSpec("cure", "pmr", None, MODS, 0)) is None
     assert "MMTM" in plain.refuses(RunSpec("cure", "guided", None, MODS, 0))
     eng = ModelEngine(OwnFusion, data, tmp_path / "h", ModelSettings(groups=groups))
-    assert eng.n_heads == 2 and eng.output_layer == "head"
+    assert eng.probe == Probe(2, "head", {})
     assert eng.refuses(RunSpec("cure", "uniform", None, MODS, 0)) is None
     assert eng.refuses(RunSpec("cure", "mmpareto", None, MODS, 0)) is None
     # vanilla: the prediction's loss on the whole model; each head's loss on its own layer only
@@ -272,18 +359,20 @@ def test_the_engine_refuses_by_what_the_model_supplies_and_trains_heads_as_probe
 # -- diagnose end to end -------------------------------------------------------------------------------------------
 def test_diagnose_on_a_user_model_ranks_the_cures_and_gives_a_verdict(tmp_path):
     """b gives the class away, a carries a weaker signal: the joint model leans on b and a is under-used. The cures
-    that apply (uniform and mmpareto with the heads, agm) train on the user's model and are ranked; guided is
-    refused with the reason."""
+    that apply (uniform, mmpareto and gblending with the heads, pmr with the encoder outputs, agm) train on the
+    user's model and are ranked; guided and ogm-ge are refused with the reason."""
     lines = []
     d = greedymm.diagnose(
         _npz(tmp_path, n=300), model=OwnFusion, out=tmp_path / "diag", seeds=(0, 1), epochs=3, lr=1e-2, batch_size=16,
-        groups={"a": "enc_a", "b": "enc_b", "fusion": ["head"]}, fusion_group="fusion",
-        cures=["guided", "uniform@concat", "mmpareto@concat", "agm", "ogm-ge"], echo=lines.append,
+        groups={"a": "enc_a", "b": "enc_b", "fusion": ["head"]}, fusion_group="fusion", at=AT,
+        cures=["guided", "uniform@concat", "mmpareto@concat", "uniform", "agm", "gblending", "pmr", "ogm-ge"],
+        echo=lines.append,
     )  # fmt: skip
     assert d.under_used == ["a"] and d.numbers["balancing_warranted"]
     cures = d.numbers["cures"]
-    assert sorted(c["label"] for c in cures) == ["agm", "mmpareto", "uniform"]  # the user's fusion: no "@concat"
-    assert [c["rank"] for c in cures] == [1, 2, 3]
+    # the user's fusion: no "@concat", and "uniform@concat" and "uniform" are one cure
+    assert sorted(c["label"] for c in cures) == ["agm", "gblending", "mmpareto", "pmr", "uniform"]
+    assert [c["rank"] for c in cures] == [1, 2, 3, 4, 5]
     vals = [c["val"]["mean"] for c in cures]
     assert vals == sorted(vals, reverse=True)
     for c in cures:
@@ -296,7 +385,10 @@ def test_diagnose_on_a_user_model_ranks_the_cures_and_gives_a_verdict(tmp_path):
     run = json.loads((tmp_path / "diag" / "runs" / mmp["folder"].split("/")[-1] / "run.json").read_text())
     assert {"cos_m0", "conflict_share_m1", "weight_mm_m0"} <= set(run["epochs"][-1]["method_log"])
     saved = json.loads(d.json_path.read_text())
-    assert saved["verdict"] == d.verdict and len(saved["cures"]) == 3
+    assert saved["verdict"] == d.verdict and len(saved["cures"]) == 5
+    gbl = next(r for r in d.records if r["role"] == "cure" and r["method"] == "gblending")
+    assert gbl["settings"]["est_optimizer"] == "adam" and gbl["settings"]["est_lr"] == 1e-2  # the run's own
+    assert any(line.startswith("diagnose: ogm-ge does not apply here: ogm-ge: reads") for line in lines)
 
 
 class NaNLogits(OwnFusion):

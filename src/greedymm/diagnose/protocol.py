@@ -48,7 +48,7 @@ from ..metrics.ablation import (
 )
 from ..rundir import BEST
 from . import rules
-from .user_cures import UserCure, UserNet, find_output_layer, refusal
+from .user_cures import UserCure, UserNet, probe_model, refusal
 
 DEFAULT_CURES = ("guided", "uniform@concat", "mmpareto@concat")
 NOISE_LEVELS = (0.5, 1.0, 2.0)  # noise std in units of the modality's own spread over the training split
@@ -519,9 +519,11 @@ class ModelEngine(Engine):
             encoders = dict(settings.encoders or {m: m for m in data.modalities})
             GroupSpeed(probe, settings.groups, encoders, settings.fusion_group)  # names checked now, not after training
             self.encoders = encoders
-        # what the output carries (heads) and which layer gives the logits: what the cures can use
+        # what the output carries (heads), which layer gives the logits, what the at modules output: what the
+        # cures can use
         x, _ = data.train.batch(torch.arange(min(2, len(data.train))))
-        self.n_heads, self.output_layer = find_output_layer(probe, x)
+        self.probe = probe_model(probe, x, settings.at)
+        self.n_heads = self.probe.n_heads
         if settings.at is not None:
             from ..metrics.ablation import _module
 
@@ -544,7 +546,7 @@ class ModelEngine(Engine):
             "epochs": self.s.epochs,
         }
         if spec.role == "cure":
-            ident["hparams"] = method_class(spec.method).defaults()
+            ident["hparams"] = self._settings(spec.method)
         elif self.n_heads and self.s.loss is None:
             ident["heads"] = "probes"  # vanilla trains the heads as probes (earlier: their loss reached the model)
         return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -573,25 +575,28 @@ class ModelEngine(Engine):
             self.modalities,
             encoders=self._encoder_modules(),
             n_heads=self.n_heads,
-            output_layer=self.output_layer,
+            output_layer=self.probe.output_layer,
+            features=self.s.at,
         )
+
+    def _hparams(self, method: str) -> dict[str, Any]:
+        """A cure's settings beside its defaults: gblending's copies train with this run's optimizer and lr, as the
+        method asks (its est_optimizer / est_lr)."""
+        return {"est_optimizer": "adam", "est_lr": self.s.lr} if method == "gblending" else {}
+
+    def _settings(self, method: str) -> dict[str, Any]:
+        return {**method_class(method).defaults(), **self._hparams(method)}
 
     def refuses(self, spec: RunSpec) -> str | None:
         if spec.role == "reference":
             return "a model greedymm did not build has one fusion, its own: its vanilla run is the joint run"
         if spec.role != "cure":
             return None
-        why = refusal(
-            spec.method,
-            modalities=self.modalities,
-            n_heads=self.n_heads,
-            encoders_named=bool(self.encoders),
-            output_layer=self.output_layer,
-        )
+        why = refusal(spec.method, modalities=self.modalities, probe=self.probe, encoders_named=bool(self.encoders))
         if why:
             return why
         try:  # the method's own check, on the model as the method will see it
-            create_method(spec.method, seed=0).check(self._net(self.make_model()))
+            create_method(spec.method, seed=0, **self._hparams(spec.method)).check(self._net(self.make_model()))
         except ValueError as e:
             return f"{spec.method}: {e}"
         return None
@@ -631,7 +636,9 @@ class ModelEngine(Engine):
         if self.s.groups is not None and spec.role != "alone":
             speed = GroupSpeed(model, self.s.groups, self.encoders, self.s.fusion_group)
         fill = {m: v.to(self.device) for m, v in self._fill(spec).items()}
-        cure = UserCure(self._net(model), spec.method, spec.seed) if spec.role == "cure" else None
+        cure = None
+        if spec.role == "cure":
+            cure = UserCure(self._net(model), spec.method, spec.seed, self._hparams(spec.method))
         train, val = self.data.train, self.data.val
         epochs, best, best_state = [], -1.0, None
         t0 = time.time()
@@ -689,7 +696,7 @@ class ModelEngine(Engine):
         best = next(r for r in recs if r["val"]["acc"] == best["val"]["acc"])
         out = _base_record(spec, self.s.epochs, best, recs[-1], self.folder(spec))
         out["seconds"] = float(recs[-1]["elapsed_s"])
-        out["settings"] = method_class(spec.method).defaults() if spec.role == "cure" else {}
+        out["settings"] = self._settings(spec.method) if spec.role == "cure" else {}
         if spec.role != "alone":
             out.update(self._cached(spec, lambda: self._analyse(self._load(spec), spec, self.s.at, self.s.fill)))
             if "speed" in recs[-1]:

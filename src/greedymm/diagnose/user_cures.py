@@ -3,24 +3,30 @@ view of the user's module as the model interface the method contract asks for (d
 
 What a user's model can supply, and which methods that lets run exactly as docs/BASELINES.md defines them:
 
-    the output's ``heads`` (one logits tensor per modality, in the data's modality order)
-        ``uniform``   L = CE(o, y) + sum_m CE(o_m, y)  (o: the model's logits, o_m: head m)
-        ``mmpareto``  L_mm = CE(o), L_m = CE(o_m); encoder m's gradient by the Pareto rule (needs ``groups`` too)
+    the output's ``heads`` (one logits tensor per modality, in the data's modality order, each reading its own
+    modality's encoder only)
+        ``uniform``    L = CE(o, y) + sum_m CE(o_m, y)  (o: the model's logits, o_m: head m)
+        ``mmpareto``   L_mm = CE(o), L_m = CE(o_m); encoder m's gradient by the Pareto rule (needs ``groups`` too)
+        ``gblending``  L = sum_k w_k CE_k, the weights estimated by training copies on one head each; a uni-modal
+                       head's logits from the whole forward equal those from its modality alone
+                       (``unimodal_logits``), so the copies train what the method's own copies train
     ``groups`` + ``encoders`` (each modality's encoder modules): ``encoder(k)`` for mmpareto
+    ``at`` (each modality's encoder output module), when those outputs are (batch, d): the pooled features z_m
+        ``pmr``        class prototypes of z_m and the prototype loss on them (fusion-agnostic by definition)
     nothing more than a dict of inputs, and logits returned straight from one layer with a weight
-        ``agm``       the responses from coalitions of zeroed inputs (the construction wraps any network); the clip
-                      reads that output layer's weight gradient
+        ``agm``        the responses from coalitions of zeroed inputs (the construction wraps any network); the
+                       clip reads that output layer's weight gradient
 
 The methods' own code computes every number (loss, gradients, coefficients): ``UserCure`` drives one through
 ``greedymm.Balancer``, the step API greedymm's own loop uses. The methods that read a part of greedymm's networks a
 user's model does not declare are refused with what is missing (``refusal``): guided and random (MMTM gates),
-OGM-GE and MSLR (per-modality logits read off the fusion head's weights), PMR (pooled per-modality features),
-G-Blending (each uni-modal head from its modality alone).
+OGM-GE and MSLR (per-modality logits read off the fusion head's weights).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,25 +37,34 @@ from ..metrics.ablation import heads_of, logits_of
 from ..models.modes import REGULAR, Mode
 from ..models.network import MultiModalNet, Output, SpeedLayout
 
-APPLIES = ("uniform", "mmpareto", "agm")  # the methods a user's model can run, given what it supplies
-NEEDS_HEADS = ("uniform", "mmpareto")
+APPLIES = ("uniform", "mmpareto", "gblending", "pmr", "agm")  # what a user's model can run, given what it supplies
+NEEDS_HEADS = ("uniform", "mmpareto", "gblending")
 NEEDS_ENCODERS = ("mmpareto",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one forward of a user's model shows: the number of heads in its output, the module whose output is the
+    logits (innermost, with a ``weight``; None if none), and the per-item shape of each ``at`` module's output."""
+
+    n_heads: int = 0
+    output_layer: str | None = None
+    features: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def refusal(
     method: str,
     *,
     modalities: Sequence[str],
-    n_heads: int,
+    probe: Probe,
     encoders_named: bool,
-    output_layer: str | None,
 ) -> str | None:
     """Why ``method`` cannot run on a user's model that supplies what the arguments say (None: it can): what the
-    model lacks and how to add it. ``n_heads``: logits tensors in the output's ``heads``; ``encoders_named``:
-    ``groups`` name an encoder per modality; ``output_layer``: the module whose output is the logits (with a
-    ``weight``), or None."""
+    model lacks and how to add it. ``probe``: what its output holds (``probe_model``); ``encoders_named``: ``groups``
+    name an encoder per modality."""
     mods = list(modalities)
     n = len(mods)
+    n_heads, output_layer = probe.n_heads, probe.output_layer
     if method in ("guided", "random"):
         return (
             f"{method}: re-balances by freezing the MMTM gates between greedymm's branches, which a model greedymm did "
@@ -63,18 +78,6 @@ def refusal(
             "ablation would be another method (agm is the one whose per-modality score comes from zeroed inputs: it "
             "runs on your model). For " + method + " build the model with greedymm.late_fusion(..., fusion='concat' "
             "or 'sum') from your encoders"
-        )
-    if method == "pmr":
-        return (
-            "pmr: computes class prototypes of each modality's pooled feature z_m (the input of a late-fusion head) "
-            "and adds a prototype loss on it; greedymm does not know where your model pools each modality. Build the "
-            "model with greedymm.late_fusion from your encoders to try it"
-        )
-    if method == "gblending":
-        return (
-            "gblending: estimates each head's overfitting by training copies of the model's uni-modal heads on each "
-            "modality alone (model.unimodal_logits), which your model does not declare; build it with "
-            "greedymm.late_fusion(..., unimodal_heads=True) from your encoders to try it"
         )
     if method == "vanilla":
         return "vanilla: is the joint run itself, not a cure"
@@ -92,6 +95,21 @@ def refusal(
             f'data\'s modality order: {{"logits": ..., "heads": [{example}]}} (a dict, or a NamedTuple with a '
             "heads field); agm needs no heads"
         )
+    if method == "pmr":
+        if not probe.features:
+            named = ", ".join(f'"{m}": "<{m} encoder module>"' for m in mods)
+            return (
+                "pmr: computes class prototypes of each modality's pooled feature z_m (what the fusion reads) and "
+                f"adds a prototype loss on it; name the module that outputs it with at={{{named}}} (a (batch, d) "
+                "output)"
+            )
+        flat = {m: shape for m, shape in probe.features.items() if len(shape) != 1}
+        if flat:
+            m, shape = next(iter(flat.items()))
+            return (
+                f"pmr: needs one (batch, d) feature per modality, and the at module of {m!r} outputs (batch, "
+                f"{', '.join(map(str, shape))}); name a module whose output is pooled (one vector per item)"
+            )
     if method in NEEDS_ENCODERS and not encoders_named:
         named = ", ".join(f'"{m}": "<{m} encoder module>"' for m in mods)
         return (
@@ -113,9 +131,9 @@ def refusal(
     return None
 
 
-def find_output_layer(model: nn.Module, x: Mapping[str, Tensor]) -> tuple[int, str | None]:
-    """(number of heads in the output, name of the innermost module with a ``weight`` whose forward output is the
-    logits tensor itself, or None): one eval-mode forward on ``x`` without gradients."""
+def probe_model(model: nn.Module, x: Mapping[str, Tensor], at: Mapping[str, str] | None = None) -> Probe:
+    """What the output holds (``Probe``) from one eval-mode forward on ``x`` without gradients: the heads, the
+    innermost module with a ``weight`` whose forward output is the logits tensor itself, the ``at`` outputs' shapes."""
     seen: list[tuple[str, Any]] = []
     handles = [
         mod.register_forward_hook(lambda _m, _i, o, name=name: seen.append((name, o)))
@@ -140,14 +158,21 @@ def find_output_layer(model: nn.Module, x: Mapping[str, Tensor]) -> tuple[int, s
         ),
         None,
     )
-    return len(heads_of(out)), layer
+    outputs = dict(seen)
+    features = {
+        m: tuple(outputs[name].shape[1:]) if isinstance(outputs.get(name), Tensor) else ()
+        for m, name in (at or {}).items()
+    }
+    return Probe(len(heads_of(out)), layer, features)
 
 
 class UserNet(MultiModalNet):
     """A user's ``nn.Module`` (dict of modalities in, logits and optional ``heads`` out) seen as a greedymm network
-    by the method contract: the forward gives ``Output(logits, heads, ())``; ``loss`` is CE of the logits (the
-    prediction); ``encoder(k)`` holds the modules named for modality k; ``output_weights`` the weight of the layer
-    whose output is the logits. It adds no parameters: ``inner`` is the user's module, saved and loaded as is."""
+    by the method contract: the forward gives ``Output(logits, heads, features)``, the features being the outputs of
+    the ``features`` modules (one per modality; none when not named); ``loss`` is CE of the logits (the
+    prediction); ``encoder(k)`` holds the modules named for modality k; ``unimodal_logits(x, k)`` is head k of the
+    forward (a uni-modal head reads modality k only); ``output_weights`` the weight of the layer whose output is
+    the logits. It adds no parameters: ``inner`` is the user's module, saved and loaded as is."""
 
     family = "user"
     fusion = "own"
@@ -160,18 +185,32 @@ class UserNet(MultiModalNet):
         encoders: Mapping[str, Sequence[str]] | None = None,
         n_heads: int = 0,
         output_layer: str | None = None,
+        features: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(modalities)
         self.inner = model
         self._encoders = {m: list(v) for m, v in (encoders or {}).items()}
         self._n_heads = n_heads
         self._output = output_layer
+        self._features = dict(features or {})
 
     def forward(self, inputs: dict[str, Tensor], mode: Mode | str = REGULAR) -> Output:
         if Mode.parse(mode) != REGULAR:
             raise ValueError(f"a model greedymm did not build runs in mode 'regular' only, not {str(mode)!r}")
-        out = self.inner(dict(inputs))
-        return Output(logits_of(out), tuple(heads_of(out)), ())
+        if not self._features:
+            out = self.inner(dict(inputs))
+            return Output(logits_of(out), tuple(heads_of(out)), ())
+        grabbed: dict[str, Tensor] = {}
+        handles = [
+            self.inner.get_submodule(name).register_forward_hook(lambda _m, _i, o, m=m: grabbed.__setitem__(m, o))
+            for m, name in self._features.items()
+        ]
+        try:
+            out = self.inner(dict(inputs))
+        finally:
+            for h in handles:
+                h.remove()
+        return Output(logits_of(out), tuple(heads_of(out)), tuple(grabbed[m] for m in self.modalities))
 
     def loss(self, out: Output, y: Tensor) -> Tensor:
         return F.cross_entropy(out.logits, y)
@@ -201,7 +240,9 @@ class UserNet(MultiModalNet):
         return self._n_heads == self.n_modalities
 
     def unimodal_logits(self, inputs: dict[str, Tensor], k: int) -> Tensor:
-        raise ValueError("a model greedymm did not build does not declare a uni-modal head computed from one input")
+        if not self.has_unimodal_heads:
+            raise ValueError("the model's output has no heads, one per modality")
+        return self.forward(inputs).heads[k]
 
     def cannot_split(self) -> str:
         return "a model greedymm did not build declares no per-modality logits of its fusion head"
@@ -225,10 +266,6 @@ class UserCure:
 
         self.net = net
         self.balancer = Balancer(net, method, seed=seed, hparams=dict(hparams or {}))
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return dict(self.balancer.method.h)
 
     def step(self, x: Mapping[str, Tensor], y: Tensor) -> float:
         """One step's gradients; the logged loss (not finite: the step must not be taken)."""
