@@ -286,7 +286,7 @@ def test_cures_a_user_model_cannot_run_are_refused_naming_what_it_lacks():
 
     for method in ("uniform", "mmpareto", "gblending"):
         text = why(method, heads=0)
-        assert text.startswith(f"{method}: ") and "has no heads" in text
+        assert text.startswith(f"{method} trains one uni-modal head") and "has no heads" in text
         assert '"heads": [head_a(z_a), head_b(z_b)]' in text and "agm needs no heads" in text
         assert "1 heads for 2 modalities" in why(method, heads=1)
         assert why(method) is None
@@ -388,7 +388,7 @@ def test_diagnose_on_a_user_model_ranks_the_cures_and_gives_a_verdict(tmp_path):
     assert saved["verdict"] == d.verdict and len(saved["cures"]) == 5
     gbl = next(r for r in d.records if r["role"] == "cure" and r["method"] == "gblending")
     assert gbl["settings"]["est_optimizer"] == "adam" and gbl["settings"]["est_lr"] == 1e-2  # the run's own
-    assert any(line.startswith("diagnose: ogm-ge does not apply here: ogm-ge: reads") for line in lines)
+    assert any(line.startswith("diagnose: ogm-ge does not apply here: ogm-ge reads") for line in lines)
 
 
 class NaNLogits(OwnFusion):

@@ -598,7 +598,7 @@ class ModelEngine(Engine):
         try:  # the method's own check, on the model as the method will see it
             create_method(spec.method, seed=0, **self._hparams(spec.method)).check(self._net(self.make_model()))
         except ValueError as e:
-            return f"{spec.method}: {e}"
+            return str(e) if spec.method in str(e) else f"{spec.method}: {e}"
         return None
 
     def _fill(self, spec: RunSpec) -> dict[str, Tensor]:

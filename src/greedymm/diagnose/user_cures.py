@@ -67,30 +67,30 @@ def refusal(
     n_heads, output_layer = probe.n_heads, probe.output_layer
     if method in ("guided", "random"):
         return (
-            f"{method}: re-balances by freezing the MMTM gates between greedymm's branches, which a model greedymm did "
+            f"{method} re-balances by freezing the MMTM gates between greedymm's branches, which a model greedymm did "
             "not build does not have; build it from your encoders with greedymm.intermediate_fusion (MMTM), or use "
             "greedymm.late_fusion for the late-fusion cures"
         )
     if method in ("ogm-ge", "mslr"):
         return (
-            f"{method}: reads each modality's logits off the fusion head (the columns of a concat head's weight that "
+            f"{method} reads each modality's logits off the fusion head (the columns of a concat head's weight that "
             "multiply z_m, or a sum head's fc_m); your model's fusion gives greedymm no such split, and a score by "
             "ablation would be another method (agm is the one whose per-modality score comes from zeroed inputs: it "
             "runs on your model). For " + method + " build the model with greedymm.late_fusion(..., fusion='concat' "
             "or 'sum') from your encoders"
         )
     if method == "vanilla":
-        return "vanilla: is the joint run itself, not a cure"
+        return "vanilla is the joint run itself, not a cure"
     if method not in APPLIES:
         return (
-            f"{method}: is not adapted to a model greedymm did not build; build the model from your encoders with "
+            f"{method} is not adapted to a model greedymm did not build; build the model from your encoders with "
             "greedymm.late_fusion or greedymm.intermediate_fusion to try it"
         )
     if method in NEEDS_HEADS and n_heads != n:
         got = "no heads" if n_heads == 0 else f"{n_heads} heads for {n} modalities"
         example = ", ".join(f"head_{m}(z_{m})" for m in mods)
         return (
-            f"{method}: trains one uni-modal head per modality besides your prediction, and your model's output has "
+            f"{method} trains one uni-modal head per modality besides your prediction, and your model's output has "
             f"{got}. Add a linear head on each modality's encoder output and return them with the logits, in the "
             f'data\'s modality order: {{"logits": ..., "heads": [{example}]}} (a dict, or a NamedTuple with a '
             "heads field); agm needs no heads"
@@ -99,7 +99,7 @@ def refusal(
         if not probe.features:
             named = ", ".join(f'"{m}": "<{m} encoder module>"' for m in mods)
             return (
-                "pmr: computes class prototypes of each modality's pooled feature z_m (what the fusion reads) and "
+                "pmr computes class prototypes of each modality's pooled feature z_m (what the fusion reads) and "
                 f"adds a prototype loss on it; name the module that outputs it with at={{{named}}} (a (batch, d) "
                 "output)"
             )
@@ -107,24 +107,24 @@ def refusal(
         if flat:
             m, shape = next(iter(flat.items()))
             return (
-                f"pmr: needs one (batch, d) feature per modality, and the at module of {m!r} outputs (batch, "
+                f"pmr needs one (batch, d) feature per modality, and the at module of {m!r} outputs (batch, "
                 f"{', '.join(map(str, shape))}); name a module whose output is pooled (one vector per item)"
             )
     if method in NEEDS_ENCODERS and not encoders_named:
         named = ", ".join(f'"{m}": "<{m} encoder module>"' for m in mods)
         return (
-            f"{method}: changes the gradient of each modality's encoder (its parameters without the head), and no "
+            f"{method} changes the gradient of each modality's encoder (its parameters without the head), and no "
             f"encoder is named; pass groups={{{named}}} (module names of your model, heads left out)"
         )
     if method == "agm":
         if n not in (2, 3):
             return (
-                f"agm: is defined by its authors' code for 2 or 3 modalities (the coefficient's cap is 10 and 7), "
+                f"agm is defined by its authors' code for 2 or 3 modalities (the coefficient's cap is 10 and 7), "
                 f"not {n}"
             )
         if output_layer is None:
             return (
-                "agm: clips every gradient when an entry of the output layer's weight gradient leaves [-b, b], and "
+                "agm clips every gradient when an entry of the output layer's weight gradient leaves [-b, b], and "
                 "your model's logits are not the output of one module with a weight; return the logits straight from "
                 "a layer (e.g. return self.head(z), an nn.Linear), not from arithmetic after it"
             )
