@@ -71,3 +71,60 @@ def test_channels_last_changes_layout_not_results():
     to_channels_last(clip)  # 5-D weights take the 3-d layout
     weights = [p for p in clip.parameters() if p.dim() == 5]
     assert weights and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in weights)
+
+
+def _resnet_pair():
+    torch.manual_seed(0)
+    a = build_model("resnet18", ("view0", "view6"), (3, 3), 5, width=0.125)
+    b = build_model("resnet18", ("view0", "view6"), (3, 3), 5, width=0.125)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def test_resnet_last_stage_stays_contiguous_under_channels_last():
+    a, b = _resnet_pair()
+    a.eval(), b.eval()
+    to_channels_last(b)
+    cl = torch.channels_last
+    for branch in b.branches:
+        for i, stage in enumerate(branch.stages):
+            # 3x3 and 7x7 kernels (a 1x1 kernel is both layouts at once)
+            ws = [m.weight for m in stage.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+            assert ws
+            if i == 3:  # layer4
+                assert all(w.is_contiguous() and not w.is_contiguous(memory_format=cl) for w in ws)
+            else:
+                assert all(w.is_contiguous(memory_format=cl) and not w.is_contiguous() for w in ws)
+    seen = []
+    b.branches[0].stages[2][0].conv1.register_forward_pre_hook(
+        lambda m, x: seen.append(x[0].is_contiguous(memory_format=cl))
+    )
+    b.branches[0].stages[3][0].conv1.register_forward_pre_hook(lambda m, x: seen.append(x[0].is_contiguous()))
+    x = {"view0": torch.rand(2, 3, 64, 64), "view6": torch.rand(2, 3, 64, 64)}
+    assert torch.allclose(a(x).logits, b(inputs_channels_last(x)).logits, atol=1e-5)
+    assert seen == [True, True]  # layer3 reads channels-last maps, layer4 contiguous ones
+
+
+def test_contiguous_stage_leaves_fp32_bits_alone():
+    # without channels-last the last stage's contiguity is a no-op: outputs and gradients bit for bit
+    a, b = _resnet_pair()
+    for m in b.modules():
+        if getattr(m, "stays_contiguous", False):
+            m.stays_contiguous = False
+    x = {"view0": torch.rand(2, 3, 64, 64), "view6": torch.rand(2, 3, 64, 64)}
+    y = torch.tensor([1, 3])
+    outs = []
+    for model in (a, b):
+        loss = model.loss(model(x), y)
+        loss.backward()
+        outs.append((loss.detach(), [p.grad for p in model.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert all(torch.equal(g, h) for g, h in zip(outs[0][1], outs[1][1], strict=True))
+
+
+def test_stays_contiguous_covers_a_module_and_its_children():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3)))
+    net[1].stays_contiguous = True
+    to_channels_last(net)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last) and not net[0].weight.is_contiguous()
+    assert net[1][0].weight.is_contiguous() and not net[1][0].weight.is_contiguous(memory_format=torch.channels_last)

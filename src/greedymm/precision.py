@@ -4,7 +4,10 @@
 optimizer stay float32, and everything greedymm measures (speed sums, gate and squeeze means, utilization counts)
 stays float32/float64. fp16 scales the loss (a ``GradScaler``) and unscales the gradients before the method's
 gradient changes and the speed, so both see true gradients. fp32, the default, runs exactly as before.
-``--channels-last`` stores 4-D weights and inputs channels-last (5-D ones, I3D's, channels-last-3d).
+``--channels-last`` stores 4-D weights and inputs channels-last (5-D ones, I3D's, channels-last-3d), except in
+modules that set ``stays_contiguous = True``: their weights stay contiguous and they make their input contiguous
+themselves. ResNet-18's last stage does so: on 4x4 to 7x7 maps (112-224 px images) with a batch of 8, its
+convolutions and weight casts cost less in the contiguous layout, in bf16 as in fp32.
 
 The float64 accumulators (MMTM's gate means and squeeze sums, late fusion's feature means, the speed sums) live on
 modules that derive from ``KeepsFloat64``: a user's ``model.float()``, ``.half()``, ``.to(torch.bfloat16)`` or
@@ -21,7 +24,15 @@ from torch import Tensor, nn
 
 from .choices import PRECISIONS
 
-__all__ = ["PRECISIONS", "KeepsFloat64", "autocast", "grad_scaler", "inputs_channels_last", "to_channels_last"]
+__all__ = [
+    "PRECISIONS",
+    "KeepsFloat64",
+    "autocast",
+    "grad_scaler",
+    "inputs_channels_last",
+    "stays_contiguous",
+    "to_channels_last",
+]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,12 +68,20 @@ def _format(t: Tensor) -> torch.memory_format | None:
     return {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
 
 
+def stays_contiguous(module: nn.Module) -> bool:
+    """Whether ``to_channels_last`` leaves this module's weights (and its children's) contiguous: the module
+    says so with ``stays_contiguous = True`` and then makes its input contiguous in its own forward."""
+    return bool(getattr(module, "stays_contiguous", False))
+
+
 @torch.no_grad()
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Every 4-D parameter channels-last, every 5-D one channels-last-3d; the rest unchanged."""
+    """Every 4-D parameter channels-last, every 5-D one channels-last-3d, except inside modules that stay
+    contiguous (``stays_contiguous``); the rest unchanged."""
+    kept = {id(p) for m in model.modules() if stays_contiguous(m) for p in m.parameters()}
     for p in model.parameters():
         fmt = _format(p)
-        if fmt is not None:
+        if fmt is not None and id(p) not in kept:
             p.data = p.data.contiguous(memory_format=fmt)
     return model
 

@@ -14,6 +14,10 @@ A BasicBlock is conv3x3-BN-ReLU-conv3x3-BN plus a shortcut (identity, or conv1x1
 then ReLU. Stages of the Branch: [stem + layer1, layer2, layer3, layer4], so MMTM indices are (1, 2, 3).
 With width 1.0 and a 1000-way head the network has the standard 11,689,512 parameters.
 
+Under ``--channels-last`` the last stage stays contiguous (``stays_contiguous``, greedymm.precision): its maps
+are 4x4 to 7x7 at 112-224 px, where the channels-last convolutions and weight casts cost more than contiguous
+ones (benchmarks/bench_precision.py). The values are the same either way; fp32 without channels-last is untouched.
+
 ``resnet18_small_branch`` swaps the stem for conv3x3 stride 1 without max-pool (the usual CIFAR-size variant),
 so tiny CPU images (32-64 px) are not reduced to 1x1 before layer4.
 """
@@ -31,10 +35,12 @@ RESNET18_FUSE_AFTER = (1, 2, 3)
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual shortcut (projection when stride or channels change)."""
+    """Two 3x3 convolutions with a residual shortcut (projection when stride or channels change).
+    ``contiguous``: keep this block contiguous under channels-last (its weights and its input)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, contiguous: bool = False) -> None:
         super().__init__()
+        self.stays_contiguous = contiguous
         # convs feed BN, whose shift makes a conv bias redundant
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
@@ -46,13 +52,16 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.stays_contiguous:
+            x = x.contiguous()  # a no-op for a contiguous input
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
 
 
-def _layer(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(BasicBlock(c_in, c_out, stride), *(BasicBlock(c_out, c_out) for _ in range(blocks - 1)))
+def _layer(c_in: int, c_out: int, blocks: int, stride: int, contiguous: bool = False) -> nn.Sequential:
+    first = BasicBlock(c_in, c_out, stride, contiguous)
+    return nn.Sequential(first, *(BasicBlock(c_out, c_out, contiguous=contiguous) for _ in range(blocks - 1)))
 
 
 def _init(module: nn.Module) -> None:
@@ -85,7 +94,7 @@ def _resnet18(in_channels: int, num_classes: int | None, width: float, small_inp
         ]
     stages = [nn.Sequential(*stem, _layer(c[0], c[0], RESNET18_BLOCKS[0], stride=1))]
     for i in range(1, 4):
-        stages.append(_layer(c[i - 1], c[i], RESNET18_BLOCKS[i], stride=2))
+        stages.append(_layer(c[i - 1], c[i], RESNET18_BLOCKS[i], stride=2, contiguous=i == 3))
     branch = Branch(stages, channels=c, num_classes=num_classes)
     _init(branch.stages)  # the head keeps nn.Linear's default init
     return branch
