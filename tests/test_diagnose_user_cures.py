@@ -406,3 +406,16 @@ def test_a_cure_whose_loss_is_not_finite_stops_naming_the_run(tmp_path):
     with pytest.raises(FloatingPointError, match="cure uniform on all, seed 0: loss is nan at epoch 0; lower lr"):
         eng.train(RunSpec("cure", "uniform", None, MODS, 0), echo=lambda s: None)
     assert not eng.finished(RunSpec("cure", "uniform", None, MODS, 0))
+
+
+def test_without_named_cures_a_user_model_gets_the_cures_that_can_run_on_it(tmp_path):
+    """No `cures=`: greedymm's default list would all be refused on a model with its own fusion (guided needs
+    MMTM; uniform@concat would mean another model), so a user model gets uniform, mmpareto and agm."""
+    d = greedymm.diagnose(
+        _npz(tmp_path, n=300), model=OwnFusion, out=tmp_path / "diag", seeds=(0, 1), epochs=3, lr=1e-2, batch_size=16,
+        groups={"a": "enc_a", "b": "enc_b", "fusion": ["head"]}, fusion_group="fusion", at=AT, echo=None,
+    )  # fmt: skip
+    assert d.numbers["setup"]["cures"] == list(greedymm.diagnose.USER_DEFAULT_CURES) == ["uniform", "mmpareto", "agm"]
+    assert d.under_used == ["a"]  # the case of the test above
+    assert sorted(c["label"] for c in d.numbers["cures"]) == ["agm", "mmpareto", "uniform"]
+    assert d.numbers["cures_refused"] == []

@@ -15,12 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .protocol import DEFAULT_CURES, NOISE_LEVELS, GreedymmEngine, ModelEngine, ModelSettings, clean_json, run_protocol
+from .protocol import (
+    DEFAULT_CURES,
+    NOISE_LEVELS,
+    USER_DEFAULT_CURES,
+    GreedymmEngine,
+    ModelEngine,
+    ModelSettings,
+    clean_json,
+    run_protocol,
+)
 from .rules import CURE_HELPS, GREEDY_CANNOT_JUDGE, NO_CURE_HELPS, NOT_GREEDY, VERDICTS, diagnose_records
 
 __all__ = [
     "CURE_HELPS",
     "DEFAULT_CURES",
+    "USER_DEFAULT_CURES",
     "NOISE_LEVELS",
     "GREEDY_CANNOT_JUDGE",
     "NOT_GREEDY",
@@ -86,7 +96,8 @@ def diagnose(
     model's name in run hashes (default its repr); ``loss(out, y)`` instead of cross-entropy.
 
     ``seeds``, ``epochs`` (per run), ``max_minutes``: the budget. ``cures``: methods tried when a modality is
-    under-used (``method`` or ``method@fusion``; None or empty: none). ``echo``: where progress lines go.
+    under-used (``method`` or ``method@fusion``; None or empty: none; not given: ``DEFAULT_CURES`` for greedymm's
+    network, ``USER_DEFAULT_CURES`` for your model). ``echo``: where progress lines go.
     ``reuse``: folders (e.g. an earlier ``greedymm sweep --out``) whose finished runs with exactly the settings a run
     of the protocol needs are copied in instead of trained (greedymm's network on a named data set only)."""
     from ..data import MultiModalData
@@ -149,6 +160,8 @@ def diagnose(
         )
         engine = ModelEngine(model, data, out, settings, device=device)
         joint_fusion = None
+        if cures is DEFAULT_CURES:  # not named: the defaults that can run on a model greedymm did not build
+            cures = USER_DEFAULT_CURES
     diag, records = run_protocol(
         engine, seeds=list(seeds), cures=list(cures or []), max_minutes=max_minutes, echo=say, joint_fusion=joint_fusion
     )

@@ -51,6 +51,8 @@ from . import rules
 from .user_cures import UserCure, UserNet, probe_model, refusal
 
 DEFAULT_CURES = ("guided", "uniform@concat", "mmpareto@concat")
+# a model greedymm did not build: the cures that can run on one (uniform and mmpareto need its heads; agm does not)
+USER_DEFAULT_CURES = ("uniform", "mmpareto", "agm")
 NOISE_LEVELS = (0.5, 1.0, 2.0)  # noise std in units of the modality's own spread over the training split
 ANALYSIS = "analysis"  # out/analysis/<run folder>.json: each run's ablation numbers, computed once
 RUNS = "runs"
@@ -863,7 +865,7 @@ def run_protocol(
         diag["warnings"].append(
             {
                 "kind": "no-cures",
-                "text": "no cure applies to this model: " + "; ".join(r["reason"] for r in refused[:1]),
+                "text": "no cure applies to this model: " + "; ".join(f"{r['cure']}: {r['reason']}" for r in refused),
             }
         )
     diag["elapsed_s"] = budget.elapsed()
