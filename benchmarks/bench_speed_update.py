@@ -7,7 +7,8 @@ On the ModelNet40 network (two ResNet-18 branches with MMTM after layer2-4, 40 c
      logical order with ``reshape(-1)`` (a copy of every channels-last weight and gradient; the code as it was,
      kept here for comparison), ``after`` reduces in memory order (``greedymm.metrics.speed.sum_sq``, no copy).
      Under autocast the parameters and gradients stay float32, so the bf16 rows time the same tensors' update
-     after a bf16 step;
+     after a bf16 step. Here every ResNet stage is channels-last (the last one stays contiguous in training,
+     ``stays_contiguous``), so that every 4-D weight and gradient takes the layout that used to copy;
   2. one vanilla training step per phase: forward (with the loss), backward, speed update, method (its
      after-backward hook and ``end_step``), optimizer, for fp32 and bf16 + channels-last (and bf16 +
      channels-last with the ``before`` speed sums) at each ``--sizes`` size.
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 
 import torch
 from _common import NoiseViews  # benchmarks/_common.py (the scripts run from this folder)
+from bench_precision import every_stage_channels_last
 from torch import Tensor
 
 import greedymm.metrics.speed as speed_mod
@@ -109,6 +111,7 @@ def bench_update(rounds: int, reps: int, size: int) -> list[dict]:
         for cl in (False, True):
             run, (x, y) = make_run(size, precision, cl)
             if cl:
+                every_stage_channels_last(run.model)  # every 4-D tensor channels-last: the worst case
                 x = inputs_channels_last(x)
             with autocast(precision, run.device):
                 loss = run.model.loss(run.model(x), y)

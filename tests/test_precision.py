@@ -9,7 +9,7 @@ from conftest import fit_killed, tiny_colored_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.models import build_model
-from greedymm.precision import inputs_channels_last, to_channels_last
+from greedymm.precision import inputs_channels_last, stays_contiguous, to_channels_last
 from greedymm.train import build_run, fit
 
 
@@ -122,9 +122,14 @@ def test_contiguous_stage_leaves_fp32_bits_alone():
     assert all(torch.equal(g, h) for g, h in zip(outs[0][1], outs[1][1], strict=True))
 
 
-def test_stays_contiguous_covers_a_module_and_its_children():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3)))
-    net[1].stays_contiguous = True
-    to_channels_last(net)
-    assert net[0].weight.is_contiguous(memory_format=torch.channels_last) and not net[0].weight.is_contiguous()
-    assert net[1][0].weight.is_contiguous() and not net[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+def test_stays_contiguous_covers_a_module_and_its_children_on_the_cpu_only():
+    cl = torch.channels_last
+    for device, kept in (("cpu", True), ("meta", False)):  # meta stands for any other device
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3))).to(device)
+        net[1].stays_contiguous = True
+        to_channels_last(net)
+        assert net[0].weight.is_contiguous(memory_format=cl) and not net[0].weight.is_contiguous()
+        inner = net[1][0].weight
+        assert inner.is_contiguous() == kept and inner.is_contiguous(memory_format=cl) != kept
+        assert stays_contiguous(net[1], torch.empty(1, device=device)) == kept
+        assert not stays_contiguous(net[0], torch.empty(1, device=device))

@@ -4,10 +4,11 @@
 optimizer stay float32, and everything greedymm measures (speed sums, gate and squeeze means, utilization counts)
 stays float32/float64. fp16 scales the loss (a ``GradScaler``) and unscales the gradients before the method's
 gradient changes and the speed, so both see true gradients. fp32, the default, runs exactly as before.
-``--channels-last`` stores 4-D weights and inputs channels-last (5-D ones, I3D's, channels-last-3d), except in
-modules that set ``stays_contiguous = True``: their weights stay contiguous and they make their input contiguous
-themselves. ResNet-18's last stage does so: on 4x4 to 7x7 maps (112-224 px images) with a batch of 8, its
-convolutions and weight casts cost less in the contiguous layout, in bf16 as in fp32.
+``--channels-last`` stores 4-D weights and inputs channels-last (5-D ones, I3D's, channels-last-3d). On the CPU,
+modules that set ``stays_contiguous = True`` are the exception: their weights stay contiguous and they make their
+input contiguous themselves. ResNet-18's last stage does so: on its 4x4 to 7x7 maps (112-224 px images, batch 8)
+the CPU's convolutions and weight casts cost less in the contiguous layout, in bf16 as in fp32. On a GPU every
+4-D weight goes channels-last.
 
 The float64 accumulators (MMTM's gate means and squeeze sums, late fusion's feature means, the speed sums) live on
 modules that derive from ``KeepsFloat64``: a user's ``model.float()``, ``.half()``, ``.to(torch.bfloat16)`` or
@@ -68,17 +69,18 @@ def _format(t: Tensor) -> torch.memory_format | None:
     return {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
 
 
-def stays_contiguous(module: nn.Module) -> bool:
-    """Whether ``to_channels_last`` leaves this module's weights (and its children's) contiguous: the module
-    says so with ``stays_contiguous = True`` and then makes its input contiguous in its own forward."""
-    return bool(getattr(module, "stays_contiguous", False))
+def stays_contiguous(module: nn.Module, x: Tensor | None = None) -> bool:
+    """Whether ``module`` asks to stay contiguous under channels-last (``stays_contiguous = True``), for its
+    input ``x`` when given: only CPU tensors do. Such a module calls this in its forward and makes ``x``
+    contiguous when it says yes; ``to_channels_last`` leaves its CPU weights (and its children's) contiguous."""
+    return bool(getattr(module, "stays_contiguous", False)) and (x is None or x.device.type == "cpu")
 
 
 @torch.no_grad()
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Every 4-D parameter channels-last, every 5-D one channels-last-3d, except inside modules that stay
-    contiguous (``stays_contiguous``); the rest unchanged."""
-    kept = {id(p) for m in model.modules() if stays_contiguous(m) for p in m.parameters()}
+    """Every 4-D parameter channels-last, every 5-D one channels-last-3d, except the CPU weights of modules that
+    stay contiguous (``stays_contiguous``); the rest unchanged."""
+    kept = {id(p) for m in model.modules() if stays_contiguous(m) for p in m.parameters() if p.device.type == "cpu"}
     for p in model.parameters():
         fmt = _format(p)
         if fmt is not None and id(p) not in kept:

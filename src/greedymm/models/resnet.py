@@ -14,9 +14,9 @@ A BasicBlock is conv3x3-BN-ReLU-conv3x3-BN plus a shortcut (identity, or conv1x1
 then ReLU. Stages of the Branch: [stem + layer1, layer2, layer3, layer4], so MMTM indices are (1, 2, 3).
 With width 1.0 and a 1000-way head the network has the standard 11,689,512 parameters.
 
-Under ``--channels-last`` the last stage stays contiguous (``stays_contiguous``, greedymm.precision): its maps
-are 4x4 to 7x7 at 112-224 px, where the channels-last convolutions and weight casts cost more than contiguous
-ones (benchmarks/bench_precision.py). The values are the same either way; fp32 without channels-last is untouched.
+Under ``--channels-last`` on the CPU the last stage stays contiguous (``stays_contiguous``, greedymm.precision):
+its maps are 4x4 to 7x7 at 112-224 px, where the CPU's channels-last convolutions and weight casts cost more than
+contiguous ones (benchmarks/bench_precision.py). Without channels-last nothing changes (the input is contiguous).
 
 ``resnet18_small_branch`` swaps the stem for conv3x3 stride 1 without max-pool (the usual CIFAR-size variant),
 so tiny CPU images (32-64 px) are not reduced to 1x1 before layer4.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..precision import stays_contiguous
 from .branch import Branch
 
 RESNET18_CHANNELS = (64, 128, 256, 512)
@@ -36,7 +37,7 @@ RESNET18_FUSE_AFTER = (1, 2, 3)
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual shortcut (projection when stride or channels change).
-    ``contiguous``: keep this block contiguous under channels-last (its weights and its input)."""
+    ``contiguous``: keep this block contiguous under channels-last on the CPU (its weights and its input)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1, contiguous: bool = False) -> None:
         super().__init__()
@@ -52,7 +53,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stays_contiguous:
+        if stays_contiguous(self, x):
             x = x.contiguous()  # a no-op for a contiguous input
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
