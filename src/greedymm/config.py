@@ -166,18 +166,20 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # epochs), validation loss lowest at epoch 10
     "mfeat": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "val_fraction": 0.2},
     "smartwatch": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-    # easy-vqa: 32 px images and half-width branches keep an epoch (30,885 questions) CPU-sized; chosen for cost, the
-    # epochs not yet validated (after one epoch both heads sit near the question-only level, validation 0.64-0.66).
+    # easy-vqa: chosen on validation (vanilla MMTM, seed 0, 16 px, width 0.5, 20 epochs; docs/RESULTS.md, easy-vqa):
+    # Adam 3e-3 without a schedule reached 0.987 validation accuracy at epoch 20, against 0.954 with a cosine decay
+    # and 0.893 at lr 1e-3; both heads sit at the question-only level (0.65) for the first 3 epochs, so fewer epochs
+    # never learn the image. 16 px keeps an epoch (30,885 questions) near 10 s on one CPU core.
     # fsdd-mnist: 2,160 pairs, so batches of 32; vanilla MMTM, seed 0: validation 0.61 after one epoch, 0.98 from
     # epoch 4, best (0.988) at epoch 7 of 10
     "easy-vqa": {
-        "epochs": 3,
+        "epochs": 20,
         "batch_size": 128,
         "optimizer": "adam",
-        "lr": 1e-3,
+        "lr": 3e-3,
         "width": 0.5,
         "val_fraction": 0.2,
-        "data_options": {"image_size": 32},
+        "data_options": {"image_size": 16},
     },
     "fsdd-mnist": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
     # the user's own arrays (greedymm.data.npz, --dataset npz:PATH): Adam, as for the other small sets
