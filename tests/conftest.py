@@ -55,6 +55,17 @@ def tiny_three_data(seed: int = 0):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (then the number before): on a shared CPU, tiny tensors lose more to thread
+    start-up and contention than they gain. A test module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_data():
     return tiny_colored_data()
 

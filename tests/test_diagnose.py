@@ -20,14 +20,7 @@ from greedymm.diagnose.page import to_html, write_page
 from greedymm.diagnose.protocol import Engine
 from greedymm.report.evidence import t_quantile
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A busy 2-core machine: one torch thread per test is several times faster than oversubscribed threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- hand-made run records -----------------------------------------------------------------------------------------
@@ -306,9 +299,12 @@ def test_a_model_with_its_own_fusion_gets_utilization_and_speeds(tmp_path):
         assert set(sp["s"]) == {"m0", "m1"} and math.isfinite(sp["d_speed"])
         assert sp["d_speed"] == pytest.approx(math.log10(sp["values"]["m1"] / sp["values"]["m0"]))
         assert len(sp["curve"]["m0"]) == 2
-    # greedymm's methods do not apply to a model it did not build: named, not silently skipped
+    # the default cures for a user's model: uniform and mmpareto need heads this model lacks (named, not silently
+    # skipped); agm needs none
     if d.numbers["balancing_warranted"]:
-        assert d.numbers["cures_refused"] and "greedymm.late_fusion" in d.numbers["cures_refused"][0]["reason"]
+        refused = {r["cure"]: r["reason"] for r in d.numbers["cures_refused"]}
+        assert set(refused) == {"uniform", "mmpareto"} and all("no heads" in why for why in refused.values())
+        assert [c["label"] for c in d.numbers["cures"]] == ["agm"]
     assert d.verdict in rules.VERDICTS
     assert json.loads(d.json_path.read_text())["setup"]["engine"] == "model"
 

@@ -24,12 +24,7 @@ from greedymm.report.evidence import CANNOT_JUDGE
 MODS = ("a", "b")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class OwnFusion(nn.Module):

@@ -10,13 +10,7 @@ from greedymm.models.i3d import I3D_FUSE_AFTER, I3D_STAGE_NAMES, SamePadMaxPool3
 CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 3-D convs on tiny tensors: thread start-up and contention on a shared CPU cost 100x more than the maths
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ids(params):
