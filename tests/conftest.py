@@ -6,6 +6,7 @@ and ``slow`` tests out (``addopts`` in pyproject.toml) and ``pytest -m ""`` runs
 process without the marker fails, saying so, so the fast tier stays single-process.
 """
 
+import datetime
 import json
 import multiprocessing.process
 import os
@@ -166,9 +167,14 @@ def _rank_main(rank: int, fn: Callable[..., None], world: int, init: str, args: 
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300)
+    )
     try:
         fn(rank, world, *args)
+        # every rank done before any tears its group down: a rank that left while the other still sent made gloo
+        # abort the process at exit ("terminate called without an active exception") now and then
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
