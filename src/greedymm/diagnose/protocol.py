@@ -303,7 +303,7 @@ class GreedymmEngine(Engine):
         config is copied into this diagnosis, so that it is not trained again. Your own MultiModalData is never
         matched (a run folder's hash does not say which arrays it trained on)."""
         from ..config import TrainConfig
-        from ..rundir import CONFIG, DONE, RunDir, read_json
+        from ..rundir import CONFIG, DONE, LOCK, RunDir, read_json
         from ..sweep import run_hash
 
         if not self.reuse or self.fingerprint or self.finished(spec):
@@ -323,7 +323,7 @@ class GreedymmEngine(Engine):
                 tmp = target.with_name(target.name + ".adopting")
                 if tmp.exists():
                     shutil.rmtree(tmp)
-                shutil.copytree(cand, tmp, ignore=shutil.ignore_patterns(".lock"))
+                shutil.copytree(cand, tmp, ignore=shutil.ignore_patterns(LOCK))
                 tmp.replace(target)
                 return cand
         return None
