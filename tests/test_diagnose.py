@@ -129,6 +129,31 @@ def test_no_cure_helps_only_from_cures_that_had_the_evidence_to_show_a_gain():
     assert d["cannot_judge_because"] == ["guided@mmtm: n=2 < 3 seeds"]
 
 
+def test_a_cure_on_another_fusion_must_also_beat_vanilla_on_that_fusion():
+    """Vanilla MMTM at 0.90; vanilla on concat at 0.95; uniform@concat at 0.95 too: it beats the joint model only
+    as much as the fusion does, so it is not recommended and the reason names the fusion. At 0.97 (above vanilla
+    on concat in every seed) it is."""
+    only_a, only_b = [0.30, 0.35, 0.28], [0.89, 0.88, 0.89]
+    recs = []
+    for s, (a, b) in enumerate(zip(only_a, only_b, strict=True)):
+        recs += [
+            rec("alone", s, [0.70, 0.72, 0.68][s], mods=("a",)),
+            rec("alone", s, [0.99, 0.98, 0.99][s], mods=("b",)),
+            rec("joint", s, 0.90, without={"a": b, "b": a}),
+            rec("reference", s, [0.950, 0.948, 0.952][s], fusion="concat"),
+        ]
+    same = [rec("cure", s, v, method="uniform", fusion="concat") for s, v in enumerate([0.951, 0.947, 0.952])]
+    d = rules.diagnose_records(recs + same, ["a", "b"], num_classes=4)
+    cure = d["cures"][0]
+    assert cure["vs_vanilla"]["verdict"] == "holds"  # +0.05 over vanilla MMTM in every seed
+    assert cure["vs_vanilla_same_fusion"]["verdict"] == "cannot judge"  # +0.001, -0.001, 0.000 over vanilla concat
+    assert d["verdict"] == rules.GREEDY_CANNOT_JUDGE and d["recommendation"] is None
+    assert d["cannot_judge_because"][0].startswith("uniform@concat beats vanilla, but not vanilla on concat")
+    better = [rec("cure", s, v, method="uniform", fusion="concat") for s, v in enumerate([0.970, 0.969, 0.972])]
+    d = rules.diagnose_records(recs + better, ["a", "b"], num_classes=4)
+    assert d["verdict"] == rules.CURE_HELPS and d["recommendation"]["method"] == "uniform"
+
+
 def test_two_equally_used_modalities_are_not_greedy():
     recs = []
     for s in (0, 1, 2):

@@ -224,7 +224,9 @@ def diagnose_records(
     # the cures
     cures = _cures(records, joint_val, chance, epochs, min_epochs)
     out["cures"] = cures
-    helping = [c for c in cures if c["vs_vanilla"]["verdict"] == HOLDS]
+    # a cure on another fusion than the joint model's must also beat vanilla on its own fusion: otherwise the
+    # fusion, not the method, may be what beats the joint model
+    helping = [c for c in cures if c["vs_vanilla"]["verdict"] == HOLDS and _not_the_fusion(c)]
     if not under:
         verdict, rec = NOT_GREEDY, None
     elif helping:
@@ -247,13 +249,21 @@ def diagnose_records(
 
 
 def _cure_blockers(cures: Sequence[Mapping[str, Any]], joint_val: float) -> list[str]:
-    """Why the runs cannot say that no cure helps (empty when they can): no cure ran, validation is saturated, or a
-    cure's comparison with vanilla fails for want of evidence (seeds, epochs, accuracy near chance) rather than
-    because its interval contains 0 or lies below it. "No cure helps" is said only from cures that were given the
+    """Why the runs cannot say that no cure helps (empty when they can): no cure ran, a cure on another fusion beats
+    vanilla but not vanilla on its own fusion, validation is saturated, or a cure's comparison with vanilla fails for
+    want of evidence (seeds, epochs, accuracy near chance) rather than because its interval contains 0 or lies
+    below it. "No cure helps" is said only from cures that were given the
     evidence to show a gain and did not."""
     out = []
     if not cures:
         out.append("no cure ran")
+    for c in cures:
+        if c["vs_vanilla"]["verdict"] == HOLDS and not _not_the_fusion(c):
+            same = c["vs_vanilla_same_fusion"]
+            out.append(
+                f"{c['label']} beats vanilla, but not vanilla on {c['fusion']} ({same['verdict']}: {same['text']}): "
+                f"the fusion may be what helps; try vanilla@{c['fusion']}"
+            )
     if joint_val >= SATURATED:
         out.append(f"vanilla reaches {joint_val:.3f} on validation (>= {SATURATED:g}): no gain could show there")
     for c in cures:
@@ -261,6 +271,12 @@ def _cure_blockers(cures: Sequence[Mapping[str, Any]], joint_val: float) -> list
         if wanting:
             out.append(f"{c['label']}: {', '.join(wanting)}")
     return out
+
+
+def _not_the_fusion(cure: Mapping[str, Any]) -> bool:
+    """True unless the cure ran on another fusion than the joint model's and does not beat vanilla on that fusion."""
+    same = cure.get("vs_vanilla_same_fusion")
+    return same is None or same["verdict"] == HOLDS
 
 
 def _kept(alone: Sequence[Mapping[str, Any]], joint: Sequence[Mapping[str, Any]], m: str, chance: float) -> dict:
