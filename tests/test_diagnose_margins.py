@@ -1,0 +1,59 @@
+"""scripts/diagnose_margins.py: the numbers each rule compared with its line, read back from diagnosis.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "diagnose_margins.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("diagnose_margins", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rule(rule, m, fired, **numbers):
+    return {"rule": rule, "modality": m, "fired": fired, "numbers": numbers, "text": ""}
+
+
+def _diagnosis():
+    return {
+        "verdict": "greedy-cannot-judge",
+        "modalities": {"a": {}, "b": {}},
+        "joint": {"val": {"mean": 0.9}},
+        "rules": [
+            _rule("ignored", "a", False, information=0.9, u_mean=0.40),
+            _rule("ignored", "b", True, information=0.6, u_mean=0.01),
+            # b's path keeps 0.2 of what b alone reaches, a's keeps 0.8: ratio 0.25, below the line of 0.5
+            _rule("under-trained", "b", True, against="a", kept=0.2, other_kept=0.8, lower_in_every_seed=True),
+            _rule("under-trained", "a", False, against="b", kept=0.8, other_kept=0.2, lower_in_every_seed=False),
+        ],
+    }
+
+
+def test_margins_are_the_rules_own_numbers_and_the_share_ratio(script):
+    rows = {r["modality"]: r for r in script.margins(_diagnosis())}
+    assert rows["b"]["u"] == 0.01 and rows["b"]["ignored"] is True
+    assert rows["b"]["ratio"] == pytest.approx(0.25) and rows["b"]["every_seed"] is True
+    assert rows["a"]["ratio"] == pytest.approx(4.0) and rows["a"]["under_trained"] is False
+
+
+def test_the_table_has_a_row_per_modality_naming_what_fired(script, tmp_path, capsys):
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / "diagnosis.json").write_text(json.dumps(_diagnosis()))
+    script.main([str(tmp_path / "case")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + 2
+    assert lines[3] == "| case | greedy-cannot-judge | b | 0.60 | 0.010 | 0.25 | yes | ignored, under-trained | 0.900 |"
+
+
+def test_a_folder_without_a_diagnosis_is_refused_by_name(script, tmp_path):
+    with pytest.raises(SystemExit, match="no diagnosis.json"):
+        script.main([str(tmp_path)])
