@@ -362,3 +362,64 @@ def test_figures_name_the_modalities(tmp_path, monkeypatch):
     drawn = _capture_figures(monkeypatch)
     sweep_figures.plot_d_speed(rows, loaded.steps, tmp_path / "d.png")
     assert drawn["fig"].axes[0].get_ylabel() == "d_speed = s(gray|colored) - s(colored|gray)"
+
+
+def _cmp_row(method, fusion, test_acc, settings="", modalities=("a", "b"), seeds=(0, 1, 2)):
+    from greedymm.report.aggregate import Row
+    from greedymm.rundir import Stat
+
+    return Row(
+        dataset="d",
+        method=method,
+        settings=settings,
+        modalities=modalities,
+        runs=tuple(f"{method}-{fusion}-{s}" for s in seeds),
+        seeds=seeds,
+        sources=("real (x)",),
+        source_notes=(),
+        stats={"test.acc": Stat(tuple(test_acc))},
+        fusion=fusion,
+        num_classes=10,
+    )
+
+
+def test_each_method_is_compared_with_vanilla_on_its_own_fusion_paired_by_seed():
+    from greedymm.report.aggregate import vanilla_comparisons
+
+    rows = [
+        _cmp_row("vanilla", "mmtm", (0.50, 0.60, 0.70)),
+        _cmp_row("vanilla", "concat", (0.80, 0.80, 0.80)),
+        # per seed +0.10, +0.12, +0.14 over vanilla MMTM: mean +0.12, sd 0.02, t(0.975, 2) = 4.303 -> half-width
+        # 4.303 * 0.02 / sqrt(3) = 0.0497: [+0.0703, +0.1697], above 0
+        _cmp_row("guided", "mmtm", (0.60, 0.72, 0.84)),
+        # against vanilla concat (0.80 each seed), not vanilla MMTM: -0.01, +0.01, 0.00
+        _cmp_row("uniform", "concat", (0.79, 0.81, 0.80)),
+        _cmp_row("vanilla", "none", (0.40, 0.40, 0.40), modalities=("a",)),  # uni-modal: no comparison
+    ]
+    (table,) = vanilla_comparisons(rows)
+    body = {r[0]: r for r in table.body}
+    assert set(body) == {"guided", "uniform"}
+    g = body["guided"]
+    assert g[2:] == ("vanilla", "3", "+0.1200", "[+0.0703, +0.1697]", "3 better, 0 worse, 0 tied", "holds")
+    u = body["uniform"]
+    assert u[4:] == ("+0.0000", "[-0.0248, +0.0248]", "1 better, 1 worse, 1 tied", "cannot judge")
+
+
+def test_a_comparison_uses_only_the_seeds_both_rows_have_and_skips_an_ambiguous_reference():
+    from greedymm.report.aggregate import vanilla_comparisons
+
+    rows = [
+        _cmp_row("vanilla", "mmtm", (0.50, 0.60), seeds=(0, 1)),
+        _cmp_row("guided", "mmtm", (0.55, 0.70, 0.90), seeds=(0, 1, 2)),  # seed 2 has no vanilla to pair with
+    ]
+    (table,) = vanilla_comparisons(rows)
+    assert table.body[0][3:5] == ("2", "+0.0750") and table.body[0][-1] == "cannot judge (n=2 < 3 seeds)"
+    # two vanilla rows (lr=0.1, lr=0.2) that share equally many settings with the method's row: no guess
+    rows = [
+        _cmp_row("vanilla", "mmtm", (0.5, 0.5, 0.5), settings="lr=0.1"),
+        _cmp_row("vanilla", "mmtm", (0.6, 0.6, 0.6), settings="lr=0.2"),
+        _cmp_row("guided", "mmtm", (0.7, 0.7, 0.7), settings="alpha=0.1"),
+    ]
+    assert vanilla_comparisons(rows) == []
+    rows[2] = _cmp_row("guided", "mmtm", (0.7, 0.7, 0.7), settings="lr=0.2")  # the vanilla at its own lr
+    assert vanilla_comparisons(rows)[0].body[0][2:5] == ("vanilla", "3", "+0.1000")

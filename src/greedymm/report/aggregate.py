@@ -68,7 +68,7 @@ UTILIZATION_COLUMNS = (
     "test.d_util",
     "d_speed",
 )
-TEXT_COLUMNS = ("method", "settings", "data")
+TEXT_COLUMNS = ("method", "settings", "data", "against", "per seed", "verdict")
 METHOD_ORDER = ("vanilla", "guided", "random")
 # config fields that name the run or where it ran, not a setting to compare
 NOT_SETTINGS = ("dataset", "method", "seed", "hparams", "data_options", "data_dir", "device")
@@ -369,7 +369,8 @@ class Table:
 
 
 def tables(rows: Sequence[Row]) -> list[Table]:
-    """Two tables per data set: accuracies (with the data source of each row), utilization and speed."""
+    """Per data set: accuracies (with the data source of each row), utilization and speed, and each method against
+    vanilla where there is a pair (``vanilla_comparisons``)."""
     out = []
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
@@ -411,6 +412,72 @@ def tables(rows: Sequence[Row]) -> list[Table]:
                 tuple(cells(r, util_cols) for r in mine),
             )
         )
+        out += vanilla_comparisons(mine)
+    return out
+
+
+def _reference(r: Row, rows: Sequence[Row]) -> Row | None:
+    """The vanilla row ``r`` is compared with: vanilla on the same fusion, modalities and data source; where several
+    qualify (vanilla at other settings too), the one sharing most of ``r``'s settings, or None when that is a tie."""
+    same = [
+        v
+        for v in rows
+        if v.method == "vanilla" and v.fusion == r.fusion and v.modalities == r.modalities and v.sources == r.sources
+    ]
+    if len(same) <= 1:
+        return same[0] if same else None
+    mine = set(r.settings.split(", "))
+    score = {id(v): len(mine & set(v.settings.split(", "))) for v in same}
+    best = max(score.values())
+    top = [v for v in same if score[id(v)] == best]
+    return top[0] if len(top) == 1 else None
+
+
+VS_VANILLA_HEADER = ("method", "settings", "against", "n", "test acc difference", "95% CI", "per seed", "verdict")
+
+
+def vanilla_comparisons(rows: Sequence[Row]) -> list[Table]:
+    """Per data set, each multi-modal method against vanilla on its own fusion and modalities: the paired per-seed
+    difference of test accuracy at the best-validation epoch (seeds both rows have), its 95% t interval and
+    the verdict of ``greedymm.report.evidence.compare`` ("holds" = above vanilla). A data set without such a pair
+    gets no table."""
+    from .evidence import CANNOT_JUDGE, compare
+
+    out = []
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        mine = [r for r in rows if r.dataset == dataset]
+        body = []
+        for r in mine:
+            ref = _reference(r, mine) if r.method != "vanilla" and len(r.modalities) >= 2 else None
+            if ref is None:
+                continue
+            a = dict(zip(r.seeds, r.stats["test.acc"].values, strict=False))
+            b = dict(zip(ref.seeds, ref.stats["test.acc"].values, strict=False))
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            c = compare([a[s] for s in seeds], [b[s] for s in seeds], chance=r.chance)
+            lo, hi = c.ci
+            why = [w for w in c.reasons if "interval" not in w]  # the interval is in its own column
+            verdict = f"{c.verdict} ({'; '.join(why)})" if c.verdict == CANNOT_JUDGE and why else c.verdict
+            body.append(
+                (
+                    r.method,
+                    r.settings or "-",
+                    f"vanilla ({ref.settings})" if ref.settings and ref.settings != r.settings else "vanilla",
+                    str(c.n),
+                    f"{c.mean_diff:+.4f}",
+                    "-" if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]",
+                    f"{c.wins} better, {c.losses} worse, {c.ties} tied",
+                    verdict,
+                )
+            )
+        if body:
+            caption = (
+                f"{dataset}: each method against vanilla on the same fusion and modalities (test accuracy at the "
+                "best-validation epoch, paired by seed; holds = above vanilla, 95% t interval)"
+            )
+            out.append(Table(dataset, caption, VS_VANILLA_HEADER, tuple(body)))
     return out
 
 
