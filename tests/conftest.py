@@ -7,6 +7,7 @@ process without the marker fails, saying so, so the fast tier stays single-proce
 """
 
 import datetime
+import importlib.util
 import json
 import multiprocessing.process
 import os
@@ -25,6 +26,15 @@ import torch
 from greedymm.data.colored import make_colored_data
 from greedymm.data.idx import MNIST_FILES, write_idx
 from greedymm.models import build_model
+
+
+def load_script(name: str) -> Any:
+    """The module of ``scripts/<name>.py`` (the scripts are not a package): its functions, to test them."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_colored_data(n_train: int = 96, n_test: int = 32, size: int = 12, seed: int = 0):
