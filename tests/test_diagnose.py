@@ -417,6 +417,47 @@ def test_the_budget_starts_no_run_that_would_not_fit_and_names_the_rest(monkeypa
         Budget(0)
 
 
+class RecordEngine(FakeEngine):
+    """A fake engine whose runs give hand-made records: a and b equally used (not greedy), and a guided run 0.04
+    above vanilla on validation in every seed."""
+
+    modalities = ("a", "b")
+
+    class data:  # noqa: N801 (stands in for MultiModalData)
+        num_classes = 4
+
+    def record(self, spec):
+        if spec.role == "alone":
+            return rec("alone", spec.seed, 0.70 if spec.modalities == ("a",) else 0.71, mods=spec.modalities)
+        if spec.role == "joint":
+            return rec("joint", spec.seed, 0.85 + 0.01 * spec.seed, without={"a": 0.60, "b": 0.61})
+        return rec(spec.role, spec.seed, 0.89 + 0.01 * spec.seed + 0.001 * spec.seed**2, method=spec.method)
+
+
+def test_cures_are_tried_when_no_modality_is_under_used_only_when_asked_and_a_gain_is_named(monkeypatch):
+    from greedymm.diagnose import protocol
+    from greedymm.diagnose.protocol import run_protocol
+
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "time", clock)
+    kw = dict(seeds=[0, 1, 2], cures=["guided"], max_minutes=None, joint_fusion="mmtm")
+    engine = RecordEngine(clock)
+    d, _ = run_protocol(engine, echo=lambda s: None, **kw)
+    assert d["verdict"] == rules.NOT_GREEDY and d["cures"] == []
+    assert {s.role for s in engine.trained} == {"alone", "joint"}  # not warranted, not asked: no cure runs
+    engine, lines = RecordEngine(clock), []
+    d, _ = run_protocol(engine, echo=lines.append, cure_anyway=True, **kw)
+    assert [s.seed for s in engine.trained if s.role == "cure"] == [0, 1, 2]
+    assert "diagnose: no modality under-used; trying 1 cures anyway" in lines
+    # guided - vanilla per seed: +0.040, +0.041, +0.044 (0.89 + 0.01 s + 0.001 s^2 against 0.85 + 0.01 s): holds
+    assert d["verdict"] == rules.NOT_GREEDY and d["recommendation"] is None
+    (helps,) = [w["text"] for w in d["warnings"] if w["kind"] == "helps-anyway"]
+    assert helps.startswith("no modality is under-used by the rules, yet guided@mmtm beats vanilla on validation")
+    from greedymm.diagnose.page import headline
+
+    assert headline(d).startswith("not-greedy: no modality is under-used; yet a cure tried anyway helps (no modality")
+
+
 def test_your_data_sets_of_one_name_do_not_share_run_folders():
     from greedymm.config import resolve_config
     from greedymm.diagnose.protocol import data_fingerprint

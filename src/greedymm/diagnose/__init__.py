@@ -81,6 +81,7 @@ def diagnose(
     loss: Callable[[Any, Any], Any] | None = None,
     echo: Callable[[str], None] | None = print,
     reuse: Sequence[str | Path] = (),
+    cure_anyway: bool = False,
     **overrides: Any,
 ) -> Diagnosis:
     """Diagnose greedy learning on ``data`` and write the results into ``out``.
@@ -97,7 +98,9 @@ def diagnose(
 
     ``seeds``, ``epochs`` (per run), ``max_minutes``: the budget. ``cures``: methods tried when a modality is
     under-used (``method`` or ``method@fusion``; None or empty: none; not given: ``DEFAULT_CURES`` for greedymm's
-    network, ``USER_DEFAULT_CURES`` for your model). ``echo``: where progress lines go.
+    network, ``USER_DEFAULT_CURES`` for your model); ``cure_anyway``: try them even when no modality is under-used
+    (the verdict stays ``not-greedy``; a cure that beats vanilla is named in the ``helps-anyway`` warning).
+    ``echo``: where progress lines go.
     ``reuse``: folders (e.g. an earlier ``greedymm sweep --out``) whose finished runs with exactly the settings a run
     of the protocol needs are copied in instead of trained (greedymm's network on a named data set only)."""
     from ..data import MultiModalData
@@ -163,7 +166,13 @@ def diagnose(
         if cures is DEFAULT_CURES:  # not named: the defaults that can run on a model greedymm did not build
             cures = USER_DEFAULT_CURES
     diag, records = run_protocol(
-        engine, seeds=list(seeds), cures=list(cures or []), max_minutes=max_minutes, echo=say, joint_fusion=joint_fusion
+        engine,
+        seeds=list(seeds),
+        cures=list(cures or []),
+        max_minutes=max_minutes,
+        echo=say,
+        joint_fusion=joint_fusion,
+        cure_anyway=cure_anyway,
     )
     diag["setup"] = {
         **engine.describe(),
@@ -171,6 +180,7 @@ def diagnose(
         "epochs": engine.epochs,
         "max_minutes": max_minutes,
         "cures": list(cures or []),
+        "cure_anyway": bool(cure_anyway),
         "data": engine.data.name,
         "modalities": list(engine.modalities),
         "noise_levels": list(NOISE_LEVELS),

@@ -30,6 +30,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             sets=args.set,
             device=args.device,
             reuse=args.reuse,
+            cure_anyway=args.cure_anyway,
             echo=lambda s: print(s, flush=True),
             **given,
         )
@@ -73,6 +74,12 @@ def add_diagnose_command(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         help=f"methods to try when a modality is under-used, method or method@fusion, or none (default: "
         f"{' '.join(DEFAULT_CURES)})",
+    )
+    d.add_argument(
+        "--cure-anyway",
+        action="store_true",
+        help="try the cures even when no modality is under-used (a cure can help for other reasons; the verdict "
+        "stays not-greedy and a warning names a cure that beats vanilla)",
     )
     d.add_argument("--modalities", help="use these modalities, in this order, e.g. audio,text (default: all)")
     d.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="settings for every run")

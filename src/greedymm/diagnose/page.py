@@ -52,7 +52,10 @@ def headline(diag: Mapping[str, Any]) -> str:
     """One line: the verdict, the under-used modalities and the pick."""
     v = diag["verdict"]
     if v == "not-greedy":
-        return "not-greedy: every modality is used about as much as it can give; no balancing needed"
+        anyway = [w for w in diag.get("warnings", []) if w["kind"] == "helps-anyway"]
+        if anyway:
+            return f"not-greedy: no modality is under-used; yet a cure tried anyway helps ({anyway[0]['text']})"
+        return "not-greedy: no modality is under-used by the rules; balancing is not called for"
     under = ", ".join(diag["under_used"])
     if v == "greedy-cure-helps":
         rec = diag["recommendation"]

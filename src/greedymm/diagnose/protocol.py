@@ -815,8 +815,10 @@ def run_protocol(
     max_minutes: float | None,
     echo: Echo,
     joint_fusion: str | None,
+    cure_anyway: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the protocol; returns (the diagnosis, the run records)."""
+    """Run the protocol; returns (the diagnosis, the run records). ``cure_anyway``: try the cures even when no
+    modality is under-used (the verdict stays ``not-greedy``; a cure that beats vanilla is named in a warning)."""
     if not seeds:
         raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
     for c in cures or ():
@@ -833,7 +835,7 @@ def run_protocol(
     records = [engine.record(s) for s in done]
     diag = rules.diagnose_records(records, mods, engine.data.num_classes, skipped=skipped)
     refused: list[dict[str, str]] = []
-    if diag["balancing_warranted"] and cures:
+    if (diag["balancing_warranted"] or cure_anyway) and cures:
         plan: list[RunSpec] = []
         chosen = []
         for c in cures:
@@ -853,7 +855,8 @@ def run_protocol(
             plan += [RunSpec("reference", "vanilla", f, mods, s) for f in refs]
             plan += [RunSpec("cure", n, f, mods, s) for n, f in chosen]
         if plan:
-            echo(f"diagnose: {', '.join(diag['under_used'])} under-used; trying {len(chosen)} cures")
+            why = f"{', '.join(diag['under_used'])} under-used" if diag["under_used"] else "no modality under-used"
+            echo(f"diagnose: {why}; trying {len(chosen)} cures{'' if diag['under_used'] else ' anyway'}")
             done2, skipped2 = execute(engine, plan, budget, echo)
             skipped += skipped2
             records += [engine.record(s) for s in done2]

@@ -376,8 +376,9 @@ def warnings(
     min_epochs: int = MIN_EPOCHS,
     skipped: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """Every warning that applies: warm-up, near chance, too few seeds or epochs, validation like training,
-    runs left out by the budget. Each is {"kind", "text"}."""
+    """Every warning that applies: warm-up, near chance, too few seeds or epochs, validation like training, a cure
+    that helps although no modality is under-used (cures tried anyway), runs left out by the budget. Each is
+    {"kind", "text"}."""
     out: list[dict[str, str]] = []
     chance = diagnosis["chance"]
     inside = [
@@ -447,6 +448,16 @@ def warnings(
                 "text": "validation is drawn like training: it cannot see a shift that only the test data has (a "
                 "shortcut that breaks at test time looks perfect on validation). The last-epoch numbers are shown "
                 "beside the selected ones; where they disagree, trust neither blindly",
+            }
+        )
+    helping = [c for c in diagnosis.get("cures", []) if c["vs_vanilla"]["verdict"] == HOLDS and _not_the_fusion(c)]
+    if helping and not diagnosis["balancing_warranted"]:
+        out.append(
+            {
+                "kind": "helps-anyway",
+                "text": "no modality is under-used by the rules, yet "
+                + "; ".join(f"{c['label']} beats vanilla on validation ({c['vs_vanilla']['text']})" for c in helping)
+                + ": balancing may pay here for another reason than an under-used modality",
             }
         )
     if skipped:
