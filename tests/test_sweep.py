@@ -220,6 +220,15 @@ def test_cli_sweep_dry_run_and_report(tmp_path, capsys):
         _cli(["sweep", "--datasets", "cg-digits", "--out", str(out), "--workers", "0"])
 
 
+def test_a_method_on_a_number_of_modalities_it_is_not_defined_for_is_refused_up_front(tmp_path):
+    """AGM is defined for 2 or 3 modalities: a sweep naming six is refused before any run, naming the count."""
+    six = "modalities=fou,fac,kar,pix,zer,mor"
+    with pytest.raises(ValueError, match=r"'agm' is defined for 2 or 3 modalities, not 6 \(fou,fac,kar,pix,zer,mor\)"):
+        plan(tmp_path, datasets=["mfeat"], methods=["vanilla@concat", "agm@concat"], sets=[six])
+    assert len(plan(tmp_path, datasets=["mfeat"], methods=["vanilla@concat"], sets=[six])) == 2
+    assert len(plan(tmp_path, datasets=["mfeat"], methods=["agm@concat"], sets=["modalities=pix,fou,mor"])) == 2
+
+
 def test_methods_on_chosen_fusions(tmp_path):
     """method@fusion runs a method on a fusion of its own; a method not defined for a fusion is refused up front."""
     from greedymm.cli import _config, build_parser

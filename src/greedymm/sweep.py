@@ -220,6 +220,7 @@ def plan_sweep(
             for s in seeds:
                 # raises on a bad --set, before any launch
                 cfg = job_config(d, m, int(s), own, epochs, protocol_name)
+                _check_modalities(m, cfg.modalities)
                 lead = f"{dataset_label(d)}-{protocol_name}" if protocol_name else dataset_label(d)
                 folder = Path(out) / f"{lead}_{spec.replace('@', '-')}_s{s}_{run_hash(cfg)}"
                 jobs.setdefault(folder, Job(d, m, int(s), own, epochs, folder, data_dir, logs, protocol_name))
@@ -253,6 +254,20 @@ def _check_fusion(method: str, fusion: str) -> None:
         raise ValueError(
             f"method {method!r} is defined for fusion {' / '.join(supported)}, not {fusion!r}; "
             f"write {method}@{supported[0]} in --methods to run it on its own fusion"
+        )
+
+
+def _check_modalities(method: str, modalities: Sequence[str] | None) -> None:
+    """Refuse, before any run starts, a method on a number of modalities it is not defined for (where the sweep's
+    settings name the modalities; otherwise the run's own check refuses it when it starts)."""
+    from .methods import method_class
+
+    counts = method_class(method).modality_counts
+    if counts is not None and modalities and len(modalities) not in counts:
+        raise ValueError(
+            f"method {method!r} is defined for {' or '.join(map(str, counts))} modalities, not {len(modalities)} "
+            f"({','.join(modalities)}); leave it out of --methods for this sweep, or sweep it separately with "
+            f"--set modalities= naming {' or '.join(map(str, counts))}"
         )
 
 

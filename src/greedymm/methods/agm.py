@@ -178,6 +178,7 @@ class AGM(Method):
     }
     hparam_rules = (MODULATION_WINDOW,)
     fusions = None  # any network: the construction only zeroes inputs
+    modality_counts = tuple(CAPS)  # the authors' code caps the coefficient for 2 and 3 modalities only
     # M = 2: f(a,0), f(0,v), f(0,0); one backward through the 3 graphs that carry gradient (f(0,0) carries none).
     # In general 2^M - 1 extra forwards and 2^M - 2 extra backward passes.
     extra_cost = {"forward": 3, "backward": 2}

@@ -184,6 +184,9 @@ class Method:
     hparam_rules: ClassVar[tuple[HParamRule, ...]] = ()
     # fusions the method is defined for (None: every fusion)
     fusions: ClassVar[tuple[str, ...] | None] = None
+    # how many modalities the method is defined for (None: any); ``check`` refuses others at training time, and a
+    # sweep refuses them before any run starts where --set modalities says how many
+    modality_counts: ClassVar[tuple[int, ...] | None] = None
     # extra forward / backward passes per step beyond the plain one (the benchmark measures the real cost)
     extra_cost: ClassVar[dict[str, float]] = {"forward": 0, "backward": 0}
     # whether some steps leave parameters without a gradient (DDP must then be told)
