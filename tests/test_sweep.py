@@ -199,6 +199,24 @@ def test_local_launcher_runs_a_pool_and_keeps_logs(tmp_path):
     assert sum(line.startswith("[") for line in lines) == 3
 
 
+@pytest.mark.process
+def test_a_run_another_sweep_finished_meanwhile_is_not_started_again(tmp_path):
+    """Two sweeps over one folder: a run the other sweep finished after this one was planned is left alone (its
+    command would be refused: the folder holds a done run), and counted as done, not as a failure."""
+    ran = tmp_path / "ran"  # written if the second job's command runs
+    second = ScriptJob("d", "m", 1, (), None, tmp_path / "second", script=f"open({str(ran)!r}, 'w').close()")
+    finish = (
+        f"from greedymm.rundir import RunDir; import pathlib; f = pathlib.Path({str(second.folder)!r}); f.mkdir(); "
+        "rd = RunDir(f); rd.checkpoint('last').write_bytes(b''); rd.config_file.write_text('{}'); "
+        "rd.done_file.write_text('{}')"
+    )
+    first = ScriptJob("d", "m", 0, (), None, tmp_path / "first", script=finish)
+    lines: list[str] = []
+    result = run_sweep([first, second], LocalLauncher(), workers=1, echo=lines.append)
+    assert result.failed == () and not ran.exists()
+    assert "finished by another process; not started again" in second.log.read_text()
+
+
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="greedymm")
     add_experiment_commands(parser.add_subparsers(dest="command", required=True))

@@ -344,9 +344,15 @@ class LocalLauncher(Launcher):
         def work(job: Job) -> tuple[Job, int | None, float]:
             if stop.is_set():
                 return job, None, 0.0
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            if job.state() == DONE:  # another sweep over the same folder finished it since this one was planned
+                with open(job.log, "a") as log:
+                    log.write(
+                        f"# {time.strftime('%Y-%m-%d %H:%M:%S')} finished by another process; not started again\n"
+                    )
+                return job, 0, 0.0
             cmd = job.command(python=self.python)
             t0 = time.time()
-            job.log.parent.mkdir(parents=True, exist_ok=True)
             with open(job.log, "a") as log:
                 log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
                 log.flush()
