@@ -262,12 +262,10 @@ def _check_modalities(method: str, modalities: Sequence[str] | None) -> None:
     settings name the modalities; otherwise the run's own check refuses it when it starts)."""
     from .methods import method_class
 
-    counts = method_class(method).modality_counts
-    if counts is not None and modalities and len(modalities) not in counts:
+    if modalities and (why := method_class(method).unsupported_modalities(len(modalities))):
         raise ValueError(
-            f"method {method!r} is defined for {' or '.join(map(str, counts))} modalities, not {len(modalities)} "
-            f"({','.join(modalities)}); leave it out of --methods for this sweep, or sweep it separately with "
-            f"--set modalities= naming {' or '.join(map(str, counts))}"
+            f"{why} ({','.join(modalities)}); leave it out of --methods for this sweep, or sweep it separately with "
+            "--set modalities= naming a number it takes"
         )
 
 

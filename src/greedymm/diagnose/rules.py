@@ -224,9 +224,7 @@ def diagnose_records(
     # the cures
     cures = _cures(records, joint_val, chance, epochs, min_epochs)
     out["cures"] = cures
-    # a cure on another fusion than the joint model's must also beat vanilla on its own fusion: otherwise the
-    # fusion, not the method, may be what beats the joint model
-    helping = [c for c in cures if c["vs_vanilla"]["verdict"] == HOLDS and _not_the_fusion(c)]
+    helping = _helping(cures)
     if not under:
         verdict, rec = NOT_GREEDY, None
     elif helping:
@@ -271,6 +269,12 @@ def _cure_blockers(cures: Sequence[Mapping[str, Any]], joint_val: float) -> list
         if wanting:
             out.append(f"{c['label']}: {', '.join(wanting)}")
     return out
+
+
+def _helping(cures: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The cures that beat vanilla on validation. A cure on another fusion than the joint model's must also beat
+    vanilla on its own fusion: otherwise the fusion, not the method, may be what beats the joint model."""
+    return [c for c in cures if c["vs_vanilla"]["verdict"] == HOLDS and _not_the_fusion(c)]
 
 
 def _not_the_fusion(cure: Mapping[str, Any]) -> bool:
@@ -450,7 +454,7 @@ def warnings(
                 "beside the selected ones; where they disagree, trust neither blindly",
             }
         )
-    helping = [c for c in diagnosis.get("cures", []) if c["vs_vanilla"]["verdict"] == HOLDS and _not_the_fusion(c)]
+    helping = _helping(diagnosis.get("cures", []))
     if helping and not diagnosis["balancing_warranted"]:
         out.append(
             {

@@ -178,7 +178,7 @@ class AGM(Method):
     }
     hparam_rules = (MODULATION_WINDOW,)
     fusions = None  # any network: the construction only zeroes inputs
-    modality_counts = tuple(CAPS)  # the authors' code caps the coefficient for 2 and 3 modalities only
+    modality_counts = tuple(CAPS)  # the authors' code caps the coefficient for 2 (10) and 3 (7) modalities only
     # M = 2: f(a,0), f(0,v), f(0,0); one backward through the 3 graphs that carry gradient (f(0,0) carries none).
     # In general 2^M - 1 extra forwards and 2^M - 2 extra backward passes.
     extra_cost = {"forward": 3, "backward": 2}
@@ -193,12 +193,7 @@ class AGM(Method):
         self.log: dict[str, Any] = {"steps": 0, "modulated": 0, "score": [], "coeff": []}
 
     def check(self, model: MultiModalNet) -> None:
-        super().check(model)
-        if model.n_modalities not in CAPS:
-            raise ValueError(
-                f"agm is defined by its authors' code for 2 or 3 modalities (the cap of the coefficient is 10 and "
-                f"7), not {model.n_modalities}; train it on 2 or 3 modalities (--modalities), or pick another method"
-            )
+        super().check(model)  # 2 or 3 modalities (modality_counts)
         try:
             output_weights(model)
         except NotImplementedError as e:

@@ -184,8 +184,8 @@ class Method:
     hparam_rules: ClassVar[tuple[HParamRule, ...]] = ()
     # fusions the method is defined for (None: every fusion)
     fusions: ClassVar[tuple[str, ...] | None] = None
-    # how many modalities the method is defined for (None: any); ``check`` refuses others at training time, and a
-    # sweep refuses them before any run starts where --set modalities says how many
+    # how many modalities the method is defined for (None: any): ``check`` refuses others when a run starts, and a
+    # sweep before any run starts where --set modalities says how many (``unsupported_modalities``)
     modality_counts: ClassVar[tuple[int, ...] | None] = None
     # extra forward / backward passes per step beyond the plain one (the benchmark measures the real cost)
     extra_cost: ClassVar[dict[str, float]] = {"forward": 0, "backward": 0}
@@ -242,6 +242,13 @@ class Method:
         ]
 
     # -- set-up -----------------------------------------------------------------------------------------
+    @classmethod
+    def unsupported_modalities(cls, n: int) -> str | None:
+        """Why the method cannot train on ``n`` modalities (``modality_counts``), or None when it can."""
+        if cls.modality_counts is None or n in cls.modality_counts:
+            return None
+        return f"method {cls.name!r} is defined for {' or '.join(map(str, cls.modality_counts))} modalities, not {n}"
+
     def check(self, model: MultiModalNet) -> None:
         """Raise ValueError if the method cannot apply to ``model``; the message names the fix."""
         fusion = getattr(model, "fusion", "")
@@ -251,6 +258,9 @@ class Method:
                 f"train it with --fusion {self.fusions[0]}, or pick a method that supports {fusion!r} "
                 "(`greedymm list` shows each method's fusions)"
             )
+        n = getattr(model, "n_modalities", None)
+        if n is not None and (why := self.unsupported_modalities(n)):
+            raise ValueError(f"{why}; choose that many with --modalities, or pick another method")
 
     # -- per-step hooks ---------------------------------------------------------------------------------
     def next_mode(self, info: StepInfo) -> Mode:
