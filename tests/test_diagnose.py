@@ -331,6 +331,15 @@ def test_a_model_with_its_own_fusion_gets_utilization_and_speeds(tmp_path):
         assert [c["label"] for c in d.numbers["cures"]] == ["agm"]
     assert d.verdict in rules.VERDICTS
     assert json.loads(d.json_path.read_text())["setup"]["engine"] == "model"
+    # again with a third seed and a budget below what the finished runs recorded: nothing new starts
+    lines = []
+    d = greedymm.diagnose(
+        data, model=CrossAttention, out=tmp_path, seeds=(0, 1, 2), epochs=2, lr=3e-3, batch_size=32, cures=[],
+        groups={"m0": "enc0", "m1": "enc1", "fusion": ["attn", "head"]}, fusion_group="fusion",
+        at={"m0": "enc0", "m1": "enc1"}, echo=lines.append, max_minutes=1e-6,
+    )  # fmt: skip
+    assert not any(line.startswith("[1/") for line in lines)
+    assert any(line.startswith("diagnose: the budget left out 3 runs: ") for line in lines) and len(d.records) == 6
 
 
 def test_a_built_module_instead_of_a_builder_is_refused(tmp_path):
@@ -415,6 +424,38 @@ def test_the_budget_starts_no_run_that_would_not_fit_and_names_the_rest(monkeypa
     assert lines[-1] == "diagnose: the budget left out 1 run: alone vanilla on b, seed 1"
     with pytest.raises(ValueError, match="max-minutes must be > 0"):
         Budget(0)
+
+
+class TimedEngine(FakeEngine):
+    """FakeEngine whose finished runs recorded ``took`` seconds of training."""
+
+    def __init__(self, clock, finished=(), took=0.0):
+        super().__init__(clock, finished)
+        self.took = took
+
+    def seconds(self, spec):
+        return self.took
+
+
+def test_the_budget_estimates_from_the_times_finished_runs_recorded_before_training_any(monkeypatch):
+    from greedymm.diagnose import protocol
+    from greedymm.diagnose.protocol import Budget, RunSpec, execute
+
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "time", clock)
+    specs = [RunSpec("alone", "vanilla", None, (m,), s) for s in (0, 1) for m in ("a", "b")]
+    # a reused run took 200 s: none of the 3 new runs fits in 120 s, so none starts (without the estimate one would)
+    engine = TimedEngine(clock, finished=[specs[0]], took=200.0)
+    lines = []
+    done, skipped = execute(engine, specs, Budget(minutes=2), lines.append)
+    assert engine.trained == [] and done == specs[:1] and len(skipped) == 3
+    # it took 40 s: estimate 3 x 40 s before any run; then the runs trained here (50 s each) replace it
+    clock.now, lines = 1000.0, []
+    engine = TimedEngine(clock, finished=[specs[0]], took=40.0)
+    done, skipped = execute(engine, specs, Budget(minutes=2), lines.append)
+    assert lines[1] == "[1/3] alone vanilla on b, seed 0: 2 epochs; 0:00:00 elapsed, about 0:02:00 left"
+    assert lines[3] == "[2/3] alone vanilla on a, seed 1: 2 epochs; 0:00:50 elapsed, about 0:01:40 left"
+    assert engine.trained == [specs[1], specs[2]] and skipped == ["alone vanilla on b, seed 1"]
 
 
 class RecordEngine(FakeEngine):

@@ -51,6 +51,14 @@ def test_finished_sweep_runs_with_the_same_settings_are_copied_not_trained(tmp_p
     epochs = [json.loads(line) for line in (joint_job.folder / "results.jsonl").read_text().splitlines()]
     joint = next(r for r in d.records if r["role"] == "joint")
     assert joint["val_acc"] == max(e["val"]["acc"] for e in epochs)
+    # the times the copied runs recorded are the budget's estimate: a budget below them starts no new run
+    lines = []
+    greedymm.diagnose(
+        "synthetic", out=tmp_path / "diag", seeds=(0, 1), epochs=2, cures=[], echo=lines.append, sets=SETS,
+        device="cpu", max_minutes=1e-6,
+    )  # fmt: skip
+    assert not any(line.startswith("[1/") for line in lines)
+    assert any(line.startswith("diagnose: the budget left out 3 runs: ") for line in lines)
 
 
 def test_unfinished_or_missing_reuse_folders(tmp_path):

@@ -140,6 +140,11 @@ class Engine:
     def record(self, spec: RunSpec) -> dict[str, Any]:
         raise NotImplementedError
 
+    def seconds(self, spec: RunSpec) -> float | None:
+        """The training time a finished run recorded (seconds, resumes included), or None: the budget's estimate
+        before anything is trained here."""
+        return None
+
     def refuses(self, spec: RunSpec) -> str | None:
         """Why this engine cannot run ``spec`` (a cure that does not apply), or None."""
         return None
@@ -296,6 +301,12 @@ class GreedymmEngine(Engine):
         from ..rundir import DONE, RunDir
 
         return RunDir(self.folder(spec)).state() == DONE
+
+    def seconds(self, spec: RunSpec) -> float | None:
+        from ..rundir import RunDir
+
+        recs = RunDir(self.folder(spec)).records()
+        return float(recs[-1]["elapsed_s"]) if recs and "elapsed_s" in recs[-1] else None
 
     def adopt(self, spec: RunSpec) -> Path | None:
         """A finished run under a ``reuse`` folder (the folder itself or one level down, as ``greedymm sweep``
@@ -560,6 +571,10 @@ class ModelEngine(Engine):
     def finished(self, spec: RunSpec) -> bool:
         return (self.folder(spec) / "run.json").is_file() and (self.folder(spec) / BEST).is_file()
 
+    def seconds(self, spec: RunSpec) -> float | None:
+        recs = json.loads((self.folder(spec) / "run.json").read_text())["epochs"]
+        return float(recs[-1]["elapsed_s"]) if recs else None
+
     def cure_fusion(self, fusion: str) -> str | None:
         return None  # a cure trains the user's model as built: its own fusion
 
@@ -742,7 +757,9 @@ def _clock(seconds: float) -> str:
 
 
 class Budget:
-    """The time budget (minutes, or None) and the estimate of a run's time from the runs trained so far."""
+    """The time budget (minutes, or None) and the estimate of a run's time: the mean of the runs trained here so
+    far; before the first, the mean of the times that the finished runs (reused, or trained by an earlier call)
+    recorded; before any, none, and the first run starts whatever the budget."""
 
     def __init__(self, minutes: float | None) -> None:
         if minutes is not None and not minutes > 0:
@@ -750,12 +767,14 @@ class Budget:
         self.limit = None if minutes is None else minutes * 60.0
         self.start = time.time()
         self.trained: list[float] = []
+        self.recorded: list[float] = []
 
     def elapsed(self) -> float:
         return time.time() - self.start
 
     def per_run(self) -> float | None:
-        return sum(self.trained) / len(self.trained) if self.trained else None
+        times = self.trained or self.recorded
+        return sum(times) / len(times) if times else None
 
     def allows(self) -> bool:
         if self.limit is None:
@@ -776,6 +795,10 @@ def execute(engine: Engine, specs: Sequence[RunSpec], budget: Budget, echo: Echo
         if source is not None:
             echo(f"diagnose: {spec.label()}: reused the finished run {source}")
     todo = [s for s in specs if not engine.finished(s)]
+    for spec in specs:
+        t = engine.seconds(spec) if engine.finished(spec) else None
+        if t is not None and math.isfinite(t) and t > 0:
+            budget.recorded.append(t)
     echo(f"diagnose: {len(specs)} runs, {len(specs) - len(todo)} finished earlier, {len(todo)} to train")
     k = 0
     for spec in specs:
