@@ -340,6 +340,15 @@ def test_a_model_with_its_own_fusion_gets_utilization_and_speeds(tmp_path):
     )  # fmt: skip
     assert not any(line.startswith("[1/") for line in lines)
     assert any(line.startswith("diagnose: the budget left out 3 runs: ") for line in lines) and len(d.records) == 6
+    # the plan for the same call names the six finished runs and the three a third seed needs, and writes nothing
+    before = sorted((f, f.stat().st_mtime_ns) for f in tmp_path.rglob("*"))
+    p = greedymm.diagnose.plan(
+        data, model=CrossAttention, out=tmp_path, seeds=(0, 1, 2), epochs=2, lr=3e-3, batch_size=32, cures=[],
+        groups={"m0": "enc0", "m1": "enc1", "fusion": ["attn", "head"]}, fusion_group="fusion",
+        at={"m0": "enc0", "m1": "enc1"}, echo=None,
+    )  # fmt: skip
+    assert [r["state"] for r in p["runs"]] == ["finished"] * 6 + ["train"] * 3 and p["to_train"] == [3, 0]
+    assert sorted((f, f.stat().st_mtime_ns) for f in tmp_path.rglob("*")) == before
 
 
 def test_a_built_module_instead_of_a_builder_is_refused(tmp_path):
@@ -368,14 +377,31 @@ def test_an_unknown_cure_is_refused_before_any_run_trains(tmp_path):
 def test_the_command_line_runs_diagnose(tmp_path, capsys):
     from greedymm.cli import main
 
-    code = main(["diagnose", "--dataset", "synthetic", "--epochs", "1", "--seeds", "0", "--cures", "none",
-                 "--fusion", "concat", "--device", "cpu", "--out", str(tmp_path),
-                 "--set", "width=0.25", "batch_size=32", "data.size=200", "data.test_size=40", "data.image_size=8",
-                 "data.classes=2"])  # fmt: skip
+    args = ["diagnose", "--dataset", "synthetic", "--epochs", "1", "--seeds", "0", "--cures", "none",
+            "--fusion", "concat", "--device", "cpu", "--out", str(tmp_path / "d"),
+            "--set", "width=0.25", "batch_size=32", "data.size=200", "data.test_size=40", "data.image_size=8",
+            "data.classes=2"]  # fmt: skip
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not (tmp_path / "d").exists()  # a dry run writes nothing
+    assert out[0].startswith("diagnose plan (synthetic; 1 epoch a run; seeds 0): nothing is trained")
+    assert [line.split()[-1] for line in out[1:4]] == ["train"] * 3
+    assert out[4] == "first: 3 of 3 runs to train, time unknown (no finished run recorded one)"
+    code = main(args)
     out = capsys.readouterr().out
     assert code == 0, out
     assert "verdict: " in out and "warning (few-seeds)" in out and "diagnosis.html" in out
-    assert (tmp_path / "diagnosis.json").is_file()
+    assert (tmp_path / "d" / "diagnosis.json").is_file()
+    before = sorted((f, f.stat().st_mtime_ns) for f in (tmp_path / "d").rglob("*"))
+    assert main([*args, "--seeds", "0", "1", "--dry-run"]) == 0  # a second seed: three runs finished, three to train
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[-2] for line in out[1:4]] == ["finished"] * 3  # then the folder
+    assert [line.split()[-1] for line in out[4:7]] == ["train"] * 3
+    assert out[7].startswith("first: 3 of 6 runs to train, about 0:00:")
+    assert out[-1].startswith("time per run: 0:00:") and out[-1].endswith(
+        "the mean of the 3 finished or reusable runs' records"
+    )
+    assert sorted((f, f.stat().st_mtime_ns) for f in (tmp_path / "d").rglob("*")) == before
 
 
 class FakeClock:
@@ -433,7 +459,7 @@ class TimedEngine(FakeEngine):
         super().__init__(clock, finished)
         self.took = took
 
-    def seconds(self, spec):
+    def recorded_seconds(self, folder):
         return self.took
 
 
@@ -473,6 +499,61 @@ class RecordEngine(FakeEngine):
         if spec.role == "joint":
             return rec("joint", spec.seed, 0.85 + 0.01 * spec.seed, without={"a": 0.60, "b": 0.61})
         return rec(spec.role, spec.seed, 0.89 + 0.01 * spec.seed + 0.001 * spec.seed**2, method=spec.method)
+
+
+class PlanEngine(TimedEngine):
+    """A finished run here took ``took`` s; ``elsewhere`` maps specs to a reusable folder that recorded 3 x took."""
+
+    modalities = ("a", "b")
+
+    def __init__(self, clock, finished=(), took=0.0, elsewhere=None):
+        super().__init__(clock, finished, took)
+        self.elsewhere = dict(elsewhere or {})
+        self.data = type("D", (), {"name": "toy"})()
+
+    def reusable(self, spec):
+        return self.elsewhere.get(spec)
+
+    def recorded_seconds(self, folder):
+        return 3 * self.took if str(folder).startswith("sweep/") else self.took
+
+    def refuses(self, spec):
+        return "needs MMTM gates" if spec.method == "random" else None
+
+
+def test_the_plan_lists_each_run_as_finished_reusable_or_to_train_and_trains_nothing():
+    from greedymm.diagnose.protocol import RunSpec, plan_protocol
+
+    joint0 = RunSpec("joint", "vanilla", "mmtm", ("a", "b"), 0)
+    alone_b1 = RunSpec("alone", "vanilla", "mmtm", ("b",), 1)
+    cure1 = RunSpec("cure", "guided", "mmtm", ("a", "b"), 1)
+    engine = PlanEngine(FakeClock(), finished=[joint0], took=60.0, elsewhere={alone_b1: "sweep/b1", cure1: "sweep/g1"})
+    p = plan_protocol(engine, seeds=[0, 1], cures=["guided", "uniform@concat", "random"], max_minutes=10,
+                      joint_fusion="mmtm")  # fmt: skip
+    assert engine.trained == []
+    assert [(r["run"], r["state"]) for r in p["runs"]] == [
+        ("alone vanilla@mmtm on a, seed 0", "train"),
+        ("alone vanilla@mmtm on b, seed 0", "train"),
+        ("joint vanilla@mmtm on all, seed 0", "finished"),
+        ("alone vanilla@mmtm on a, seed 1", "train"),
+        ("alone vanilla@mmtm on b, seed 1", "reuse"),
+        ("joint vanilla@mmtm on all, seed 1", "train"),
+    ]
+    # per seed: vanilla on concat (uniform@concat's reference), then the cures that apply; random is refused
+    assert [r["run"] for r in p["cure_runs"]][:3] == [
+        "reference vanilla@concat on all, seed 0",
+        "cure guided@mmtm on all, seed 0",
+        "cure uniform@concat on all, seed 0",
+    ]
+    assert [r["state"] for r in p["cure_runs"]] == ["train", "train", "train", "train", "reuse", "train"]
+    assert p["cures_refused"] == [{"cure": "random", "reason": "needs MMTM gates"}]
+    # the estimate: the runs finished here (60 s) and reusable elsewhere (180 s each): (60 + 180 + 180) / 3 = 140 s
+    assert p["seconds_per_run"] == pytest.approx(140.0) and p["to_train"] == [4, 5]
+    lines = p["lines"]
+    assert "first: 4 of 6 runs to train, about 0:09:20" in lines  # 4 x 140 s
+    assert "then: 5 of 6 runs to train, about 0:11:40" in lines
+    assert lines[-1] == "--max-minutes 10: about 4 runs fit; the rest would be left out"  # 600 // 140
+    assert "refused: random: needs MMTM gates" in lines
 
 
 def test_cures_are_tried_when_no_modality_is_under_used_only_when_asked_and_a_gain_is_named(monkeypatch):

@@ -7,6 +7,7 @@ protocol (``protocol``), applies the rules (``rules``) and writes ``diagnosis.js
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import types
@@ -19,10 +20,12 @@ from .protocol import (
     DEFAULT_CURES,
     NOISE_LEVELS,
     USER_DEFAULT_CURES,
+    Engine,
     GreedymmEngine,
     ModelEngine,
     ModelSettings,
     clean_json,
+    plan_protocol,
     run_protocol,
 )
 from .rules import CURE_HELPS, GREEDY_CANNOT_JUDGE, NO_CURE_HELPS, NOT_GREEDY, VERDICTS, diagnose_records
@@ -39,6 +42,7 @@ __all__ = [
     "Diagnosis",
     "diagnose",
     "diagnose_records",
+    "plan",
 ]
 
 
@@ -103,16 +107,78 @@ def diagnose(
     ``echo``: where progress lines go.
     ``reuse``: folders (e.g. an earlier ``greedymm sweep --out``) whose finished runs with exactly the settings a run
     of the protocol needs are copied in instead of trained (greedymm's network on a named data set only)."""
+    say = echo or (lambda s: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    engine, joint_fusion, cures = _prepare(
+        data, model, out=out, epochs=epochs, cures=cures, fusion=fusion, sets=sets, device=device, groups=groups,
+        encoders=encoders, fusion_group=fusion_group, at=at, fill=fill, lr=lr, weight_decay=weight_decay,
+        batch_size=batch_size, name=name, loss=loss, reuse=reuse, overrides=overrides,
+    )  # fmt: skip
+    diag, records = run_protocol(
+        engine,
+        seeds=list(seeds),
+        cures=list(cures or []),
+        max_minutes=max_minutes,
+        echo=say,
+        joint_fusion=joint_fusion,
+        cure_anyway=cure_anyway,
+    )
+    diag["setup"] = {
+        **engine.describe(),
+        "seeds": list(seeds),
+        "epochs": engine.epochs,
+        "max_minutes": max_minutes,
+        "cures": list(cures or []),
+        "cure_anyway": bool(cure_anyway),
+        "data": engine.data.name,
+        "modalities": list(engine.modalities),
+        "noise_levels": list(NOISE_LEVELS),
+    }
+    diag["runs"] = [{k: v for k, v in r.items() if k != "heads"} for r in records]
+    from .page import write_page
+
+    md, page = write_page(diag, records, out)
+    path = out / "diagnosis.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(clean_json(diag), indent=1))
+    tmp.replace(path)
+    say(f"diagnose: {diag['verdict']}; {path}, {md}, {page}")
+    return Diagnosis(diag["verdict"], list(diag["under_used"]), diag["recommendation"], diag, records, path, md, page)
+
+
+def _prepare(
+    data: Any,
+    model: Callable[[], Any] | None,
+    *,
+    out: Path,
+    epochs: int | None = None,
+    cures: Sequence[str] | None = DEFAULT_CURES,
+    fusion: str = "mmtm",
+    sets: Sequence[str] = (),
+    device: str = "auto",
+    groups: Mapping[str, str | Sequence[str]] | None = None,
+    encoders: Mapping[str, str] | None = None,
+    fusion_group: str | None = None,
+    at: Mapping[str, str] | None = None,
+    fill: str = "mean",
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    name: str | None = None,
+    loss: Callable[[Any, Any], Any] | None = None,
+    reuse: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Engine, str | None, Sequence[str] | None]:
+    """The engine that trains and scores the runs (greedymm's network or your model), the joint model's fusion
+    (None for your model) and the cures (the defaults for your model when none were named)."""
     from ..data import MultiModalData
 
-    say = echo or (lambda s: None)
     training = {
         k: v for k, v in (("lr", lr), ("weight_decay", weight_decay), ("batch_size", batch_size)) if v is not None
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if model is None:
-        overrides = {**overrides, **training}  # greedymm's network: TrainConfig settings like any other
+        overrides = {**(overrides or {}), **training}  # greedymm's network: TrainConfig settings like any other
         if isinstance(data, MultiModalData):
             engine = GreedymmEngine(
                 data.name,
@@ -165,36 +231,41 @@ def diagnose(
         joint_fusion = None
         if cures is DEFAULT_CURES:  # not named: the defaults that can run on a model greedymm did not build
             cures = USER_DEFAULT_CURES
-    diag, records = run_protocol(
+    return engine, joint_fusion, cures
+
+
+def plan(
+    data: Any = "synthetic",
+    model: Callable[[], Any] | None = None,
+    *,
+    out: str | Path = "diagnose",
+    seeds: Sequence[int] = (0, 1, 2),
+    max_minutes: float | None = None,
+    cures: Sequence[str] | None = DEFAULT_CURES,
+    cure_anyway: bool = False,
+    echo: Callable[[str], None] | None = print,
+    **settings: Any,
+) -> dict[str, Any]:
+    """What ``diagnose`` with the same arguments would do, and nothing else: nothing is trained, copied or written
+    (``greedymm diagnose --dry-run``). Every run with its state (``finished`` in ``out``, ``reuse`` from a
+    ``reuse=`` folder, or ``train``); the cures' runs, which ``diagnose`` trains only when a modality turns out
+    under-used (or with ``cure_anyway``); the cures refused; the time to expect, from the training times that the
+    finished and reusable runs recorded. ``settings``: the rest of ``diagnose``'s arguments (``epochs``,
+    ``reuse``, ``sets``, ``groups``, ...). The text goes to ``echo``, line by line, and is kept in ``lines``."""
+    known = set(inspect.signature(_prepare).parameters) - {"data", "model", "out", "cures", "overrides"}
+    given = {k: settings.pop(k) for k in list(settings) if k in known}
+    engine, joint_fusion, cures = _prepare(data, model, out=Path(out), cures=cures, overrides=settings, **given)
+    result = plan_protocol(
         engine,
         seeds=list(seeds),
         cures=list(cures or []),
         max_minutes=max_minutes,
-        echo=say,
         joint_fusion=joint_fusion,
         cure_anyway=cure_anyway,
     )
-    diag["setup"] = {
-        **engine.describe(),
-        "seeds": list(seeds),
-        "epochs": engine.epochs,
-        "max_minutes": max_minutes,
-        "cures": list(cures or []),
-        "cure_anyway": bool(cure_anyway),
-        "data": engine.data.name,
-        "modalities": list(engine.modalities),
-        "noise_levels": list(NOISE_LEVELS),
-    }
-    diag["runs"] = [{k: v for k, v in r.items() if k != "heads"} for r in records]
-    from .page import write_page
-
-    md, page = write_page(diag, records, out)
-    path = out / "diagnosis.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean_json(diag), indent=1))
-    tmp.replace(path)
-    say(f"diagnose: {diag['verdict']}; {path}, {md}, {page}")
-    return Diagnosis(diag["verdict"], list(diag["under_used"]), diag["recommendation"], diag, records, path, md, page)
+    for line in result["lines"]:
+        (echo or (lambda s: None))(line)
+    return result
 
 
 class _CallableModule(types.ModuleType):

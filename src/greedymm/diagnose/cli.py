@@ -7,7 +7,7 @@ import sys
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from . import DEFAULT_CURES, diagnose
+    from . import DEFAULT_CURES, diagnose, plan
 
     cures = DEFAULT_CURES if args.cures is None else [c for c in args.cures if c != "none"]
     given = {}
@@ -18,6 +18,23 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data.base import dataset_label
 
     out = args.out or f"diagnose-{dataset_label(args.dataset)}"
+    if args.dry_run:
+        plan(
+            args.dataset,
+            out=out,
+            seeds=args.seeds,
+            max_minutes=args.max_minutes,
+            cures=cures,
+            cure_anyway=args.cure_anyway,
+            epochs=args.epochs,
+            fusion=args.fusion,
+            sets=args.set,
+            device=args.device,
+            reuse=args.reuse,
+            echo=lambda s: print(s, flush=True),
+            **given,
+        )
+        return 0
     try:
         d = diagnose(
             args.dataset,
@@ -94,4 +111,10 @@ def add_diagnose_command(subparsers: argparse._SubParsersAction) -> None:
         "copied in instead of trained (e.g. the --out of an earlier greedymm sweep)",
     )
     d.add_argument("--out", help="output folder (default diagnose-<dataset>)")
+    d.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs it would train, reuse or find finished, and the time to expect; train, copy and "
+        "write nothing",
+    )
     d.set_defaults(fn=cmd_diagnose)

@@ -140,9 +140,13 @@ class Engine:
     def record(self, spec: RunSpec) -> dict[str, Any]:
         raise NotImplementedError
 
-    def seconds(self, spec: RunSpec) -> float | None:
-        """The training time a finished run recorded (seconds, resumes included), or None: the budget's estimate
-        before anything is trained here."""
+    def recorded_seconds(self, folder: Path) -> float | None:
+        """The training time the finished run in ``folder`` recorded (seconds, resumes included), or None: the
+        budget's estimate before anything is trained here."""
+        return None
+
+    def reusable(self, spec: RunSpec) -> Path | None:
+        """A finished run of exactly ``spec`` elsewhere (``reuse=``) that ``adopt`` would copy, or None."""
         return None
 
     def refuses(self, spec: RunSpec) -> str | None:
@@ -302,26 +306,24 @@ class GreedymmEngine(Engine):
 
         return RunDir(self.folder(spec)).state() == DONE
 
-    def seconds(self, spec: RunSpec) -> float | None:
+    def recorded_seconds(self, folder: Path) -> float | None:
         from ..rundir import RunDir
 
-        recs = RunDir(self.folder(spec)).records()
+        recs = RunDir(folder).records()
         return float(recs[-1]["elapsed_s"]) if recs and "elapsed_s" in recs[-1] else None
 
-    def adopt(self, spec: RunSpec) -> Path | None:
+    def reusable(self, spec: RunSpec) -> Path | None:
         """A finished run under a ``reuse`` folder (the folder itself or one level down, as ``greedymm sweep``
         lays them out) whose name ends in this spec's config hash and whose config.json resolves to the same
-        config is copied into this diagnosis, so that it is not trained again. Your own MultiModalData is never
-        matched (a run folder's hash does not say which arrays it trained on)."""
+        config. Your own MultiModalData is never matched (a run folder's hash does not say which arrays it
+        trained on)."""
         from ..config import TrainConfig
-        from ..rundir import CONFIG, DONE, LOCK, RunDir, read_json
+        from ..rundir import CONFIG, DONE, RunDir, read_json
         from ..sweep import run_hash
 
         if not self.reuse or self.fingerprint or self.finished(spec):
             return None
-        cfg = self.config(spec)
-        tag = run_hash(cfg)
-        target = self.folder(spec)
+        tag = run_hash(self.config(spec))
         for root in self.reuse:
             for cand in sorted([root, *root.glob(f"*_{tag}")]):
                 if not (cand.is_dir() and cand.name.endswith(f"_{tag}") and (cand / CONFIG).is_file()):
@@ -329,15 +331,24 @@ class GreedymmEngine(Engine):
                 saved = read_json(cand / CONFIG, "leave this folder out of reuse").get("config")
                 if RunDir(cand).state() != DONE or not isinstance(saved, dict):
                     continue
-                if run_hash(TrainConfig.from_dict(saved)) != tag:
-                    continue
-                tmp = target.with_name(target.name + ".adopting")
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-                shutil.copytree(cand, tmp, ignore=shutil.ignore_patterns(LOCK))
-                tmp.replace(target)
-                return cand
+                if run_hash(TrainConfig.from_dict(saved)) == tag:
+                    return cand
         return None
+
+    def adopt(self, spec: RunSpec) -> Path | None:
+        """The ``reusable`` run of ``spec``, copied into this diagnosis so that it is not trained again."""
+        from ..rundir import LOCK
+
+        cand = self.reusable(spec)
+        if cand is None:
+            return None
+        target = self.folder(spec)
+        tmp = target.with_name(target.name + ".adopting")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(cand, tmp, ignore=shutil.ignore_patterns(LOCK))
+        tmp.replace(target)
+        return cand
 
     def refuses(self, spec: RunSpec) -> str | None:
         from ..methods import create_method
@@ -571,8 +582,8 @@ class ModelEngine(Engine):
     def finished(self, spec: RunSpec) -> bool:
         return (self.folder(spec) / "run.json").is_file() and (self.folder(spec) / BEST).is_file()
 
-    def seconds(self, spec: RunSpec) -> float | None:
-        recs = json.loads((self.folder(spec) / "run.json").read_text())["epochs"]
+    def recorded_seconds(self, folder: Path) -> float | None:
+        recs = json.loads((folder / "run.json").read_text())["epochs"]
         return float(recs[-1]["elapsed_s"]) if recs else None
 
     def cure_fusion(self, fusion: str) -> str | None:
@@ -787,6 +798,10 @@ class Budget:
         return "unknown" if per is None else _clock(per * runs)
 
 
+def _usable_time(t: float | None) -> bool:
+    return t is not None and math.isfinite(t) and t > 0
+
+
 def execute(engine: Engine, specs: Sequence[RunSpec], budget: Budget, echo: Echo) -> tuple[list[RunSpec], list[str]]:
     """Train what is not finished, in order, while the budget allows; returns (finished specs, skipped labels)."""
     done, skipped = [], []
@@ -795,10 +810,8 @@ def execute(engine: Engine, specs: Sequence[RunSpec], budget: Budget, echo: Echo
         if source is not None:
             echo(f"diagnose: {spec.label()}: reused the finished run {source}")
     todo = [s for s in specs if not engine.finished(s)]
-    for spec in specs:
-        t = engine.seconds(spec) if engine.finished(spec) else None
-        if t is not None and math.isfinite(t) and t > 0:
-            budget.recorded.append(t)
+    recorded = (engine.recorded_seconds(engine.folder(s)) for s in specs if s not in todo)
+    budget.recorded += [t for t in recorded if _usable_time(t)]
     echo(f"diagnose: {len(specs)} runs, {len(specs) - len(todo)} finished earlier, {len(todo)} to train")
     k = 0
     for spec in specs:
@@ -830,6 +843,118 @@ def parse_cure(spec: str, default_fusion: str) -> tuple[str, str]:
     return name, fusion or default_fusion
 
 
+def first_runs(engine: Engine, seeds: Sequence[int], joint_fusion: str | None) -> list[RunSpec]:
+    """The runs before the verdict, seed by seed: each modality alone, then the joint model (vanilla)."""
+    mods = engine.modalities
+    return [
+        x
+        for s in seeds
+        for x in [*(RunSpec("alone", "vanilla", joint_fusion, (m,), s) for m in mods),
+                  RunSpec("joint", "vanilla", joint_fusion, mods, s)]
+    ]  # fmt: skip
+
+
+def cure_runs(
+    engine: Engine, seeds: Sequence[int], cures: Sequence[str], joint_fusion: str | None
+) -> tuple[list[RunSpec], list[tuple[str, str | None]], list[dict[str, str]]]:
+    """The runs of the cures, seed by seed (vanilla on each other fusion a cure trains on, as its reference, then
+    the cures); returns (runs, the cures that apply as (method, fusion), the refused ones with the reason)."""
+    chosen: list[tuple[str, str | None]] = []
+    refused: list[dict[str, str]] = []
+    for c in cures:
+        name, fusion = parse_cure(c, joint_fusion or "mmtm")
+        on = engine.cure_fusion(fusion)
+        if (name, on) in chosen:  # on a user's model "uniform@concat" and "uniform@sum" are one cure
+            continue
+        why = engine.refuses(RunSpec("cure", name, on, engine.modalities, seeds[0]))
+        if why:
+            refused.append({"cure": c, "reason": why})
+        else:
+            chosen.append((name, on))
+    refs = sorted({f for _, f in chosen if f != joint_fusion and f is not None})
+    plan = [
+        x
+        for s in seeds
+        for x in [*(RunSpec("reference", "vanilla", f, engine.modalities, s) for f in refs),
+                  *(RunSpec("cure", n, f, engine.modalities, s) for n, f in chosen)]
+    ]  # fmt: skip
+    return plan, chosen, refused
+
+
+def plan_protocol(
+    engine: Engine,
+    *,
+    seeds: Sequence[int],
+    cures: Sequence[str] | None,
+    max_minutes: float | None,
+    joint_fusion: str | None,
+    cure_anyway: bool = False,
+) -> dict[str, Any]:
+    """What ``run_protocol`` would do, without training, copying or writing anything: every run with its state
+    (``finished`` here, ``reuse`` from a ``reuse=`` folder, or ``train``), the cures' runs (trained only when a
+    modality turns out under-used, or with ``cure_anyway``), the cures refused, and the time to expect from the
+    training times the finished and reusable runs recorded. ``lines``: the same as text."""
+    if not seeds:
+        raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
+    for c in cures or ():
+        parse_cure(c, joint_fusion or "mmtm")
+    first = first_runs(engine, seeds, joint_fusion)
+    later, chosen, refused = cure_runs(engine, seeds, cures, joint_fusion) if cures else ([], [], [])
+    times: list[float] = []
+
+    def state(spec: RunSpec) -> dict[str, Any]:
+        if engine.finished(spec):
+            where, what = engine.folder(spec), "finished"
+        elif (where := engine.reusable(spec)) is not None:
+            what = "reuse"
+        else:
+            return {"run": spec.label(), "state": "train", "folder": str(engine.folder(spec))}
+        t = engine.recorded_seconds(where)
+        if _usable_time(t):
+            times.append(t)
+        return {"run": spec.label(), "state": what, "folder": str(where)}
+
+    runs, cure_states = [state(x) for x in first], [state(x) for x in later]
+    per = sum(times) / len(times) if times else None
+    n1 = sum(r["state"] == "train" for r in runs)
+    n2 = sum(r["state"] == "train" for r in cure_states)
+
+    def clock(n: int) -> str:
+        return "time unknown (no finished run recorded one)" if per is None else f"about {_clock(per * n)}"
+
+    width = max((len(r["run"]) for r in runs + cure_states), default=0)
+    epochs = f"{engine.epochs} epoch{'s' * (engine.epochs != 1)}"
+    lines = [f"diagnose plan ({engine.data.name}; {epochs} a run; seeds "
+             f"{' '.join(map(str, seeds))}): nothing is trained, copied or written"]  # fmt: skip
+    lines += [f"  {r['run']:<{width}}  {r['state']:<8}  {r['folder'] if r['state'] != 'train' else ''}".rstrip()
+              for r in runs]  # fmt: skip
+    lines.append(f"first: {n1} of {len(runs)} runs to train, {clock(n1)}")
+    if later:
+        when = "always (--cure-anyway)" if cure_anyway else "only if a modality turns out under-used"
+        names = ", ".join(f"{n}@{f}" if f else n for n, f in chosen)
+        lines.append(f"then, {when}, the cures ({names}) and vanilla on each other fusion as their reference:")
+        lines += [f"  {r['run']:<{width}}  {r['state']:<8}  {r['folder'] if r['state'] != 'train' else ''}".rstrip()
+                  for r in cure_states]  # fmt: skip
+        lines.append(f"then: {n2} of {len(cure_states)} runs to train, {clock(n2)}")
+    elif not cures:
+        lines.append("no cures (--cures none)")
+    lines += [f"refused: {r['cure']}: {r['reason']}" for r in refused]
+    if per is not None:
+        lines.append(f"time per run: {_clock(per)}, the mean of the {len(times)} finished or reusable runs' records")
+    if max_minutes is not None and per is not None:
+        fit = int(max_minutes * 60 // per)
+        runs_word = "run" if fit == 1 else "runs"
+        lines.append(f"--max-minutes {max_minutes:g}: about {fit} {runs_word} fit; the rest would be left out")
+    return {
+        "runs": runs,
+        "cure_runs": cure_states,
+        "cures_refused": refused,
+        "seconds_per_run": per,
+        "to_train": [n1, n2],
+        "lines": lines,
+    }
+
+
 def run_protocol(
     engine: Engine,
     *,
@@ -848,35 +973,15 @@ def run_protocol(
         parse_cure(c, joint_fusion or "mmtm")  # an unknown method or fusion is refused before any training
     budget = Budget(max_minutes)
     mods = engine.modalities
-    first = [RunSpec("alone", "vanilla", joint_fusion, (m,), s) for s in seeds for m in mods]
-    first = [
-        x
-        for s in seeds
-        for x in [*(r for r in first if r.seed == s), RunSpec("joint", "vanilla", joint_fusion, mods, s)]
-    ]
+    first = first_runs(engine, seeds, joint_fusion)
     done, skipped = execute(engine, first, budget, echo)
     records = [engine.record(s) for s in done]
     diag = rules.diagnose_records(records, mods, engine.data.num_classes, skipped=skipped)
     refused: list[dict[str, str]] = []
     if (diag["balancing_warranted"] or cure_anyway) and cures:
-        plan: list[RunSpec] = []
-        chosen = []
-        for c in cures:
-            name, fusion = parse_cure(c, joint_fusion or "mmtm")
-            fusion = engine.cure_fusion(fusion)
-            if (name, fusion) in chosen:  # on a user's model "uniform@concat" and "uniform@sum" are one cure
-                continue
-            probe = RunSpec("cure", name, fusion, mods, seeds[0])
-            why = engine.refuses(probe)
-            if why:
-                refused.append({"cure": c, "reason": why})
-                echo(f"diagnose: {c} does not apply here: {why}")
-            else:
-                chosen.append((name, fusion))
-        refs = sorted({f for _, f in chosen if f != joint_fusion})
-        for s in seeds:
-            plan += [RunSpec("reference", "vanilla", f, mods, s) for f in refs]
-            plan += [RunSpec("cure", n, f, mods, s) for n, f in chosen]
+        plan, chosen, refused = cure_runs(engine, seeds, cures, joint_fusion)
+        for r in refused:
+            echo(f"diagnose: {r['cure']} does not apply here: {r['reason']}")
         if plan:
             why = f"{', '.join(diag['under_used'])} under-used" if diag["under_used"] else "no modality under-used"
             echo(f"diagnose: {why}; trying {len(chosen)} cures{'' if diag['under_used'] else ' anyway'}")
