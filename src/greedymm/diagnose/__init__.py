@@ -110,11 +110,8 @@ def diagnose(
     say = echo or (lambda s: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    engine, joint_fusion, cures = _prepare(
-        data, model, out=out, epochs=epochs, cures=cures, fusion=fusion, sets=sets, device=device, groups=groups,
-        encoders=encoders, fusion_group=fusion_group, at=at, fill=fill, lr=lr, weight_decay=weight_decay,
-        batch_size=batch_size, name=name, loss=loss, reuse=reuse, overrides=overrides,
-    )  # fmt: skip
+    setup = {k: v for k, v in locals().items() if k in _SETUP}
+    engine, joint_fusion, cures = _prepare(data, model, out, cures, setup, overrides)
     diag, records = run_protocol(
         engine,
         seeds=list(seeds),
@@ -147,36 +144,22 @@ def diagnose(
     return Diagnosis(diag["verdict"], list(diag["under_used"]), diag["recommendation"], diag, records, path, md, page)
 
 
+# diagnose's arguments that say how the runs are set up (read by _prepare; plan takes their defaults from diagnose)
+_SETUP = ("epochs", "fusion", "sets", "device", "groups", "encoders", "fusion_group", "at", "fill", "lr",
+          "weight_decay", "batch_size", "name", "loss", "reuse")  # fmt: skip
+
+
 def _prepare(
-    data: Any,
-    model: Callable[[], Any] | None,
-    *,
-    out: Path,
-    epochs: int | None = None,
-    cures: Sequence[str] | None = DEFAULT_CURES,
-    fusion: str = "mmtm",
-    sets: Sequence[str] = (),
-    device: str = "auto",
-    groups: Mapping[str, str | Sequence[str]] | None = None,
-    encoders: Mapping[str, str] | None = None,
-    fusion_group: str | None = None,
-    at: Mapping[str, str] | None = None,
-    fill: str = "mean",
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    batch_size: int | None = None,
-    name: str | None = None,
-    loss: Callable[[Any, Any], Any] | None = None,
-    reuse: Sequence[str | Path] = (),
-    overrides: Mapping[str, Any] | None = None,
-) -> tuple[Engine, str | None, Sequence[str] | None]:
+    data: Any, model: Callable[[], Any] | None, out: Path, cures: Sequence[str] | None, setup: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+) -> tuple[Engine, str | None, Sequence[str] | None]:  # fmt: skip
     """The engine that trains and scores the runs (greedymm's network or your model), the joint model's fusion
-    (None for your model) and the cures (the defaults for your model when none were named)."""
+    (None for your model) and the cures (the defaults for your model when none were named). ``setup``: diagnose's
+    arguments named in ``_SETUP``; ``overrides``: its other keyword arguments (settings of greedymm's network)."""
     from ..data import MultiModalData
 
-    training = {
-        k: v for k, v in (("lr", lr), ("weight_decay", weight_decay), ("batch_size", batch_size)) if v is not None
-    }
+    fusion, epochs, sets, device, reuse = (setup[k] for k in ("fusion", "epochs", "sets", "device", "reuse"))
+    training = {k: setup[k] for k in ("lr", "weight_decay", "batch_size") if setup[k] is not None}
     if model is None:
         overrides = {**(overrides or {}), **training}  # greedymm's network: TrainConfig settings like any other
         if isinstance(data, MultiModalData):
@@ -219,13 +202,7 @@ def _prepare(
         settings = ModelSettings(
             **training,
             epochs=epochs or 10,
-            groups=groups,
-            encoders=encoders,
-            fusion_group=fusion_group,
-            at=at,
-            fill=fill,
-            name=name,
-            loss=loss,
+            **{k: setup[k] for k in ("groups", "encoders", "fusion_group", "at", "fill", "name", "loss")},
         )
         engine = ModelEngine(model, data, out, settings, device=device)
         joint_fusion = None
@@ -252,9 +229,9 @@ def plan(
     under-used (or with ``cure_anyway``); the cures refused; the time to expect, from the training times that the
     finished and reusable runs recorded. ``settings``: the rest of ``diagnose``'s arguments (``epochs``,
     ``reuse``, ``sets``, ``groups``, ...). The text goes to ``echo``, line by line, and is kept in ``lines``."""
-    known = set(inspect.signature(_prepare).parameters) - {"data", "model", "out", "cures", "overrides"}
-    given = {k: settings.pop(k) for k in list(settings) if k in known}
-    engine, joint_fusion, cures = _prepare(data, model, out=Path(out), cures=cures, overrides=settings, **given)
+    defaults = inspect.signature(diagnose).parameters
+    setup = {k: settings.pop(k, defaults[k].default) for k in _SETUP}
+    engine, joint_fusion, cures = _prepare(data, model, Path(out), cures, setup, settings)
     result = plan_protocol(
         engine,
         seeds=list(seeds),

@@ -18,39 +18,25 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data.base import dataset_label
 
     out = args.out or f"diagnose-{dataset_label(args.dataset)}"
+    common = dict(
+        out=out,
+        seeds=args.seeds,
+        max_minutes=args.max_minutes,
+        cures=cures,
+        cure_anyway=args.cure_anyway,
+        epochs=args.epochs,
+        fusion=args.fusion,
+        sets=args.set,
+        device=args.device,
+        reuse=args.reuse,
+        echo=lambda s: print(s, flush=True),
+        **given,
+    )
     if args.dry_run:
-        plan(
-            args.dataset,
-            out=out,
-            seeds=args.seeds,
-            max_minutes=args.max_minutes,
-            cures=cures,
-            cure_anyway=args.cure_anyway,
-            epochs=args.epochs,
-            fusion=args.fusion,
-            sets=args.set,
-            device=args.device,
-            reuse=args.reuse,
-            echo=lambda s: print(s, flush=True),
-            **given,
-        )
+        plan(args.dataset, **common)
         return 0
     try:
-        d = diagnose(
-            args.dataset,
-            out=out,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            max_minutes=args.max_minutes,
-            cures=cures,
-            fusion=args.fusion,
-            sets=args.set,
-            device=args.device,
-            reuse=args.reuse,
-            cure_anyway=args.cure_anyway,
-            echo=lambda s: print(s, flush=True),
-            **given,
-        )
+        d = diagnose(args.dataset, **common)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to carry on (finished runs are reused)", file=sys.stderr)
         return 130
