@@ -191,6 +191,22 @@ def test_warnings_warmup_few_seeds_few_epochs_validation_and_budget():
     assert d["cures"][0]["last_val"]["mean"] == pytest.approx(0.995)
 
 
+def test_test_accuracy_far_below_validation_is_a_warning_that_changes_no_verdict():
+    # as on full CG-MNIST: validation shares the training colours, test does not; the joint model (val 0.99, test
+    # 0.60) is far below a alone on test (0.95); b alone is not (0.70: 0.10 above the joint model, within 0.15)
+    recs = greedy_records()
+    for r in recs:
+        r["test_acc"] = {("a",): 0.95, ("b",): 0.70}.get(tuple(r["modalities"]), 0.60)
+    d = rules.diagnose_records(recs, ["a", "b"], num_classes=4)
+    text = {w["kind"]: w["text"] for w in d["warnings"]}["test-differs"]
+    assert text.startswith("the joint model reaches 0.990 on validation and 0.600 on test: the test data differ")
+    assert "On test a alone (0.950) is far above the joint model" in text and "b alone" not in text
+    # the verdict and the under-used modality are those of the same records with test numbers like validation's
+    same = rules.diagnose_records(greedy_records(), ["a", "b"], num_classes=4)
+    assert (d["verdict"], d["under_used"]) == (same["verdict"], same["under_used"])
+    assert "test-differs" not in {w["kind"] for w in same["warnings"]}  # 0.99 -> 0.89: 0.10, within the 0.15 line
+
+
 def test_without_a_joint_run_the_budget_is_named():
     recs = [r for r in greedy_records() if r["role"] == "alone"]
     with pytest.raises(ValueError, match="no finished joint"):

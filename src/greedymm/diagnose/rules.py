@@ -33,6 +33,7 @@ INFORMATIVE = 0.1  # a modality alone gets at least this share of the way from c
 IGNORED = 0.05  # the joint model loses less than this share of its accuracy without the modality
 SHARE_RATIO = 0.5  # use per unit of information below half of another modality's
 SATURATED = 0.98  # validation accuracy of the joint model with no room left for a cure to show a gain
+TEST_GAP = 0.15  # the joint model's test accuracy this far below its validation accuracy: the test data differ
 MIN_EPOCHS = 5  # fewer epochs: a warning (early training may not show what the end of training does)
 WARMUP_METHODS = ("guided", "random")  # methods that train as vanilla until warmup_epochs have passed
 
@@ -380,8 +381,9 @@ def warnings(
     min_epochs: int = MIN_EPOCHS,
     skipped: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """Every warning that applies: warm-up, near chance, too few seeds or epochs, validation like training, a cure
-    that helps although no modality is under-used (cures tried anyway), runs left out by the budget. Each is
+    """Every warning that applies: warm-up, near chance, too few seeds or epochs, validation like training, test
+    accuracy far below validation accuracy (read from the test numbers the records carry; it changes no verdict), a
+    cure that helps although no modality is under-used (cures tried anyway), runs left out by the budget. Each is
     {"kind", "text"}."""
     out: list[dict[str, str]] = []
     chance = diagnosis["chance"]
@@ -452,6 +454,25 @@ def warnings(
                 "text": "validation is drawn like training: it cannot see a shift that only the test data has (a "
                 "shortcut that breaks at test time looks perfect on validation). The last-epoch numbers are shown "
                 "beside the selected ones; where they disagree, trust neither blindly",
+            }
+        )
+    jt = diagnosis["joint"]["test"]["mean"]
+    if math.isfinite(jt) and jv - jt > TEST_GAP:
+        alone = {m: d["alone_test"]["mean"] for m, d in diagnosis["modalities"].items()}
+        above = [m for m, a in alone.items() if math.isfinite(a) and a - jt > TEST_GAP]
+        text = (
+            f"the joint model reaches {jv:.3f} on validation and {jt:.3f} on test: the test data differ from "
+            "validation, and the verdict, made on validation, cannot see how"
+        )
+        if above:
+            who = " and ".join(f"{m} alone ({alone[m]:.3f})" for m in above)
+            text += f". On test {who} {'is' if len(above) == 1 else 'are'} far above the joint model: it leans on "
+            text += "something that does not carry over to the test data"
+        out.append(
+            {
+                "kind": "test-differs",
+                "text": text + ". Reported, never used to decide: if the test data are what the model will meet, hold "
+                "out validation data drawn like them and run diagnose again",
             }
         )
     helping = _helping(diagnosis.get("cures", []))
