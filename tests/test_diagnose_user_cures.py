@@ -384,6 +384,30 @@ def test_diagnose_on_a_user_model_ranks_the_cures_and_gives_a_verdict(tmp_path):
     gbl = next(r for r in d.records if r["role"] == "cure" and r["method"] == "gblending")
     assert gbl["settings"]["est_optimizer"] == "adam" and gbl["settings"]["est_lr"] == 1e-2  # the run's own
     assert any(line.startswith("diagnose: ogm-ge does not apply here: ogm-ge reads") for line in lines)
+    # a cure's hyper-parameter (sets, as for greedymm's network): its own run folder, its value in the settings
+    again = greedymm.diagnose(
+        _npz(tmp_path, n=300), model=OwnFusion, out=tmp_path / "diag", seeds=(0,), epochs=3, lr=1e-2, batch_size=16,
+        groups={"a": "enc_a", "b": "enc_b", "fusion": ["head"]}, fusion_group="fusion", at=AT, cures=["mmpareto"],
+        sets=["gamma=2.0"], cure_anyway=True, echo=None,
+    )  # fmt: skip
+    mmp2 = next(r for r in again.records if r["role"] == "cure")
+    assert mmp2["settings"] == {"gamma": 2.0} and mmp2["folder"] != mmp["folder"]
+    assert next(r for r in again.records if r["role"] == "joint")["folder"] in {r["folder"] for r in d.records}
+
+
+def test_settings_on_a_user_model_are_the_cures_hyper_parameters_and_bad_ones_are_refused_by_name(tmp_path):
+    from greedymm.config import resolve_config
+    from greedymm.run import load_data
+
+    kw = dict(model=OwnFusion, out=tmp_path / "diag", seeds=(0,), epochs=1, echo=None)
+    data = load_data(resolve_config(_npz(tmp_path)))  # your MultiModalData: every setting is a cure's
+    with pytest.raises(ValueError, match="'width=0.5' is not a method's hyper-parameter"):
+        greedymm.diagnose(data, sets=["width=0.5"], **kw)
+    with pytest.raises(ValueError, match="gamma"):
+        greedymm.diagnose(_npz(tmp_path), sets=["gamma=-1"], **kw)  # gamma must be > 0
+    with pytest.raises(ValueError, match="configure greedymm's network"):
+        greedymm.diagnose(data, width=0.5, **kw)
+    assert not any((tmp_path / "diag").rglob("*.pt"))  # refused before any run trained
 
 
 class NaNLogits(OwnFusion):

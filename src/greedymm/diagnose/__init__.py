@@ -24,6 +24,7 @@ from .protocol import (
     GreedymmEngine,
     ModelEngine,
     ModelSettings,
+    check_cure_sets,
     clean_json,
     plan_protocol,
     run_protocol,
@@ -98,7 +99,9 @@ def diagnose(
     ``batch_size`` 64, ``weight_decay`` 0). For your model: ``groups``, speed groups {name: module name(s)};
     ``encoders``, {modality: group} (default: the groups named like the modalities); ``fusion_group``; ``at``,
     {modality: encoder module} to ablate there instead of at the input; ``fill``, "mean" or "zeros"; ``name``, the
-    model's name in run hashes (default its repr); ``loss(out, y)`` instead of cross-entropy.
+    model's name in run hashes (default its repr); ``loss(out, y)`` instead of cross-entropy; ``sets``, the cures'
+    hyper-parameters (``["gamma=2.0"]``: each to every cure that has it; with a data set name, ``data.*`` items
+    load the data).
 
     ``seeds``, ``epochs`` (per run), ``max_minutes``: the budget. ``cures``: methods tried when a modality is
     under-used (``method`` or ``method@fusion``; None or empty: none; not given: ``DEFAULT_CURES`` for greedymm's
@@ -157,6 +160,7 @@ def _prepare(
     (None for your model) and the cures (the defaults for your model when none were named). ``setup``: diagnose's
     arguments named in ``_SETUP``; ``overrides``: its other keyword arguments (settings of greedymm's network)."""
     from ..data import MultiModalData
+    from ..methods import list_methods, method_class
 
     fusion, epochs, sets, device, reuse = (setup[k] for k in ("fusion", "epochs", "sets", "device", "reuse"))
     training = {k: setup[k] for k in ("lr", "weight_decay", "batch_size") if setup[k] is not None}
@@ -191,18 +195,25 @@ def _prepare(
             from ..config import resolve_config
             from ..run import load_data
 
-            data = load_data(resolve_config(data, sets=sets, **overrides))
-        elif overrides or sets:
+            # the data set's settings (data.size=...) load it; the methods' hyper-parameters go to the cures
+            hyper = {k for m in list_methods() for k in method_class(m).hparams}
+            cure_sets = tuple(item for item in sets if item.split("=", 1)[0] in hyper)
+            data = load_data(resolve_config(data, sets=[x for x in sets if x not in cure_sets], **overrides))
+        elif overrides:
             raise ValueError(
-                f"settings {sorted(overrides) or list(sets)} configure greedymm's network; your model "
-                "takes lr, weight_decay, batch_size, epochs"
+                f"settings {sorted(overrides)} configure greedymm's network; your model takes lr, weight_decay, "
+                "batch_size, epochs, and the cures' hyper-parameters as sets=['alpha=0.5', ...]"
             )
+        else:
+            cure_sets = tuple(sets)
+        check_cure_sets(cure_sets)
         if not isinstance(data, MultiModalData):
             raise TypeError(f"data must be a data set name or a greedymm MultiModalData, got {type(data).__name__}")
         settings = ModelSettings(
             **training,
             epochs=epochs or 10,
             **{k: setup[k] for k in ("groups", "encoders", "fusion_group", "at", "fill", "name", "loss")},
+            cure_sets=cure_sets,
         )
         engine = ModelEngine(model, data, out, settings, device=device)
         joint_fusion = None

@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -499,7 +499,38 @@ class ModelSettings:
     fill: str = "mean"
     name: str | None = None  # names the model in run folder hashes (default: its repr)
     loss: Callable[[Any, Tensor], Tensor] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    cure_sets: tuple[str, ...] = ()  # the cures' hyper-parameters, KEY=VALUE, each applied to the methods that have it
+
+
+def cure_hparams(sets: Sequence[str], method: str) -> dict[str, Any]:
+    """The hyper-parameters of ``method`` among ``sets`` (``KEY=VALUE``), converted and checked by the method's
+    own specs; items naming another method's hyper-parameter are left to that method."""
+    from ..config import parse_set
+
+    cls = method_class(method)
+    mine = [item for item in sets if item.split("=", 1)[0] in cls.hparams]
+    hparams = parse_set(mine, cls.hparams)[1]
+    cls.check_hparams(hparams)  # ranges, choices and the method's rules, with what a valid value is
+    return hparams
+
+
+def check_cure_sets(sets: Sequence[str]) -> None:
+    """Every item is ``KEY=VALUE`` with KEY a hyper-parameter of some method, and a valid value for each method
+    that has it; otherwise a ValueError that names the item."""
+    from ..methods import list_methods
+
+    for item in sets:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key = item.split("=", 1)[0]
+        having = [m for m in list_methods() if key in method_class(m).hparams]
+        if not having:
+            raise ValueError(
+                f"setting {item!r} is not a method's hyper-parameter: on your model the settings are the cures' "
+                "hyper-parameters (`greedymm list` names them); train it with lr, weight_decay, batch_size, epochs"
+            )
+        for m in having:
+            cure_hparams([item], m)
 
 
 class ModelEngine(Engine):
@@ -609,8 +640,9 @@ class ModelEngine(Engine):
 
     def _hparams(self, method: str) -> dict[str, Any]:
         """A cure's settings beside its defaults: gblending's copies train with this run's optimizer and lr, as the
-        method asks (its est_optimizer / est_lr)."""
-        return {"est_optimizer": "adam", "est_lr": self.s.lr} if method == "gblending" else {}
+        method asks (its est_optimizer / est_lr); then the ``cure_sets`` that name one of its hyper-parameters."""
+        base = {"est_optimizer": "adam", "est_lr": self.s.lr} if method == "gblending" else {}
+        return {**base, **cure_hparams(self.s.cure_sets, method)}
 
     def _settings(self, method: str) -> dict[str, Any]:
         return {**method_class(method).defaults(), **self._hparams(method)}
