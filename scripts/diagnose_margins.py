@@ -5,7 +5,9 @@ A verdict of ``greedymm diagnose`` comes from numbers compared with fixed lines 
 without it; it is *under-trained* when the joint model's path through it keeps less than ``SHARE_RATIO`` times the
 share another modality's path keeps, lower in every seed. The lines were set on generated data. This script reads
 the ``diagnosis.json`` of finished diagnoses and prints, per modality, the number each rule compared with its line
-and the ratio to the line, so a reader sees which verdicts a small move of a line would change. Usage::
+and the ratio to the line, so a reader sees which verdicts a small move of a line would change; and the two numbers
+of the ``test-differs`` warning (the joint model's validation minus test accuracy, against ``TEST_GAP``; each
+modality alone minus the joint model on test), which changes no verdict. Usage::
 
     python scripts/diagnose_margins.py diag/mfeat diag/smartwatch ...          # a markdown table on stdout
 
@@ -20,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from greedymm.diagnose.rules import IGNORED, INFORMATIVE, SATURATED, SHARE_RATIO
+from greedymm.diagnose.rules import IGNORED, INFORMATIVE, SATURATED, SHARE_RATIO, TEST_GAP
 
 
 def margins(diagnosis: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,26 +53,33 @@ def _num(x: float, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _minus(a: float | None, b: float | None) -> float:
+    return math.nan if a is None or b is None else a - b
+
+
 def table(folders: list[Path]) -> str:
     """The markdown table of every folder's margins (module docstring)."""
     head = (
         f"| diagnosis | verdict | modality | information alone (line {INFORMATIVE:g}) | u: accuracy lost without it "
         f"(line {IGNORED:g}) | kept / the other's kept (line {SHARE_RATIO:g}) | lower in every seed | fired | "
-        f"joint val (line {SATURATED:g}) |"
+        f"joint val (line {SATURATED:g}) | joint val - test (line {TEST_GAP:g}) | alone test - joint test |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for folder in folders:
         path = folder / "diagnosis.json"
         if not path.is_file():
             raise SystemExit(f"{path}: no diagnosis.json; give the folder of a finished `greedymm diagnose --out`")
         d = json.loads(path.read_text())
         joint = d["joint"]["val"]["mean"]
+        joint_test = d["joint"].get("test", {}).get("mean", math.nan)
         for row in margins(d):
+            alone_test = d["modalities"][row["modality"]].get("alone_test", {}).get("mean", math.nan)
             fired = [k for k in ("ignored", "under_trained") if row.get(k)]
             lines.append(
                 f"| {folder.name} | {d['verdict']} | {row['modality']} | {_num(row['information'], 2)} | "
                 f"{_num(row['u'])} | {_num(row['ratio'], 2)} | {'yes' if row.get('every_seed') else 'no'} | "
-                f"{', '.join(r.replace('_', '-') for r in fired) or '-'} | {_num(joint)} |"
+                f"{', '.join(r.replace('_', '-') for r in fired) or '-'} | {_num(joint)} | "
+                f"{_num(_minus(joint, joint_test))} | {_num(_minus(alone_test, joint_test))} |"
             )
     return "\n".join(lines)
 

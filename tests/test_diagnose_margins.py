@@ -21,8 +21,8 @@ def _rule(rule, m, fired, **numbers):
 def _diagnosis():
     return {
         "verdict": "greedy-cannot-judge",
-        "modalities": {"a": {}, "b": {}},
-        "joint": {"val": {"mean": 0.9}},
+        "modalities": {"a": {"alone_test": {"mean": 0.85}}, "b": {"alone_test": {"mean": 0.5}}},
+        "joint": {"val": {"mean": 0.9}, "test": {"mean": 0.6}},
         "rules": [
             _rule("ignored", "a", False, information=0.9, u_mean=0.40),
             _rule("ignored", "b", True, information=0.6, u_mean=0.01),
@@ -46,7 +46,11 @@ def test_the_table_has_a_row_per_modality_naming_what_fired(script, tmp_path, ca
     script.main([str(tmp_path / "case")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 + 2
-    assert lines[3] == "| case | greedy-cannot-judge | b | 0.60 | 0.010 | 0.25 | yes | ignored, under-trained | 0.900 |"
+    # the test-differs numbers: 0.9 - 0.6 on validation against test; b alone 0.5 - 0.6 on test
+    assert lines[3] == (
+        "| case | greedy-cannot-judge | b | 0.60 | 0.010 | 0.25 | yes | ignored, under-trained | 0.900 | "
+        "0.300 | -0.100 |"
+    )
 
 
 def test_a_folder_without_a_diagnosis_is_refused_by_name(script, tmp_path):
