@@ -955,18 +955,23 @@ def plan_protocol(
         return "time unknown (no finished run recorded one)" if per is None else f"about {_clock(per * n)}"
 
     width = max((len(r["run"]) for r in runs + cure_states), default=0)
+
+    def row(r: dict[str, Any]) -> str:  # the run, its state, and the folder it would be taken from
+        return f"  {r['run']:<{width}}  {r['state']:<8}  {r['folder'] if r['state'] != 'train' else ''}".rstrip()
+
     epochs = f"{engine.epochs} epoch{'s' * (engine.epochs != 1)}"
     lines = [f"diagnose plan ({engine.data.name}; {epochs} a run; seeds "
              f"{' '.join(map(str, seeds))}): nothing is trained, copied or written"]  # fmt: skip
-    lines += [f"  {r['run']:<{width}}  {r['state']:<8}  {r['folder'] if r['state'] != 'train' else ''}".rstrip()
-              for r in runs]  # fmt: skip
+    lines += [row(r) for r in runs]
     lines.append(f"first: {n1} of {len(runs)} runs to train, {clock(n1)}")
     if later:
         when = "always (--cure-anyway)" if cure_anyway else "only if a modality turns out under-used"
         names = ", ".join(f"{n}@{f}" if f else n for n, f in chosen)
-        lines.append(f"then, {when}, the cures ({names}) and vanilla on each other fusion as their reference:")
-        lines += [f"  {r['run']:<{width}}  {r['state']:<8}  {r['folder'] if r['state'] != 'train' else ''}".rstrip()
-                  for r in cure_states]  # fmt: skip
+        refs = (
+            " and vanilla on each other fusion as their reference" if any(x.role == "reference" for x in later) else ""
+        )
+        lines.append(f"then, {when}, the cures ({names}){refs}:")
+        lines += [row(r) for r in cure_states]
         lines.append(f"then: {n2} of {len(cure_states)} runs to train, {clock(n2)}")
     elif not cures:
         lines.append("no cures (--cures none)")
