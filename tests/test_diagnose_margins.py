@@ -29,6 +29,7 @@ def _diagnosis():
             # b's path keeps 0.2 of what b alone reaches, a's keeps 0.8: ratio 0.25, below the line of 0.5
             _rule("under-trained", "b", True, against="a", kept=0.2, other_kept=0.8, lower_in_every_seed=True),
             _rule("under-trained", "a", False, against="b", kept=0.8, other_kept=0.2, lower_in_every_seed=False),
+            _rule("below-alone", "b", False, alone_minus_joint=-0.05),
         ],
     }
 
@@ -48,7 +49,7 @@ def test_the_table_has_a_row_per_modality_naming_what_fired(script, tmp_path, ca
     assert len(lines) == 2 + 2
     # the test-differs numbers: 0.9 - 0.6 on validation against test; b alone 0.5 - 0.6 on test
     assert lines[3] == (
-        "| case | greedy-cannot-judge | b | 0.60 | 0.010 | 0.25 | yes | ignored, under-trained | 0.900 | "
+        "| case | greedy-cannot-judge | b | 0.60 | 0.010 | 0.25 | yes | -0.050 | ignored, under-trained | 0.900 | "
         "0.300 | -0.100 |"
     )
 

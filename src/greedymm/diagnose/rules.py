@@ -30,7 +30,8 @@ GREEDY_CANNOT_JUDGE = "greedy-cannot-judge"
 VERDICTS = (NOT_GREEDY, CURE_HELPS, NO_CURE_HELPS, GREEDY_CANNOT_JUDGE)
 
 INFORMATIVE = 0.1  # a modality alone gets at least this share of the way from chance to 100% validation accuracy
-IGNORED = 0.05  # the joint model loses less than this share of its accuracy without the modality
+IGNORED = 0.05  # the joint model's accuracy moves by less than this share without the modality
+BELOW_ALONE = 0.02  # the joint model's validation accuracy this far below the modality's alone (and in every seed)
 SHARE_RATIO = 0.5  # use per unit of information below half of another modality's
 SATURATED = 0.98  # validation accuracy of the joint model with no room left for a cure to show a gain
 TEST_GAP = 0.15  # the joint model's test accuracy this far below its validation accuracy: the test data differ
@@ -137,10 +138,11 @@ def diagnose_records(
     learned = stats(list(joint_val.values()))["mean"] - chance > CHANCE_MARGIN
     out["joint_learned"] = bool(learned)
 
-    # rule 1, "ignored": informative alone, and the joint model barely uses it
+    # rule 1, "ignored": informative alone, and the joint model's accuracy barely moves without it (a modality whose
+    # removal raises the accuracy is relied on, not ignored: the warning "misleading")
     for m in modalities:
         mu = stats(use[m])["mean"]
-        fired = bool(learned and info[m] >= INFORMATIVE and mu < IGNORED)
+        fired = bool(learned and info[m] >= INFORMATIVE and -IGNORED < mu < IGNORED)
         numbers = {
             "information": info[m],
             "u_mean": mu,
@@ -151,7 +153,7 @@ def diagnose_records(
         text = (
             f"{m} alone reaches {out['modalities'][m]['alone_val']['mean']:.3f} validation accuracy "
             f"({info[m]:.0%} of the way from chance to 100%); the joint model loses {mu:.1%} of its accuracy "
-            f"without it (rule: the first >= {INFORMATIVE:.0%} and the second < {IGNORED:.0%})"
+            f"without it (rule: the first >= {INFORMATIVE:.0%} and the second within +-{IGNORED:.0%})"
         )
         out["rules"].append({"rule": "ignored", "modality": m, "fired": fired, "numbers": numbers, "text": text})
 
@@ -193,6 +195,32 @@ def diagnose_records(
             )
         if entries:  # the one that fired, else the most telling (the other modality kept most)
             out["rules"].append(max(entries, key=lambda e: (e["fired"], _nan_low(e["numbers"]["other_kept"]))))
+
+    # rule 3, "below-alone": the joint model reaches less on validation than the modality alone does, by more than
+    # BELOW_ALONE and in every seed: it fails to get from its inputs what this one input alone gives
+    for m in modalities:
+        seeds_m, jm, am = _paired(joint_val, _by_seed(alone[m]))
+        if not (info[m] >= INFORMATIVE and seeds_m):
+            continue
+        gap = stats([a - j for a, j in zip(am, jm, strict=True)])["mean"]
+        every = len(seeds_m) >= 2 and all(j < a for j, a in zip(jm, am, strict=True))
+        fired = bool(learned and gap > BELOW_ALONE and every)
+        out["rules"].append(
+            {
+                "rule": "below-alone",
+                "modality": m,
+                "fired": fired,
+                "numbers": {
+                    "alone_minus_joint": gap,
+                    "line": BELOW_ALONE,
+                    "seeds": seeds_m,
+                    "lower_in_every_seed": every,
+                },
+                "text": f"{m} alone reaches {stats(am)['mean']:.3f} on validation, the joint model "
+                f"{stats(jm)['mean']:.3f} ({gap:+.3f}; rule: {m} alone more than {BELOW_ALONE:g} above, and the "
+                f"joint model lower in every seed: {'yes' if every else 'no'})",
+            }
+        )
 
     for r in out["rules"]:
         if r["fired"]:
@@ -456,6 +484,18 @@ def warnings(
                 "beside the selected ones; where they disagree, trust neither blindly",
             }
         )
+    for m, d in diagnosis["modalities"].items():
+        mu = d["u"]["mean"]
+        if diagnosis["joint_learned"] and math.isfinite(mu) and mu <= -IGNORED:
+            out.append(
+                {
+                    "kind": "misleading",
+                    "text": f"the joint model's validation accuracy rises by {-mu:.1%} when {m} is replaced by its "
+                    f"training mean: it relies on {m} in a way validation does not reward (a shortcut learnt in "
+                    "training that validation does not share?). It is not counted as ignored; look at the other "
+                    "modalities' rules",
+                }
+            )
     jt = diagnosis["joint"]["test"]["mean"]
     if math.isfinite(jt) and jv - jt > TEST_GAP:
         alone = {m: d["alone_test"]["mean"] for m, d in diagnosis["modalities"].items()}
