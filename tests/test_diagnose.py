@@ -621,6 +621,25 @@ def test_cures_are_tried_when_no_modality_is_under_used_only_when_asked_and_a_ga
     assert headline(d).startswith("not-greedy: no modality is under-used; yet a cure tried anyway helps (no modality")
 
 
+def test_a_data_set_that_can_draw_validation_like_test_is_named_in_the_warnings_that_ask_for_it(monkeypatch):
+    from greedymm.data.base import validation_like_test
+    from greedymm.diagnose import protocol
+    from greedymm.diagnose.protocol import run_protocol
+
+    assert validation_like_test("cg-mnist") == "data.random_color_val=true"  # the CG sets declare theirs
+    assert validation_like_test("cg-digits") == "data.random_color_val=true" and validation_like_test("mfeat") is None
+    monkeypatch.setattr(protocol, "time", FakeClock())
+    kw = dict(seeds=[0, 1, 2], cures=["guided"], max_minutes=None, joint_fusion="mmtm", cure_anyway=True)
+    engine = RecordEngine(FakeClock())
+    engine.validation_hint = lambda: "data.random_color_val=true"
+    d, _ = run_protocol(engine, echo=lambda s: None, **kw)
+    (text,) = [w["text"] for w in d["warnings"] if w["kind"] == "validation-like-training"]
+    assert text.endswith("(this data set: --set data.random_color_val=true draws its validation split as its test "
+                         "split is drawn)")  # fmt: skip
+    d, _ = run_protocol(RecordEngine(FakeClock()), echo=lambda s: None, **kw)  # a data set without one
+    assert not any("this data set" in w["text"] for w in d["warnings"])
+
+
 def test_your_data_sets_of_one_name_do_not_share_run_folders():
     from greedymm.config import resolve_config
     from greedymm.diagnose.protocol import data_fingerprint

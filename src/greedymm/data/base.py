@@ -45,16 +45,29 @@ class MultiModalData:
 
 Loader = Callable[..., MultiModalData]
 _DATASETS: dict[str, tuple[Loader, str]] = {}
+_VALIDATION_LIKE_TEST: dict[str, str] = {}
 
 
-def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
+def register_dataset(
+    name: str, description: str, *, validation_like_test: str | None = None
+) -> Callable[[Loader], Loader]:
+    """Register a loader under ``name``. ``validation_like_test``: the ``--set`` item that draws this data set's
+    validation split as its test split is drawn (where the two differ by design), for diagnose to point at."""
+
     def wrap(fn: Loader) -> Loader:
         if name in _DATASETS:
             raise ValueError(f"data set {name!r} is already registered")
         _DATASETS[name] = (fn, description)
+        if validation_like_test:
+            _VALIDATION_LIKE_TEST[name] = validation_like_test
         return fn
 
     return wrap
+
+
+def validation_like_test(name: str) -> str | None:
+    """The ``--set`` item that draws the validation split of data set ``name`` like its test split, or None."""
+    return _VALIDATION_LIKE_TEST.get(dataset_base(name))
 
 
 def list_datasets(pattern: str = "*") -> dict[str, str]:

@@ -117,4 +117,6 @@ for _name, _raw, _description in (
         "Colored-and-gray Fashion-MNIST from IDX files (`greedymm data fetch cg-fashion`)",
     ),
 ):
-    register_dataset(_name, _description)(_colored_loader(_name, _raw))
+    register_dataset(_name, _description, validation_like_test="data.random_color_val=true")(
+        _colored_loader(_name, _raw)
+    )

@@ -165,6 +165,13 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         return {}
 
+    def validation_hint(self) -> str | None:
+        """The ``--set`` item that would draw this data set's validation split like its test split (a data set that
+        declares one, e.g. the CG sets' random validation colours), or None."""
+        from ..data.base import validation_like_test
+
+        return validation_like_test(getattr(self.data, "name", ""))
+
     # -- shared: the analysis of a trained joint or cure model -----------------------------------------------
     def _means(self) -> dict[str, Tensor]:
         if not hasattr(self, "_input_means"):
@@ -305,6 +312,11 @@ class GreedymmEngine(Engine):
         from ..rundir import DONE, RunDir
 
         return RunDir(self.folder(spec)).state() == DONE
+
+    def validation_hint(self) -> str | None:
+        hint = super().validation_hint()
+        given = {item.split("=", 1)[0] for item in self.sets}
+        return None if hint is None or hint.split("=", 1)[0] in given else hint
 
     def recorded_seconds(self, folder: Path) -> float | None:
         from ..rundir import RunDir
@@ -830,6 +842,10 @@ class Budget:
         return "unknown" if per is None else _clock(per * runs)
 
 
+# the warnings whose advice is a validation split drawn like the test data: a data set that has one names it
+HINTED = ("validation-like-training", "test-differs", "saturated")
+
+
 def _usable_time(t: float | None) -> bool:
     return t is not None and math.isfinite(t) and t > 0
 
@@ -1036,5 +1052,9 @@ def run_protocol(
                 "text": "no cure applies to this model: " + "; ".join(f"{r['cure']}: {r['reason']}" for r in refused),
             }
         )
+    hint = engine.validation_hint()
+    for w in diag["warnings"]:
+        if hint and w["kind"] in HINTED:
+            w["text"] += f" (this data set: --set {hint} draws its validation split as its test split is drawn)"
     diag["elapsed_s"] = budget.elapsed()
     return diag, records
