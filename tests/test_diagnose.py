@@ -230,6 +230,14 @@ def test_a_joint_model_below_a_modality_alone_under_uses_it_and_a_modality_it_ga
     # one seed: "in every seed" needs two, as for the under-trained rule
     one = rules.diagnose_records([r for r in recs if r["seed"] == 0], ["a", "b"], num_classes=10)
     assert not any(r["fired"] for r in one["rules"] if r["rule"] == "below-alone")
+    # a cure that gains 0.14 in every seed is recommended, and a alone (0.98) is still far above it: "alone-best"
+    cured = recs + [rec("cure", s, 0.42, method="guided") for s in (0, 1, 2)]
+    d = rules.diagnose_records(cured, ["a", "b"], num_classes=10)
+    assert d["verdict"] == rules.CURE_HELPS and d["recommendation"]["method"] == "guided"
+    best = {w["kind"]: w["text"] for w in d["warnings"]}["alone-best"]
+    assert best.startswith("a alone (0.980 on validation) is above the joint model and every cure tried (the best of "
+                           "them: guided@mmtm, 0.420)")  # fmt: skip
+    assert "alone-best" not in {w["kind"] for w in rules.diagnose_records(greedy_records(), ["a", "b"], 4)["warnings"]}
 
 
 def test_without_a_joint_run_the_budget_is_named():
@@ -638,6 +646,13 @@ def test_a_data_set_that_can_draw_validation_like_test_is_named_in_the_warnings_
                          "split is drawn)")  # fmt: skip
     d, _ = run_protocol(RecordEngine(FakeClock()), echo=lambda s: None, **kw)  # a data set without one
     assert not any("this data set" in w["text"] for w in d["warnings"])
+    # with that setting given, validation is not drawn like training: that warning is left out
+    engine = RecordEngine(FakeClock())
+    engine.validation_is_like_test = lambda: True
+    d, _ = run_protocol(engine, echo=lambda s: None, **kw)
+    assert "validation-like-training" not in {w["kind"] for w in d["warnings"]}
+    assert protocol._same_item("data.random_color_val=True", "data.random_color_val=true")
+    assert not protocol._same_item("data.random_color_val=false", "data.random_color_val=true")
 
 
 def test_your_data_sets_of_one_name_do_not_share_run_folders():

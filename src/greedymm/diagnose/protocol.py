@@ -172,6 +172,10 @@ class Engine:
 
         return validation_like_test(getattr(self.data, "name", ""))
 
+    def validation_is_like_test(self) -> bool:
+        """Whether this diagnosis set the data set's declared setting that draws validation like test."""
+        return False
+
     # -- shared: the analysis of a trained joint or cure model -----------------------------------------------
     def _means(self) -> dict[str, Tensor]:
         if not hasattr(self, "_input_means"):
@@ -317,6 +321,12 @@ class GreedymmEngine(Engine):
         hint = super().validation_hint()
         given = {item.split("=", 1)[0] for item in self.sets}
         return None if hint is None or hint.split("=", 1)[0] in given else hint
+
+    def validation_is_like_test(self) -> bool:
+        from ..data.base import validation_like_test
+
+        declared = validation_like_test(self.dataset)
+        return declared is not None and any(_same_item(item, declared) for item in self.sets)
 
     def recorded_seconds(self, folder: Path) -> float | None:
         from ..rundir import RunDir
@@ -846,6 +856,12 @@ class Budget:
 HINTED = ("validation-like-training", "test-differs", "saturated")
 
 
+def _same_item(a: str, b: str) -> bool:
+    """Two ``--set`` items with one key and one value (``x=true`` and ``x=True`` alike)."""
+    (ka, _, va), (kb, _, vb) = a.partition("="), b.partition("=")
+    return ka == kb and va.strip().lower() == vb.strip().lower()
+
+
 def _usable_time(t: float | None) -> bool:
     return t is not None and math.isfinite(t) and t > 0
 
@@ -1052,6 +1068,8 @@ def run_protocol(
                 "text": "no cure applies to this model: " + "; ".join(f"{r['cure']}: {r['reason']}" for r in refused),
             }
         )
+    if engine.validation_is_like_test():  # the one warning that would not be true here
+        diag["warnings"] = [w for w in diag["warnings"] if w["kind"] != "validation-like-training"]
     hint = engine.validation_hint()
     for w in diag["warnings"]:
         if hint and w["kind"] in HINTED:

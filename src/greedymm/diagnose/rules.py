@@ -496,6 +496,20 @@ def warnings(
                     "modalities' rules",
                 }
             )
+    best = diagnosis["joint"]["best_alone"]
+    best_val = diagnosis["modalities"][best]["alone_val"]["mean"]
+    below = [r for r in diagnosis["rules"] if r["rule"] == "below-alone" and r["modality"] == best and r["fired"]]
+    rivals = [("the joint model", jv)] + [(c["label"], c["val"]["mean"]) for c in diagnosis.get("cures", [])]
+    if below and all(best_val - v > BELOW_ALONE for _, v in rivals):
+        top = max(rivals, key=lambda r: _nan_low(r[1]))
+        out.append(
+            {
+                "kind": "alone-best",
+                "text": f"{best} alone ({best_val:.3f} on validation) is above the joint model and every cure tried "
+                f"(the best of them: {top[0]}, {top[1]:.3f}): on this data a model of {best} alone is the one to "
+                "use, unless the other modalities are needed for another reason",
+            }
+        )
     jt = diagnosis["joint"]["test"]["mean"]
     if math.isfinite(jt) and jv - jt > TEST_GAP:
         alone = {m: d["alone_test"]["mean"] for m, d in diagnosis["modalities"].items()}
