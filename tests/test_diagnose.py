@@ -238,6 +238,11 @@ def test_a_joint_model_below_a_modality_alone_under_uses_it_and_a_modality_it_ga
     assert best.startswith("a alone (0.980 on validation) is above the joint model and every cure tried (the best of "
                            "them: guided@mmtm, 0.420)")  # fmt: skip
     assert "alone-best" not in {w["kind"] for w in rules.diagnose_records(greedy_records(), ["a", "b"], 4)["warnings"]}
+    from greedymm.diagnose.page import headline
+
+    assert headline(d).endswith(
+        "use guided (fusion=mmtm); but a alone beats the joint model and every cure on validation: use it alone"
+    )
 
 
 def test_without_a_joint_run_the_budget_is_named():

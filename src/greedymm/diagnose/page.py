@@ -49,7 +49,15 @@ def _ci(ci: Sequence[Any] | None) -> str:
 
 
 def headline(diag: Mapping[str, Any]) -> str:
-    """One line: the verdict, the under-used modalities and the pick."""
+    """One line: the verdict, the under-used modalities and the pick (and a modality alone that beats them all)."""
+    line = _headline(diag)
+    alone = next((w for w in diag.get("warnings", []) if w["kind"] == "alone-best"), None)
+    if alone is not None:
+        line += f"; but {alone['modality']} alone beats the joint model and every cure on validation: use it alone"
+    return line
+
+
+def _headline(diag: Mapping[str, Any]) -> str:
     v = diag["verdict"]
     if v == "not-greedy":
         anyway = [w for w in diag.get("warnings", []) if w["kind"] == "helps-anyway"]

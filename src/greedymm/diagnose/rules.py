@@ -412,7 +412,7 @@ def warnings(
     """Every warning that applies: warm-up, near chance, too few seeds or epochs, validation like training, test
     accuracy far below validation accuracy (read from the test numbers the records carry; it changes no verdict), a
     cure that helps although no modality is under-used (cures tried anyway), runs left out by the budget. Each is
-    {"kind", "text"}."""
+    {"kind", "text"} ("alone-best" also names its "modality")."""
     out: list[dict[str, str]] = []
     chance = diagnosis["chance"]
     inside = [
@@ -505,6 +505,7 @@ def warnings(
         out.append(
             {
                 "kind": "alone-best",
+                "modality": best,
                 "text": f"{best} alone ({best_val:.3f} on validation) is above the joint model and every cure tried "
                 f"(the best of them: {top[0]}, {top[1]:.3f}): on this data a model of {best} alone is the one to "
                 "use, unless the other modalities are needed for another reason",
