@@ -634,7 +634,7 @@ def test_cures_are_tried_when_no_modality_is_under_used_only_when_asked_and_a_ga
     assert headline(d).startswith("not-greedy: no modality is under-used; yet a cure tried anyway helps (no modality")
 
 
-def test_a_data_set_that_can_draw_validation_like_test_is_named_in_the_warnings_that_ask_for_it(monkeypatch):
+def test_a_data_set_that_can_draw_validation_like_test_is_named_in_the_warnings_that_ask_for_it(monkeypatch, tmp_path):
     from greedymm.data.base import validation_like_test
     from greedymm.diagnose import protocol
     from greedymm.diagnose.protocol import run_protocol
@@ -656,6 +656,11 @@ def test_a_data_set_that_can_draw_validation_like_test_is_named_in_the_warnings_
     engine.validation_is_like_test = lambda: True
     d, _ = run_protocol(engine, echo=lambda s: None, **kw)
     assert "validation-like-training" not in {w["kind"] for w in d["warnings"]}
+    # greedymm's engine on a CG set: the hint until the setting is given, then validation counts as drawn like test
+    plain = protocol.GreedymmEngine("cg-digits", tmp_path, device="cpu")
+    assert plain.validation_hint() == "data.random_color_val=true" and not plain.validation_is_like_test()
+    shifted = protocol.GreedymmEngine("cg-digits", tmp_path, sets=["data.random_color_val=True"], device="cpu")
+    assert shifted.validation_hint() is None and shifted.validation_is_like_test()
     assert protocol._same_item("data.random_color_val=True", "data.random_color_val=true")
     assert not protocol._same_item("data.random_color_val=false", "data.random_color_val=true")
 
