@@ -907,6 +907,14 @@ def parse_cure(spec: str, default_fusion: str) -> tuple[str, str]:
     return name, fusion or default_fusion
 
 
+def _check_request(seeds: Sequence[int], cures: Sequence[str] | None, joint_fusion: str | None) -> None:
+    """At least one seed, and every cure a known method on a known fusion: refused before any run trains."""
+    if not seeds:
+        raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
+    for c in cures or ():
+        parse_cure(c, joint_fusion or "mmtm")
+
+
 def first_runs(engine: Engine, seeds: Sequence[int], joint_fusion: str | None) -> list[RunSpec]:
     """The runs before the verdict, seed by seed: each modality alone, then the joint model (vanilla)."""
     mods = engine.modalities
@@ -958,10 +966,7 @@ def plan_protocol(
     (``finished`` here, ``reuse`` from a ``reuse=`` folder, or ``train``), the cures' runs (trained only when a
     modality turns out under-used, or with ``cure_anyway``), the cures refused, and the time to expect from the
     training times the finished and reusable runs recorded. ``lines``: the same as text."""
-    if not seeds:
-        raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
-    for c in cures or ():
-        parse_cure(c, joint_fusion or "mmtm")
+    _check_request(seeds, cures, joint_fusion)
     first = first_runs(engine, seeds, joint_fusion)
     later, chosen, refused = cure_runs(engine, seeds, cures, joint_fusion) if cures else ([], [], [])
     times: list[float] = []
@@ -1036,10 +1041,7 @@ def run_protocol(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the protocol; returns (the diagnosis, the run records). ``cure_anyway``: try the cures even when no
     modality is under-used (the verdict stays ``not-greedy``; a cure that beats vanilla is named in a warning)."""
-    if not seeds:
-        raise ValueError("diagnose needs at least one seed (--seeds 0 1 2)")
-    for c in cures or ():
-        parse_cure(c, joint_fusion or "mmtm")  # an unknown method or fusion is refused before any training
+    _check_request(seeds, cures, joint_fusion)
     budget = Budget(max_minutes)
     mods = engine.modalities
     first = first_runs(engine, seeds, joint_fusion)
