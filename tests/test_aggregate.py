@@ -423,3 +423,33 @@ def test_a_comparison_uses_only_the_seeds_both_rows_have_and_skips_an_ambiguous_
     assert vanilla_comparisons(rows) == []
     rows[2] = _cmp_row("guided", "mmtm", (0.7, 0.7, 0.7), settings="lr=0.2")  # the vanilla at its own lr
     assert vanilla_comparisons(rows)[0].body[0][2:5] == ("vanilla", "3", "+0.1000")
+
+
+def test_a_sweep_of_many_methods_keeps_every_line_apart_and_the_legend_off_the_lines(tmp_path, monkeypatch):
+    """Thirteen rows (the converged CG-MNIST sweep has about that many): ten colors are not enough, so rows
+    eleven on are dashed; no two rows share a color and a line style, and the legend goes below the panels."""
+    import dataclasses
+
+    from greedymm.report import sweep_figures
+
+    loaded = load_runs(SWEEP)
+    (base, *_) = aggregate(loaded.records, loaded.steps, loaded.unfinished)
+    methods = ["vanilla", "guided", "random"] + [f"method{i}" for i in range(10)]
+    rows = [dataclasses.replace(base, method=m, settings="") for m in methods]
+    drawn = _capture_figures(monkeypatch)
+    sweep_figures.plot_accuracy_over_epochs(rows, loaded.records, tmp_path / "a.png")
+    fig = drawn["fig"]
+    lines = [ln for ln in fig.axes[1].lines if "(n=" in ln.get_label()]
+    styles = [(ln.get_color(), ln.get_linestyle()) for ln in lines]
+    assert len(styles) == 13 and len(set(styles)) == 13
+    assert styles[:3] == [("C0", "-"), ("C1", "-"), ("C2", "-")]  # vanilla, guided, random keep their colors
+    assert styles[10:] == [("C0", "--"), ("C1", "--"), ("C2", "--")]
+    assert fig.axes[1].get_legend() is None and len(fig.legends) == 1
+    assert len(fig.legends[0].get_texts()) == 13
+    width, height = fig.get_size_inches()
+    assert height > 3.9  # grown to hold the legend under the panels
+    # few rows: the legend stays in the test panel, the figure at its size
+    sweep_figures.plot_accuracy_over_epochs(rows[:4], loaded.records, tmp_path / "b.png")
+    fig = drawn["fig"]
+    assert fig.axes[1].get_legend() is not None and not fig.legends
+    assert tuple(fig.get_size_inches()) == (11, 3.9)

@@ -27,14 +27,37 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .aggregate import METHOD_ORDER, Row, modality_names, shared_modalities  # noqa: E402
 
 
-def _color(row: Row, rows: Sequence[Row]) -> str:
-    # the same color for a method in every figure (vanilla C0, guided C1, random C2) on its first row; a
-    # method's further rows (other settings) and other methods take the next free colors
+def _ordinal(row: Row, rows: Sequence[Row]) -> int:
+    # vanilla 0, guided 1, random 2 on a method's first row; a method's further rows (other settings) and the
+    # other methods take the next numbers in order
     firsts = [r for r in rows if r.method in METHOD_ORDER and next(x for x in rows if x.method == r.method) is r]
     if row in firsts:
-        return f"C{METHOD_ORDER.index(row.method)}"
-    others = [r for r in rows if r not in firsts]
-    return f"C{(len(METHOD_ORDER) + others.index(row)) % 10}"
+        return METHOD_ORDER.index(row.method)
+    return len(METHOD_ORDER) + [r for r in rows if r not in firsts].index(row)
+
+
+def _color(row: Row, rows: Sequence[Row]) -> str:
+    """The same color for a method in every figure (vanilla C0, guided C1, random C2) on its first row."""
+    return f"C{_ordinal(row, rows) % 10}"
+
+
+def _line(row: Row, rows: Sequence[Row]) -> str:
+    """The line style that keeps rows apart once the ten colors are used up: solid for the first ten rows, then
+    dashed, dotted, dash-dot (a sweep of every baseline on several fusions has more than ten rows)."""
+    return ("-", "--", ":", "-.")[_ordinal(row, rows) // 10 % 4]
+
+
+def _legend(fig: Any, ax: Any, rows: Sequence[Row]) -> None:
+    # beside the lines while they are few; below the panels, in columns, once they would cover the lines
+    if len(rows) <= 8:
+        ax.legend(fontsize=7)
+        return
+    handles, labels = ax.get_legend_handles_labels()
+    width, height = fig.get_size_inches()
+    extra = 0.2 + 0.16 * math.ceil(len(labels) / 2)  # inches: one legend line per two entries
+    fig.set_size_inches(width, height + extra)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig._greedymm_rect = (0, extra / (height + extra), 1, 1)  # _save lays the panels out above the legend
 
 
 def _method_color(method: str, rows: Sequence[Row]) -> str:
@@ -65,7 +88,7 @@ def _band(ax: Any, x: np.ndarray, arr: np.ndarray, color: str, label: str, ls: s
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=getattr(fig, "_greedymm_rect", (0, 0, 1, 1)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -78,7 +101,7 @@ def plot_d_speed(rows: Sequence[Row], steps_by_run: Mapping[str, Mapping[str, Se
         series = [steps_by_run[r]["d_speed"] for r in row.runs if steps_by_run.get(r, {}).get("d_speed")]
         if series:
             arr = _aligned(series)
-            _band(ax, np.arange(arr.shape[1]), arr, _color(row, rows), row.label)
+            _band(ax, np.arange(arr.shape[1]), arr, _color(row, rows), row.label, _line(row, rows))
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -89,7 +112,7 @@ def plot_d_speed(rows: Sequence[Row], steps_by_run: Mapping[str, Mapping[str, Se
     label = "d_speed = s(m1|m0) - s(m0|m1)" if two else "d_speed = max_k s_k - min_k s_k"
     ax.set_ylabel(modality_names(label, shared_modalities(rows)))
     ax.set_title(f"{rows[0].dataset}: conditional learning speed (mean, min-max over seeds)")
-    ax.legend(fontsize=8)
+    _legend(fig, ax, rows)
     return _save(fig, path)
 
 
@@ -107,6 +130,7 @@ def plot_epoch_metric(
         for split, key, ls in keys:
             arr = _aligned([[r[split].get(key, math.nan) for r in records_by_run[run]] for run in row.runs])
             suffix = f", {key.replace('acc_', '')}" if len(keys) > 1 else ""
+            ls = ls if len(keys) > 1 else _line(row, rows)  # one key: the style tells rows apart
             _band(ax, np.arange(1, arr.shape[1] + 1), arr, _color(row, rows), row.label + suffix, ls)
     if any(k == "d_util" for _, k, _ in keys):
         ax.axhline(0, color="k", lw=0.6)
@@ -114,7 +138,7 @@ def plot_epoch_metric(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(f"{rows[0].dataset}: {title}")
-    ax.legend(fontsize=7)
+    _legend(fig, ax, rows)
     return _save(fig, path)
 
 
@@ -130,14 +154,14 @@ def plot_accuracy_over_epochs(
         for ax, split in zip(axes, ("val", "test"), strict=True):
             arr = _aligned([[r[split].get("acc", math.nan) for r in records_by_run[run]] for run in row.runs])
             epochs = np.arange(1, arr.shape[1] + 1)
-            _band(ax, epochs, arr, color, row.label)
+            _band(ax, epochs, arr, color, row.label, _line(row, rows))
     stand_in = any("STAND-IN" in s for r in rows for s in r.sources)
     for ax, split in zip(axes, ("validation", "test"), strict=True):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{split} accuracy")
         ax.set_title(f"{split} accuracy (mean, min-max over seeds)", fontsize=9)
-    axes[1].legend(fontsize=7)
+    _legend(fig, axes[1], rows)
     fig.suptitle(f"{rows[0].dataset}: accuracy over epochs{' (STAND-IN data)' if stand_in else ''}", fontsize=10)
     return _save(fig, path)
 
