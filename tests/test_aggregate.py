@@ -453,3 +453,34 @@ def test_a_sweep_of_many_methods_keeps_every_line_apart_and_the_legend_off_the_l
     fig = drawn["fig"]
     assert fig.axes[1].get_legend() is not None and not fig.legends
     assert tuple(fig.get_size_inches()) == (11, 3.9)
+
+
+def test_head_and_d_util_figures_come_from_every_row_not_the_first(tmp_path, monkeypatch):
+    """A sweep whose first row is a late-fusion model (no per-branch heads, d_util = u(m1) - u(m0)) beside MMTM
+    rows: the per-head figure is still drawn, with the rows that have heads only, and the d_util axis names both
+    definitions."""
+    from greedymm.report import sweep_figures
+
+    loaded = load_runs(SWEEP)
+    rows = aggregate(loaded.records, loaded.steps, loaded.unfinished)
+    records = copy.deepcopy(dict(loaded.records))
+    for run in rows[0].runs:  # the first row becomes a late-fusion model: no heads, no conditional utilization
+        for rec in records[run]:
+            for key in [k for k in rec["val"] if k.startswith("acc_head") or "_given_" in k]:
+                del rec["val"][key]
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(sweep_figures, "_save", keep)
+    out = sweep_figures.dataset_figures(rows, records, loaded.steps, tmp_path)
+    dataset = rows[0].dataset
+    assert f"{dataset}: per-head validation accuracy over epochs" in out
+    heads = figures[f"{dataset}_head_acc.png"].axes[0]
+    labels = [ln.get_label() for ln in heads.lines if "(n=" in ln.get_label()]
+    assert len(labels) == 2 * (len(rows) - 1)  # two heads per row, the first row left out
+    assert not any(label.startswith(rows[0].label + ",") for label in labels)
+    d_util = figures[f"{dataset}_d_util.png"].axes[0]
+    assert "(MMTM)" in d_util.get_ylabel() and "(late fusion)" in d_util.get_ylabel()

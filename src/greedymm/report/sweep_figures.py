@@ -49,7 +49,7 @@ def _line(row: Row, rows: Sequence[Row]) -> str:
 
 def _legend(fig: Any, ax: Any, rows: Sequence[Row]) -> None:
     # beside the lines while they are few; below the panels, in columns, once they would cover the lines
-    if len(rows) <= 8:
+    if len(rows) <= 6:
         ax.legend(fontsize=7)
         return
     handles, labels = ax.get_legend_handles_labels()
@@ -124,13 +124,16 @@ def plot_epoch_metric(
     ylabel: str,
     title: str,
 ) -> Path:
-    """``keys``: (split, field, line style) drawn per row, e.g. [("val", "d_util", "-")]."""
+    """``keys``: (split, field, line style) drawn per row, e.g. [("val", "d_util", "-")]. A row whose records
+    have none of the keys (a late-fusion model has no per-branch heads) is left out; colors stay those of
+    every row, as in the other figures."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    for row in rows:
-        for split, key, ls in keys:
+    drawn = [r for r in rows if any(k in records_by_run[r.runs[0]][-1][s] for s, k, _ in keys)]
+    for row in drawn:
+        for split, key, style in keys:
             arr = _aligned([[r[split].get(key, math.nan) for r in records_by_run[run]] for run in row.runs])
             suffix = f", {key.replace('acc_', '')}" if len(keys) > 1 else ""
-            ls = ls if len(keys) > 1 else _line(row, rows)  # one key: the style tells rows apart
+            ls = style if len(keys) > 1 else _line(row, rows)  # one key: the style tells rows apart
             _band(ax, np.arange(1, arr.shape[1] + 1), arr, _color(row, rows), row.label + suffix, ls)
     if any(k == "d_util" for _, k, _ in keys):
         ax.axhline(0, color="k", lw=0.6)
@@ -138,7 +141,7 @@ def plot_epoch_metric(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(f"{rows[0].dataset}: {title}")
-    _legend(fig, ax, rows)
+    _legend(fig, ax, drawn)
     return _save(fig, path)
 
 
@@ -214,9 +217,11 @@ def dataset_figures(
     out: dict[str, Path] = {}
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
-        mods = list(mine[0].modalities)
+        mods = list(max(mine, key=lambda r: len(r.modalities)).modalities)  # not a uni-modal row's one
         names = shared_modalities(mine)  # the user's modality names where every row orders them alike
-        first = records_by_run[mine[0].runs[0]][-1]["val"]
+        lasts = [records_by_run[r.runs[0]][-1]["val"] for r in mine]
+        first = next((v for v in lasts if "d_util" in v), lasts[0])  # a two-modality row's, where there is one
+        conditional = {"u_m1_given_m0" in v for v in lasts if "d_util" in v}  # MMTM's d_util; late fusion's
         out[f"{dataset}: test accuracy per method"] = plot_test_accuracy(mine, folder / f"{dataset}_test_acc.png")
         out[f"{dataset}: validation and test accuracy over epochs"] = plot_accuracy_over_epochs(
             mine, records_by_run, folder / f"{dataset}_acc_epochs.png"
@@ -231,12 +236,16 @@ def dataset_figures(
                 folder / f"{dataset}_d_util.png",
                 [("val", "d_util", "-")],
                 modality_names(
-                    "d_util = u(m1|m0) - u(m0|m1)" if "u_m1_given_m0" in first else "d_util = u(m1) - u(m0)", names
+                    {
+                        frozenset({True}): "d_util = u(m1|m0) - u(m0|m1)",
+                        frozenset({False}): "d_util = u(m1) - u(m0)",
+                    }.get(frozenset(conditional), "d_util = u(m1|m0) - u(m0|m1) (MMTM), u(m1) - u(m0) (late fusion)"),
+                    names,
                 ),
                 "validation d_util (mean, min-max over seeds)",
             )
-        else:  # more than two modalities: one line per modality's utilization rate
-            u_keys = [k for k in first if k.startswith("u_") and "_given_m" not in k.replace("others_given", "")]
+        elif u_keys := [k for k in first if k.startswith("u_") and "_given_m" not in k.replace("others_given", "")]:
+            # more than two modalities: one line per modality's utilization rate
             styles = ["-", "--", ":", "-."]
             out[f"{dataset}: validation utilization per modality over epochs"] = plot_epoch_metric(
                 mine,
@@ -249,7 +258,7 @@ def dataset_figures(
                     for i, k in enumerate(u_keys)
                 ),
             )
-        heads = [k for k in (f"acc_head{i}" for i in range(len(mods))) if k in first]
+        heads = [k for k in (f"acc_head{i}" for i in range(len(mods))) if any(k in v for v in lasts)]
         if heads:
             styles = ["-", "--", ":", "-."]
             out[f"{dataset}: per-head validation accuracy over epochs"] = plot_epoch_metric(
