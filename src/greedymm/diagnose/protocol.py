@@ -323,9 +323,7 @@ class GreedymmEngine(Engine):
         return None if hint is None or hint.split("=", 1)[0] in given else hint
 
     def validation_is_like_test(self) -> bool:
-        from ..data.base import validation_like_test
-
-        declared = validation_like_test(self.dataset)
+        declared = super().validation_hint()
         return declared is not None and any(_same_item(item, declared) for item in self.sets)
 
     def recorded_seconds(self, folder: Path) -> float | None:

@@ -221,7 +221,7 @@ def dataset_figures(
         names = shared_modalities(mine)  # the user's modality names where every row orders them alike
         lasts = [records_by_run[r.runs[0]][-1]["val"] for r in mine]
         first = next((v for v in lasts if "d_util" in v), lasts[0])  # a two-modality row's, where there is one
-        conditional = {"u_m1_given_m0" in v for v in lasts if "d_util" in v}  # MMTM's d_util; late fusion's
+        conditional = ["u_m1_given_m0" in v for v in lasts if "d_util" in v]  # MMTM's d_util, or late fusion's
         out[f"{dataset}: test accuracy per method"] = plot_test_accuracy(mine, folder / f"{dataset}_test_acc.png")
         out[f"{dataset}: validation and test accuracy over epochs"] = plot_accuracy_over_epochs(
             mine, records_by_run, folder / f"{dataset}_acc_epochs.png"
@@ -236,10 +236,11 @@ def dataset_figures(
                 folder / f"{dataset}_d_util.png",
                 [("val", "d_util", "-")],
                 modality_names(
-                    {
-                        frozenset({True}): "d_util = u(m1|m0) - u(m0|m1)",
-                        frozenset({False}): "d_util = u(m1) - u(m0)",
-                    }.get(frozenset(conditional), "d_util = u(m1|m0) - u(m0|m1) (MMTM), u(m1) - u(m0) (late fusion)"),
+                    "d_util = u(m1|m0) - u(m0|m1)"
+                    if all(conditional)
+                    else "d_util = u(m1) - u(m0)"
+                    if not any(conditional)
+                    else "d_util = u(m1|m0) - u(m0|m1) (MMTM), u(m1) - u(m0) (late fusion)",
                     names,
                 ),
                 "validation d_util (mean, min-max over seeds)",
