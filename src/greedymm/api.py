@@ -179,7 +179,7 @@ class StepLog:
     step: int  # global step, 0-based
     mode: Mode  # the mode this step ran in (``str(mode)``: its name, as steps.csv writes it)
     loss: float  # the method's loss, averaged over ranks
-    speeds: dict[str, float] = field(default_factory=dict)  # s_... (MMTM) or this step's mu_theta_m<k> (late)
+    speeds: dict[str, float] = field(default_factory=dict)  # s_... (MMTM) or this step's mu_m<k> (late)
     d_speed: float = math.nan  # max - min conditional learning speed (MMTM; NaN for late fusion)
 
     @property

@@ -299,9 +299,9 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, Any], where: st
         ) if names]  # fmt: skip
         raise RunError(
             f"the weights in {where} do not fit the network built for this run ({type(model).__name__}): "
-            f"{'; '.join(parts)}. Likely cause: they were written for another network: another --arch, --fusion, "
-            "--modalities or --width, another data set's classes or channels, or your own model (pass it again: "
-            "fit(..., model=...), evaluate_checkpoint(folder, model=...))"
+            f"{'; '.join(parts)}. Likely cause: they were written for another network: another --set data.arch=..., "
+            "--fusion, --modalities or --width, another data set's classes or channels, or your own model (pass it "
+            "again: fit(..., model=...), evaluate_checkpoint(folder, model=...))"
         )
     model.load_state_dict(state)
 
