@@ -79,6 +79,11 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "cg-mnist" in out and "guided" in out and "alpha" in out
+    # the cg-mnist defaults are the converged schedule, and the listing says how they were chosen
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["cg-mnist"])
+    assert "'epochs': 20" in lines[at + 1] and "'schedule': 'cosine'" in lines[at + 1]
+    assert "converged schedule: chosen on validation only" in lines[at + 2]
 
 
 def test_data_make_modelnet_standin_then_train(tmp_path, capsys):

@@ -286,6 +286,10 @@ def test_help_and_list_come_from_the_registries(capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(p in listed for p in PROTOCOLS) and "Q=5 (an integer >= 1)" in listed
+    from greedymm.config import DATASET_DEFAULTS, DEFAULTS_CHOSEN
+
+    assert set(DEFAULTS_CHOSEN) <= set(DATASET_DEFAULTS)  # a note for a data set that has no defaults is a typo
+    assert all(f"chosen: {why}" in listed for why in DEFAULTS_CHOSEN.values())
     for values in choices.CHOICES.values():
         assert " | ".join(values) in listed
 

@@ -157,7 +157,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Every registry: data sets with their defaults, protocols, methods with their hyper-parameter specs, and the
     named choices of settings."""
     from .choices import CHOICES
-    from .config import DATASET_DEFAULTS, PROTOCOLS
+    from .config import DATASET_DEFAULTS, DEFAULTS_CHOSEN, PROTOCOLS
     from .data import list_datasets
     from .methods import list_methods, method_class
 
@@ -166,6 +166,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:20s} {desc}")
         if name in DATASET_DEFAULTS:
             print(f"  {'':20s} defaults: {DATASET_DEFAULTS[name]}")
+        if name in DEFAULTS_CHOSEN:
+            print(f"  {'':20s} chosen: {DEFAULTS_CHOSEN[name]}")
     print("protocols (--protocol NAME; on top of the data set's defaults, other options override them):")
     for name, settings in PROTOCOLS.items():
         print(f"  {name:20s} {settings}")
