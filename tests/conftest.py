@@ -37,6 +37,20 @@ def load_script(name: str) -> Any:
     return module
 
 
+def same_state(a: Any, b: Any) -> bool:
+    """Exact equality of nested checkpoint state: tensors by ``torch.equal`` (every element, unlike ``str()``, which
+    rounds and elides), dicts, lists and tuples element by element, NaN equal to NaN."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_state, a, b))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(a == b)
+
+
 def tiny_colored_data(n_train: int = 96, n_test: int = 32, size: int = 12, seed: int = 0):
     """A tiny CG data set: class c is a bright square at a class-specific place (learnable from gray)."""
     g = torch.Generator().manual_seed(seed)

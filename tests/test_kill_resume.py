@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import same_state
 from greedymm.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.process  # a training subprocess, killed mid-epoch
@@ -42,18 +43,6 @@ def _rows(out: Path) -> int:
         return 0
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return (
-            isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-        )
-    return a == b
-
-
 def _same_state(a: dict, b: dict) -> None:
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -61,7 +50,7 @@ def _same_state(a: dict, b: dict) -> None:
         for k, v in st.items():
             assert torch.equal(v, b["optimizer"]["state"][pid][k]), (pid, k)
     assert torch.equal(a["speed"]["sums"], b["speed"]["sums"])
-    assert _equal(a["method"], b["method"])  # the whole method state, generators included
+    assert same_state(a["method"], b["method"])  # the whole method state, generators included
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
 
 

@@ -98,27 +98,27 @@ def test_group_speed_sums_then_divides():
 
 def test_speed_tracker_cumulative_log10_and_d_speed():
     theta0 = [_param([1.0, 0.0], [0.1, 0.0])]  # mu = 0.01
-    theta1 = [_param([2.0], [0.2])]  # mu = 0.04 / 4 = 0.01
-    psi0 = [_param([1.0], [1.0])]  # mu = 1
+    theta1 = [_param([2.0, 0.0], [0.6, 0.2])]  # mu = 0.4 / 4 = 0.1: the thetas differ, so a psi_k divided by
+    psi0 = [_param([1.0], [1.0])]  # mu = 1                                          the other branch's theta shows
     psi1 = [_param([1.0], [0.1])]  # mu = 0.01
     t = SpeedTracker()
     t.update([theta0, theta1, psi0, psi1])
     t.update([theta0, theta1, psi0, psi1])
-    assert t.sums.tolist() == pytest.approx([0.02, 0.02, 2.0, 0.02])
+    assert t.sums.tolist() == pytest.approx([0.02, 0.2, 2.0, 0.02])
     (s10, s01), d = t.speeds()
-    assert s10 == pytest.approx(2.0)  # log10(2 / 0.02)
-    assert s01 == pytest.approx(0.0)  # log10(0.02 / 0.02)
-    assert d == pytest.approx(2.0)
+    assert s10 == pytest.approx(2.0)  # log10(M_psi0 / M_theta0) = log10(2 / 0.02); swapped thetas would give 1
+    assert s01 == pytest.approx(-1.0)  # log10(M_psi1 / M_theta1) = log10(0.02 / 0.2); swapped: 0
+    assert d == pytest.approx(3.0)  # 2 - (-1); swapped: 1
 
 
 def test_speed_tracker_three_branches():
-    thetas = [[_param([1.0], [0.1])]] * 3  # mu = 0.01 each
-    psis = [[_param([1.0], [g])] for g in (1.0, 0.1, 0.01)]  # mu = 1, 0.01, 1e-4
+    thetas = [[_param([1.0, 0.0], [0.1, 0.0])], [_param([2.0, 0.0], [0.6, 0.2])], [_param([1.0], [1.0])]]
+    psis = [[_param([1.0], [g])] for g in (1.0, 0.1, 0.01)]  # mu = 1, 0.01, 1e-4; the thetas' mu = 0.01, 0.1, 1
     t = SpeedTracker(6)
     t.update(thetas + psis)
     s, d = t.speeds()
-    assert s == pytest.approx([2.0, 0.0, -2.0])  # log10(1 / 0.01), log10(0.01 / 0.01), log10(1e-4 / 0.01)
-    assert d == pytest.approx(4.0)  # max - min
+    assert s == pytest.approx([2.0, -1.0, -4.0])  # log10(1 / 0.01), log10(0.01 / 0.1), log10(1e-4 / 1)
+    assert d == pytest.approx(6.0)  # max - min
 
 
 def test_speed_tracker_is_nan_before_any_step():

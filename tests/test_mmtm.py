@@ -133,16 +133,22 @@ def test_three_way_cut_keeps_each_branch_on_its_own_modality():
     with torch.no_grad():
         for k, v in enumerate((10.0, 20.0, 30.0)):
             m.buffer("sq_mean", k).fill_(v)
+        for gate in m.gates:  # every gate reads Z_0 + Z_1 = S_0 + 2 S_1 + S_2, so it sees all three inputs, and
+            gate.weight.fill_(0.05)  # small weights keep the sigmoids apart in float32
     out = m(*X3, mode="cut")
-    # branch 0: [S_0; mean_1; mean_2] = [1, 20, 30] -> Z = [21, 50] -> g_0 = sigma(21)
-    # branch 1: [10, 2, 30] -> Z = [12, 32] -> g_1 = sigma(32)
-    # branch 2: [10, 20, 3] -> Z = [30, 23] -> g_2 = sigma(30 - 23) = sigma(7)
-    for x, o, g in zip(X3, out, (sig(21), sig(32), sig(7)), strict=True):
+    # branch 0: [S_0; mean_1; mean_2] = [1, 20, 30] -> Z = [21, 50] -> g_0 = sigma(0.05 * 71) = sigma(3.55)
+    # branch 1: [10, 2, 30] -> Z = [12, 32] -> g_1 = sigma(2.2)
+    # branch 2: [10, 20, 3] -> Z = [30, 23] -> g_2 = sigma(2.65)
+    # (replacing only one of the other two inputs would give sigma(2.2), sigma(1.75), sigma(0.85))
+    for x, o, g in zip(X3, out, (sig(3.55), sig(2.2), sig(2.65)), strict=True):
         assert torch.allclose(o, x * g)
-    # "remove1": S_1 replaced by its mean in Z for every gate: [1, 20, 3] -> Z = [21, 23]
+    # "remove1": S_1 replaced by its mean in Z for every gate: [1, 20, 3] -> Z = [21, 23] -> sigma(2.2) each
     out = m(*X3, mode="remove1")
-    for x, o, g in zip(X3, out, (sig(21), sig(23), sig(-2)), strict=True):
-        assert torch.allclose(o, x * g)
+    for x, o in zip(X3, out, strict=True):
+        assert torch.allclose(o, x * sig(2.2))
+    # the uncut forward for contrast: [1, 2, 3] -> Z = [3, 5] -> sigma(0.4) each
+    for x, o in zip(X3, m(*X3), strict=True):
+        assert torch.allclose(o, x * sig(0.4))
 
 
 def test_three_way_rebalance_freezes_only_that_gate():

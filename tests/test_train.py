@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_colored_data, tiny_three_data
+from conftest import same_state, tiny_colored_data, tiny_three_data
 from greedymm.checkpoint import load_checkpoint
 from greedymm.config import TrainConfig
 from greedymm.train import RunError, fit
@@ -68,7 +68,7 @@ def test_resume_equals_straight_run(tmp_path, method):
     assert a["method"].keys() == b["method"].keys()
     assert torch.equal(a["speed"]["sums"], b["speed"]["sums"])
     assert a["step"] == b["step"] and a["method"]["mode"] == b["method"]["mode"]
-    assert str(a["optimizer"]["state"]) == str(b["optimizer"]["state"])
+    assert same_state(a["optimizer"]["state"], b["optimizer"]["state"])
     assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
 
 
@@ -90,7 +90,7 @@ def test_three_modalities_resume_equals_straight_run(tmp_path, kw):
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     _state_equal(a["model"], b["model"])
     assert torch.equal(a["speed"]["sums"], b["speed"]["sums"]) and a["method"].keys() == b["method"].keys()
-    assert all(str(a["method"][k]) == str(b["method"][k]) for k in a["method"])  # the random generator too
+    assert same_state(a["method"], b["method"])  # the random generator too, every byte of it
     assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv").read_text()
     header = (tmp_path / "a" / "steps.csv").read_text().splitlines()[0]
     rec = json.loads((tmp_path / "a" / "results.jsonl").read_text().splitlines()[-1])
@@ -182,10 +182,40 @@ def test_refusals(tmp_path):
         fit(cfg(), tmp_path / "empty", resume=True, progress=False, data=data)
 
 
+class PoisonedSplit(CrashingSplit):
+    """Wraps a split and puts a NaN pixel into the ``n``-th training batch it gives (0-based; reads with
+    ``train=False``, such as the run's data fingerprint, are not counted)."""
+
+    def batch(self, idx, train=False):
+        x, y = self.split.batch(idx, train)
+        self.n -= train
+        if train and self.n == -1:
+            x = {k: v.clone() for k, v in x.items()}
+            next(iter(x.values()))[0].view(-1)[0] = float("nan")
+        return x, y
+
+
 def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
+    import dataclasses
+
+    data = tiny_colored_data()  # 72 training items, batch 16: 4 steps an epoch
+    poisoned = dataclasses.replace(data, train=PoisonedSplit(data.train, 5))  # step 5 (0-based): epoch 1's second
+    last = tmp_path / "r" / "last.pt"
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 5 \(epoch 1\)") as err:
+        fit(cfg(epochs=3), tmp_path / "r", progress=False, data=poisoned)
+    assert f"the last good checkpoint is {last}." in str(err.value) and "--resume" in str(err.value)
+    state = load_checkpoint(last)  # written at the end of epoch 0, before the bad step; nothing after it
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # resumed on clean data, the run ends as one that never met the bad batch
+    fit(cfg(epochs=3), tmp_path / "r", resume=True, progress=False, data=data)
+    fit(cfg(epochs=3), tmp_path / "clean", progress=False, data=data)
+    _state_equal(load_checkpoint(last)["model"], load_checkpoint(tmp_path / "clean" / "last.pt")["model"])
+
+
+def test_a_diverging_learning_rate_stops_naming_no_checkpoint_when_none_was_written(tmp_path):
     data = tiny_colored_data()
-    data.train.images[:] = 255  # harmless; the NaN comes from the learning rate below
-    with pytest.raises(FloatingPointError, match=r"at step \d+ .*last good checkpoint"):
+    with pytest.raises(FloatingPointError, match=r"at step \d+ \(epoch 0\); the last good checkpoint is none"):
         fit(cfg(optimizer="sgd", lr=1e30, momentum=0.0, epochs=3), tmp_path / "r", progress=False, data=data)
 
 
