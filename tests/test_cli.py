@@ -56,11 +56,14 @@ def test_train_writes_results_checkpoints_and_done(tmp_path, tiny_registered, ca
     # eval recomputes the metrics of the best checkpoint
     assert main(["eval", str(out)]) == 0
     saved = json.loads((out / "eval_best.json").read_text())
-    best = max(recs, key=lambda r: r["val"]["acc"])
-    assert saved["val"]["acc"] == pytest.approx(
-        max(json.loads(x)["val"]["acc"] for x in (out / "results.jsonl").read_text().splitlines())
-    )
-    assert set(saved["test"]) >= set(best["test"])
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]  # all three epochs
+    best = recs[json.loads((out / "done").read_text())["best_epoch"]]
+    assert best["val"]["acc"] == max(r["val"]["acc"] for r in recs)  # the epoch selected on validation
+    assert saved["epoch"] == best["epoch"] and set(saved["test"]) >= set(best["test"])
+    for split in ("val", "test"):  # the same numbers as logged at that epoch, from the checkpoint alone
+        assert saved[split]["acc"] == pytest.approx(best[split]["acc"]) and saved[split]["loss"] == pytest.approx(
+            best[split]["loss"]
+        )
 
 
 def test_clear_errors(tmp_path, capsys):

@@ -378,10 +378,18 @@ def test_a_model_with_its_own_fusion_gets_utilization_and_speeds(tmp_path):
         assert sp["d_speed"] == pytest.approx(math.log10(sp["values"]["m1"] / sp["values"]["m0"]))
         assert len(sp["curve"]["m0"]) == 2
     # the default cures for a user's model: uniform and mmpareto need heads this model lacks (named, not silently
-    # skipped); agm needs none
+    # skipped); agm needs none. The plan says so whatever the first runs find (nothing trains for it); the
+    # diagnosis says the same when it goes on to the cures.
+    p = greedymm.diagnose.plan(
+        data, model=CrossAttention, out=tmp_path, seeds=(0, 1), epochs=2, lr=3e-3, batch_size=32,
+        groups={"m0": "enc0", "m1": "enc1", "fusion": ["attn", "head"]}, fusion_group="fusion",
+        at={"m0": "enc0", "m1": "enc1"}, echo=None,
+    )  # fmt: skip
+    refused = {r["cure"]: r["reason"] for r in p["cures_refused"]}
+    assert set(refused) == {"uniform", "mmpareto"} and all("no heads" in why for why in refused.values())
+    assert any(line.startswith("then, only if a modality turns out under-used, the cures (agm)") for line in p["lines"])
     if d.numbers["balancing_warranted"]:
-        refused = {r["cure"]: r["reason"] for r in d.numbers["cures_refused"]}
-        assert set(refused) == {"uniform", "mmpareto"} and all("no heads" in why for why in refused.values())
+        assert d.numbers["cures_refused"] == p["cures_refused"]
         assert [c["label"] for c in d.numbers["cures"]] == ["agm"]
     assert d.verdict in rules.VERDICTS
     assert json.loads(d.json_path.read_text())["setup"]["engine"] == "model"

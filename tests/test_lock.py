@@ -1,5 +1,6 @@
 """One writer per run folder: real processes racing for a folder, stale locks of killed processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -72,10 +73,14 @@ def test_two_trainers_race_for_one_folder(tmp_path):
     lines = (out / "steps.csv").read_text().splitlines()
     steps = [int(x.split(",")[0]) for x in lines[1:] if x.count(",") == lines[0].count(",")]
     assert steps == list(range(len(steps)))  # one writer: no duplicated or interleaved steps
-    # the killed trainer's lock is gone with it: the run resumes
-    resumed = subprocess.run([sys.executable, *args, "--resume", str(out), "--epochs", "2"], env=env,
+    # the killed trainer's lock is gone with it: the run resumes, here for one more epoch, and finishes
+    finished = sum(line.endswith("}") for line in (out / "results.jsonl").read_text().splitlines())
+    resumed = subprocess.run([sys.executable, *args, "--resume", str(out), "--epochs", str(finished + 1)], env=env,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert "being written by another" not in resumed.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "done").exists() and "being written by another" not in resumed.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(finished + 1))
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
