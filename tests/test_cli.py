@@ -48,6 +48,12 @@ def test_train_writes_results_checkpoints_and_done(tmp_path, tiny_registered, ca
     assert len(recs) == 2 and recs[0]["hparams"]["Q"] == 3 and recs[0]["config"]["warmup_epochs"] == 0.5
     printed = capsys.readouterr().out
     assert "d_util, val" in printed and "STAND-IN" in printed  # the fixture says it is not real data
+    # one line per epoch, counted from 1, with the numbers of that epoch's record (a sweep's run log shows them)
+    lines = [ln for ln in printed.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"]
+    for ln, r in zip(lines, recs, strict=True):
+        assert f"val acc {r['val']['acc']:.4f}" in ln and f"test acc {r['test']['acc']:.4f}" in ln
+        assert f"d_util val {r['val']['d_util']:+.3f}" in ln
     # resume with more epochs: only --epochs may change
     assert main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 3

@@ -171,6 +171,37 @@ def test_resume_after_a_crash_mid_epoch(tmp_path):
     assert [r["test"] for r in ra] == [r["test"] for r in rb]
 
 
+def test_epoch_line_by_hand():
+    from greedymm.train import epoch_line
+
+    record = {
+        "epoch": 4,
+        "elapsed_s": 125.4,
+        "train": {"loss": 0.03125, "acc": 0.99531, "rebalance_steps": 30, "rebalance_share": 0.25},
+        "val": {"acc": 0.99417, "d_util": -0.0744},
+        "test": {"acc": 0.604},
+    }
+    assert epoch_line(record, 20, True) == (
+        "epoch 5/20: train loss 0.0312 acc 0.9953; val acc 0.9942 (best); test acc 0.6040; d_util val -0.074; "
+        "re-balancing 25% of steps; 125 s"
+    )
+    # no d_util (three modalities), no re-balancing (vanilla), not the best epoch: those parts are left out
+    record["val"] = {"acc": 0.5}
+    record["train"] = {"loss": 1.0, "acc": 0.5, "rebalance_steps": 0, "rebalance_share": 0.0}
+    assert epoch_line(record, 20, False) == (
+        "epoch 5/20: train loss 1.0000 acc 0.5000; val acc 0.5000; test acc 0.6040; 125 s"
+    )
+
+
+def test_console_log_prints_one_line_per_epoch_and_nothing_without_it(tmp_path, capsys):
+    data = tiny_colored_data()
+    fit(cfg(epochs=2), tmp_path / "quiet", progress=False, data=data)
+    assert capsys.readouterr().out == ""  # the library prints nothing unless asked
+    fit(cfg(epochs=2), tmp_path / "loud", progress=False, data=data, log=["console"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"]
+
+
 def test_refusals(tmp_path):
     data = tiny_colored_data()
     fit(cfg(epochs=1), tmp_path / "r", progress=False, data=data)

@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=bool(args.resume),
         progress=not args.no_progress,
         checkpoint_every=args.checkpoint_every,
-        log=args.log,
+        log=[*args.log, "console"],  # one line per epoch: a run's log in a sweep shows how far it is
     )
     from .report import summarize_run
 

@@ -444,6 +444,8 @@ def run_sweep(
         f"{sum(states[j] == RESUME for j in todo)} to resume, "
         f"{sum(states[j] in (NEW, RESTART) for j in todo)} to start"
     )
+    if todo and not dry_run:
+        echo(f"each run writes a line per epoch to its log beside its folder ({todo[0].log.name}, ...)")
     if dry_run:
         for job in todo:
             echo(f"# {states[job]}: {job.name}\n{shlex.join(job.command(states[job]))}")

@@ -16,7 +16,8 @@ from typing import Any
 
 from .rundir import RESULTS, STEPS
 
-LOGS = ("tensorboard",)  # destinations besides the always-written step log and epoch records
+LOGS = ("tensorboard", "console")  # destinations besides the always-written step log and epoch records; console:
+# one line per epoch on stdout (`greedymm train` always prints it)
 
 
 def check_logs(log: Sequence[str]) -> tuple[str, ...]:

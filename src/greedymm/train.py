@@ -12,7 +12,9 @@ selection. The Balancer counts steps and epochs; the loop reads its counters (``
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -178,7 +180,7 @@ def _fit_locked(
     if main and "tensorboard" in log:
         tb = TensorBoardLog(rd.tensorboard, purge_step=run.step if resume else None)
     try:
-        _train(run, rd, progress and main, checkpoint_every, tb)
+        _train(run, rd, progress and main, checkpoint_every, tb, console="console" in log and main)
     finally:
         if tb is not None:
             tb.close()
@@ -215,8 +217,11 @@ def train_step(run: Run, x: dict[str, torch.Tensor], y: torch.Tensor) -> StepLog
     return log
 
 
-def _train(run: Run, rd: RunDir, progress: bool, checkpoint_every: int, tb: TensorBoardLog | None) -> None:
-    """The loop: epochs of steps; step rows buffered and flushed at checkpoints and epoch ends."""
+def _train(
+    run: Run, rd: RunDir, progress: bool, checkpoint_every: int, tb: TensorBoardLog | None, console: bool = False
+) -> None:
+    """The loop: epochs of steps; step rows buffered and flushed at checkpoints and epoch ends. ``console``: one
+    line per epoch on stdout (above the progress bar when there is one)."""
     cfg, train = run.cfg, run.data.train
     steps_per_epoch = len(epoch_order(len(train), cfg.batch_size, cfg.seed, 0))
     run.balancer.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
@@ -249,6 +254,9 @@ def _train(run: Run, rd: RunDir, progress: bool, checkpoint_every: int, tb: Tens
         run.elapsed = time.time() - t_start
         record, is_best = _end_epoch(run, steps_per_epoch)
         _write_epoch(run, rd, record, is_best, tb)
+        if console:
+            bar.write(epoch_line(record, cfg.epochs, is_best), file=sys.stdout)
+            sys.stdout.flush()
         if cfg.stop_after_perfect and run.perfect_epochs >= cfg.stop_after_perfect:
             break
     bar.close()
@@ -392,6 +400,24 @@ def epoch_record(
         "versions": versions,
         "best_epoch": best_epoch,
     }
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int, is_best: bool) -> str:
+    """One epoch in one line, epochs counted from 1: training loss and accuracy, validation accuracy (marked when it
+    is the best so far: the checkpoint selection), test accuracy, d_util on validation where the model has it, the
+    share of re-balancing steps where the method re-balances, and the run's time so far."""
+    train, val, test = record["train"], record["val"], record["test"]
+    parts = [
+        f"epoch {record['epoch'] + 1}/{epochs}: train loss {train['loss']:.4f} acc {train['acc']:.4f}",
+        f"val acc {val['acc']:.4f}{' (best)' if is_best else ''}",
+        f"test acc {test['acc']:.4f}",
+    ]
+    if isinstance(val.get("d_util"), float) and math.isfinite(val["d_util"]):
+        parts.append(f"d_util val {val['d_util']:+.3f}")
+    if train.get("rebalance_steps"):
+        parts.append(f"re-balancing {train['rebalance_share']:.0%} of steps")
+    parts.append(f"{record['elapsed_s']:.0f} s")
+    return "; ".join(parts)
 
 
 def _write_epoch(run: Run, rd: RunDir, record: Mapping[str, Any], is_best: bool, tb: TensorBoardLog | None) -> None:
