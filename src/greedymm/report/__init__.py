@@ -84,7 +84,7 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
     row("least-used modality, val (best val)", [_least_used(s["best"], "val") for s in summaries.values()])
     row("last d_speed", [s["last_d_speed"] for s in summaries.values()])
     row("steps re-balancing", [f"{s['rebalance_steps']} / {s['steps']}" for s in summaries.values()])
-    row("best epoch", [s["best"]["epoch"] for s in summaries.values()])
+    row("best epoch (from 0)", [s["best"]["epoch"] for s in summaries.values()])
     return "\n".join(lines)
 
 
