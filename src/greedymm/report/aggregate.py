@@ -83,7 +83,8 @@ EXPLANATION = (
     "different data sources never share a row. Test acc, last epoch: the test accuracy of the last epoch trained, "
     "beside the selected epoch's (when they differ much, the selection by validation matters). Best epoch: "
     "counted from 0, as results.jsonl counts (the 1st epoch is 0). Epochs: epochs trained. s / epoch: the run's "
-    "wall time per epoch, evaluations included (runs that shared a machine slow each other down). Modalities are named as the runs name them; m0, m1, ... where rows disagree on their order."
+    "wall time per epoch, evaluations included (runs that shared a machine slow each other down). Modalities are "
+    "named as the runs name them; m0, m1, ... where rows disagree on their order."
 )
 
 
