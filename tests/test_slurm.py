@@ -174,6 +174,14 @@ def test_status_reads_running_and_queued_jobs_from_the_queue_by_id_and_name(tmp_
     job_record_file(folder).write_text(json.dumps({"job_id": "12_3", "job_name": "greedymm-s1"}))
     running = {"12_3": QueueEntry("12_3", "RUNNING", "None", "node7", "greedymm-s1")}
     assert (run_status(folder, running).status, run_status(folder, running).detail) == (RUNNING, "job 12_3 on node7")
+    # once training has written its config and finished epochs, the status says how far it is
+    rd = RunDir(folder)
+    rd.config_file.write_text(json.dumps({"config": {"epochs": 20}}) + "\n")
+    rd.results_file.write_text(
+        "".join(json.dumps({"epoch": e, "val": {"acc": 0.5}, "test": {"acc": 0.5}}) + "\n" for e in range(3))
+        + '{"epoch": 3'
+    )  # torn
+    assert run_status(folder, running).detail == "job 12_3 on node7; 3 of 20 epochs done"
     pending = {"12_3": QueueEntry("12_3", "PENDING", "Priority", "", "greedymm-s1")}
     assert (run_status(folder, pending).status, run_status(folder, pending).detail) == (
         QUEUED,

@@ -475,6 +475,16 @@ def _tail(path: Path, lines: int) -> tuple[str, ...]:
     return tuple(text.splitlines()[-lines:])
 
 
+def _epochs_done(rd: RunDir) -> str:
+    """ "; K of N epochs done" for a run that has written its config and finished K epochs, else "" (a run still
+    reading its data, or a folder that cannot be read: the status says the rest)."""
+    try:
+        done, total = len(rd.records()) if rd.has_records() else 0, rd.saved_config()["epochs"]
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return ""
+    return f"; {done} of {total} epochs done"
+
+
 def run_status(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines: int = 5) -> RunStatus:
     rd = RunDir(folder)
     record = read_job_record(folder)
@@ -484,10 +494,10 @@ def run_status(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines:
         return RunStatus(folder.name, FINISHED, f"job {job_id}" if job_id else "")
     if in_queue(entry):
         if entry.state in ("RUNNING", "COMPLETING"):
-            return RunStatus(folder.name, RUNNING, f"job {job_id} on {entry.nodes}")
+            return RunStatus(folder.name, RUNNING, f"job {job_id} on {entry.nodes}{_epochs_done(rd)}")
         return RunStatus(folder.name, QUEUED, f"job {job_id}, {entry.state.lower()}: {entry.reason}")
     if holder := lock_holder(folder):
-        return RunStatus(folder.name, RUNNING, holder)
+        return RunStatus(folder.name, RUNNING, f"{holder}{_epochs_done(rd)}")
     if rd.state() == "new" and not rd.sweep_log.exists():
         if job_id and queue is None:
             return RunStatus(folder.name, QUEUED, f"job {job_id}? squeue does not answer")
