@@ -476,7 +476,7 @@ def _tail(path: Path, lines: int) -> tuple[str, ...]:
 
 
 def _epochs_done(rd: RunDir) -> str:
-    """ "; K of N epochs done" for a run that has written its config and finished K epochs, else "" (a run still
+    """How far a running run is, as "; K of N epochs done" once it has written its config, else "" (a run still
     reading its data, or a folder that cannot be read: the status says the rest)."""
     try:
         done, total = len(rd.records()) if rd.has_records() else 0, rd.saved_config()["epochs"]
