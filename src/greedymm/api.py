@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ from .choices import LATE_FUSIONS
 from .data.base import Split, epoch_order, eval_order
 from .distributed import all_reduce_, rank, world_size
 from .evaluate import evaluate, evaluate_batches
-from .methods import EpochInfo, Method, StepContext, StepInfo, create_method
+from .methods import EpochInfo, Method, StepContext, StepInfo, create_method, optimizer_warning
 from .metrics import SpeedTracker, d_speed
 from .models import REGULAR, Branch, LateFusionNet, MMTMNet, Mode, MultiModalNet, Output
 
@@ -240,6 +241,7 @@ class Balancer:
         self._ctx: StepContext | None = None
         self._loss: Tensor | None = None
         self._backward_done = False  # after_backward ran in this step
+        self._optimizer_checked = False  # the first optimizer given was checked against the method
         # the running statistics as the step found them (BatchNorm, MMTM gate and squeeze sums, feature sums,
         # the speed sums), copied into tensors kept from step to step; put back when the step is not taken
         self._stats: list[Tensor] = []
@@ -283,7 +285,8 @@ class Balancer:
     def backward(self, loss: Tensor, optimizer: Optimizers | None = None) -> None:
         """The method's backward pass (plain ``loss.backward()`` for most), then ``after_backward``. The
         ``optimizer`` (or a list of them) is needed only with a GradScaler, to unscale the gradients: every
-        parameter with a gradient must be in one of them."""
+        parameter with a gradient must be in one of them. Given, it is also checked once: a method that balances by
+        scaling gradients warns under Adam and kin, which divide a lasting factor out (``optimizer_warning``)."""
         ctx = self._context("backward")
         self._once("backward")
         self.method.backward(self.scaler.scale(loss) if self.scaler else loss, ctx)
@@ -296,6 +299,10 @@ class Balancer:
         unscales them later (Lightning's 16-mixed does, after this hook); the speeds divide its square out."""
         ctx = self._context("after_backward")
         self._once("after_backward")
+        if optimizer is not None and not self._optimizer_checked:
+            self._optimizer_checked = True
+            if warning := optimizer_warning(self.method, optimizer):
+                warnings.warn(warning, stacklevel=3)
         if self.scaler is not None:
             for opt in self._scaled_optimizers(optimizer):
                 self.scaler.unscale_(opt)

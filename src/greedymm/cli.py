@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -360,11 +362,30 @@ def _end_with_parent() -> None:
         raise SystemExit(143)
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _own_warnings_plain(previous: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` under which greedymm's own warnings read like its errors (``warning: ...``, no
+    source line); other warnings go to ``previous``."""
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:  # fmt: skip
+        if category is UserWarning and Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     _end_with_parent()
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _own_warnings_plain(warnings.showwarning)
+            return args.fn(args)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, FloatingPointError, MissingExtra) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

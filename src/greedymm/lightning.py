@@ -26,6 +26,7 @@ with ``Balancer.backward``; the callback refuses them, and gradient accumulation
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from .api import Balancer, StepLog
 from .data.base import Split
-from .methods import Method, method_class
+from .methods import Method, method_class, optimizer_warning
 from .models import REGULAR
 
 
@@ -107,6 +108,8 @@ class GreedyMMCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._bal().warmup_steps = round(self.warmup_epochs * trainer.num_training_batches)
+        if warning := optimizer_warning(self._bal().method, trainer.optimizers):
+            warnings.warn(warning, stacklevel=2)
 
     def _bal(self) -> Balancer:
         if self.balancer is None:

@@ -15,6 +15,7 @@ from .base import (
     create_method,
     list_methods,
     method_class,
+    optimizer_warning,
     register_method,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "create_method",
     "list_methods",
     "method_class",
+    "optimizer_warning",
     "rebalance_mode",
     "register_method",
 ]

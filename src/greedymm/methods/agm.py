@@ -164,6 +164,7 @@ def output_weights(model: MultiModalNet) -> list[Tensor]:
 
 @register_method("agm")
 class AGM(Method):
+    scales_gradients = True
     hparams = {
         "alpha": HParam(
             1.0,

@@ -191,6 +191,9 @@ class Method:
     extra_cost: ClassVar[dict[str, float]] = {"forward": 0, "backward": 0}
     # whether some steps leave parameters without a gradient (DDP must then be told)
     leaves_unused_parameters = False
+    # whether the method balances by multiplying modalities' gradients by factors (OGM-GE, AGM, MSLR): a
+    # normalizing optimizer (Adam and kin) divides a lasting factor out of the update (``optimizer_warning``)
+    scales_gradients = False
     # whether the model needs a linear head per modality besides the fused one (late fusion)
     needs_unimodal_heads = False
 
@@ -327,6 +330,33 @@ Method.load_state_dict = _named_state_errors(Method.load_state_dict)  # type: ig
 
 
 _METHODS: dict[str, type[Method]] = {}
+
+
+# optimizers that divide each parameter's update by a running size of that parameter's own gradients
+NORMALIZING_OPTIMIZERS = (
+    torch.optim.Adadelta, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax,
+    torch.optim.NAdam, torch.optim.RAdam, torch.optim.RMSprop,
+)  # fmt: skip
+
+
+def optimizer_warning(method: Method, optimizers: Any) -> str | None:
+    """The warning for a method that balances by scaling gradients (``scales_gradients``) trained with an optimizer
+    that normalizes them (``optimizers``: one or a list), or None. Adam's update is m / sqrt(v), both running means
+    of the same gradient, so a factor c on a parameter's gradient that lasts longer than v's memory (1 / (1 -
+    beta2) steps, 1,000 by default) gives c m / (c sqrt(v)): the factor cancels and only its changes act."""
+    if not method.scales_gradients:
+        return None
+    opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers or ())
+    normalizing = sorted({type(o).__name__ for o in opts if isinstance(o, NORMALIZING_OPTIMIZERS)})
+    if not normalizing:
+        return None
+    return (
+        f"method {method.name!r} balances the modalities by multiplying their gradients by factors, and "
+        f"{' and '.join(normalizing)} divides each parameter's update by the running size of its own gradients: a "
+        "factor that lasts cancels out, and only its changes (and any noise the method adds) act. The "
+        "method's official code trains with SGD; for the method as published use --set optimizer=sgd (Python: "
+        "optimizer='sgd') with a learning rate for SGD"
+    )
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:

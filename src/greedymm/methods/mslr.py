@@ -81,6 +81,7 @@ def scaled_parameters(model: MultiModalNet, m: int) -> list[tuple[nn.Parameter, 
 
 @register_method("mslr")
 class MSLR(Method):
+    scales_gradients = True
     hparams = {
         "c0": HParam(
             [], "initial multiplier per modality ([] = 1.0 each; official CREMA-D [0.9, 1.1])", items=float, low=0

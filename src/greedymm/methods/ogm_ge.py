@@ -115,6 +115,7 @@ def modulate_(grads: list[Tensor], k: Tensor, ge: bool, generator: torch.Generat
 
 @register_method("ogm-ge")
 class OGMGE(Method):
+    scales_gradients = True
     hparams = {
         "alpha": HParam(0.1, "modulation strength (README: 0.1; tips: 0.1 VGGSound, 0.8 CREMA-D)", type=float, low=0),
         "ge": HParam(True, "add the generalization-enhancement noise (false: plain OGM)"),
