@@ -160,6 +160,7 @@ def test_two_equally_used_modalities_are_not_greedy():
         recs += [rec("joint", s, 0.85 + 0.01 * s, without={"a": 0.60, "b": 0.61})]
     d = rules.diagnose_records(recs, ["a", "b"], num_classes=4)
     assert d["verdict"] == rules.NOT_GREEDY and d["under_used"] == [] and d["recommendation"] is None
+    assert d["cannot_judge_because"] == []  # the key is always there (docs/DIAGNOSE.md section 6)
     assert not any(r["fired"] for r in d["rules"])
     assert d["joint"]["beats_best_alone"]["verdict"] == "holds"
 

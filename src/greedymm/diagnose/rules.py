@@ -254,6 +254,7 @@ def diagnose_records(
     cures = _cures(records, joint_val, chance, epochs, min_epochs)
     out["cures"] = cures
     helping = _helping(cures)
+    out["cannot_judge_because"] = []  # why the cures could not be judged: filled for greedy-cannot-judge only
     if not under:
         verdict, rec = NOT_GREEDY, None
     elif helping:
