@@ -159,3 +159,18 @@ def test_guided_with_late_fusion_is_refused_with_the_fix(tmp_path, capsys):
     assert "--fusion mmtm" in capsys.readouterr().err
     assert main(["train", "--dataset", "synthetic", "--modalities", "m7", "--out", str(tmp_path / "s")]) == 2
     assert "has modalities m0,m1" in capsys.readouterr().err
+
+
+def test_version_names_greedymm_and_what_it_runs_on(capsys):
+    import platform
+
+    import torch
+
+    import greedymm
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"greedymm {greedymm.__version__} (torch {torch.__version__}, numpy ")
+    assert printed.endswith(f"python {platform.python_version()})")

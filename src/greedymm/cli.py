@@ -235,10 +235,23 @@ def cmd_make(args: argparse.Namespace) -> int:
 STANDIN_FOLDERS = {"modelnet-standin": "modelnet40-standin", "nvgesture-standin": "nvgesture-standin"}
 
 
+class _PrintVersions(argparse.Action):
+    """``--version``: greedymm's version and those of what it runs on (torch is imported only when asked)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from .run import versions
+
+        v = versions()
+        print(f"greedymm {v.pop('greedymm')} ({', '.join(f'{k} {val}' for k, val in v.items())})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="greedymm", description="Find and cure greedy learning in multi-modal networks (Wu et al., ICML 2022)."
     )
+    p.add_argument("--version", action=_PrintVersions, nargs=0, help="print the versions of greedymm, torch, numpy "
+                   "and python, and exit")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
