@@ -173,6 +173,41 @@ def test_a_checkpoint_selected_before_a_methods_window_is_warned(loaded):
     assert selection_warning(recs) is None  # a method this version does not know: nothing to say
 
 
+def test_a_gradient_scaling_method_trained_with_adam_is_warned_once_per_row(loaded):
+    """OGM-GE, AGM and MSLR under Adam: the row says Adam cancels the lasting part of their factors; under SGD, and
+    for any other method, nothing is said."""
+    from greedymm.report.aggregate import optimizer_row_warning
+
+    records = {n: copy.deepcopy(r) for n, r in loaded.records.items() if n.startswith("tiny_vanilla")}
+    assert len(records) == 2  # seeds 0 and 1
+    for recs in records.values():
+        for rec in recs:
+            rec["method"], rec["hparams"] = "ogm-ge", {"alpha": 0.1, "ge": True, "modulation_starts": 0,
+                                                       "modulation_ends": 50}  # fmt: skip
+            rec["config"] = {**rec.get("config", {}), "method": "ogm-ge", "optimizer": "adam"}
+    (row,) = aggregate(records, {})
+    assert row.method == "ogm-ge" and row.n == 2
+    expected = (
+        "ogm-ge trained with Adam, which cancels the lasting part of the factors it puts on each modality's "
+        'gradients (only their changes act); its official code uses SGD (--set optimizer=sgd; README, "Methods")'
+    )
+    assert row.warnings == (expected,)  # one line for the row, not one per seed
+    one = next(iter(records.values()))
+    for method in ("agm", "mslr"):
+        for rec in one:
+            rec["method"] = method
+        assert optimizer_row_warning(one) == expected.replace("ogm-ge", method)
+    for rec in one:
+        rec["config"]["optimizer"] = "sgd"
+    assert optimizer_row_warning(one) is None
+    for rec in one:
+        rec["method"], rec["config"]["optimizer"] = "uniform", "adam"
+    assert optimizer_row_warning(one) is None  # a method that does not scale gradients
+    for rec in one:
+        rec["method"] = "nonexistent-method"
+    assert optimizer_row_warning(one) is None
+
+
 def test_claims_are_written_into_the_report(tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(SWEEP, sweep)

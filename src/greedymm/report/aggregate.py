@@ -326,10 +326,31 @@ def aggregate(
                     for key in _keys(values.values())
                 },
                 num_classes=classes.pop() if len(classes) == 1 else None,
-                warnings=_grouped_warnings(warned, len(names)),
+                warnings=_grouped_warnings(warned, len(names))
+                + tuple(dict.fromkeys(w for n in names if (w := optimizer_row_warning(runs[n])))),
             )
         )
     return rows
+
+
+def optimizer_row_warning(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """A row's warning when its method balances by scaling gradients (``Method.scales_gradients``) and the run
+    trained with Adam, which cancels the lasting part of such a factor (``greedymm.methods.optimizer_warning``);
+    None otherwise (SGD, another method, or a method this version does not know)."""
+    last = records[-1]
+    method, optimizer = last.get("method", "?"), last.get("config", {}).get("optimizer")
+    try:
+        from ..methods import method_class
+
+        scales = method_class(method).scales_gradients
+    except Exception:  # a method this version does not know: nothing to say
+        return None
+    if not (scales and optimizer == "adam"):  # choices.OPTIMIZERS: sgd, adam
+        return None
+    return (
+        f"{method} trained with Adam, which cancels the lasting part of the factors it puts on each modality's "
+        'gradients (only their changes act); its official code uses SGD (--set optimizer=sgd; README, "Methods")'
+    )
 
 
 def _grouped_warnings(warned: Sequence[tuple[int, str]], n: int) -> tuple[str, ...]:
