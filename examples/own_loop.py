@@ -71,7 +71,7 @@ def train(
             out = bal.forward(x)  # the forward pass in the mode guided chose for this step
             loss = bal.loss(out, y)  # the method's loss (MMTM: the sum of the heads' cross-entropies)
             opt.zero_grad()
-            bal.backward(loss)  # gradients; the conditional learning speed on regular steps
+            bal.backward(loss, opt)  # gradients; the conditional learning speed on regular steps
             log = bal.end_step(loss)  # d_speed; guided picks the next step's mode
             if log.finite:
                 opt.step()

@@ -16,7 +16,7 @@ Your loop, with a ``Balancer`` at the points of docs/DESIGN.md section 4 (the sa
             out = bal.forward(x)                 # in the method's mode for this step
             loss = bal.loss(out, y)              # the method's loss
             opt.zero_grad()
-            bal.backward(loss)                   # the method's gradients; the learning speed (regular steps)
+            bal.backward(loss, opt)              # the method's gradients; the learning speed (regular steps)
             log = bal.end_step(loss)             # d_speed, speeds; the method picks the next step's mode
             if log.finite:
                 opt.step()
