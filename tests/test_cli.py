@@ -93,6 +93,9 @@ def test_list(capsys):
     at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["cg-mnist"])
     assert "'epochs': 20" in lines[at + 1] and "'schedule': 'cosine'" in lines[at + 1]
     assert "converged schedule: chosen on validation only" in lines[at + 2]
+    # the methods that scale gradients name the optimizer their official code uses; no other method does
+    advised = {lines[i - 1].split()[0] for i, line in enumerate(lines) if "optimizer: sgd as its official" in line}
+    assert advised == {"agm", "mslr", "ogm-ge"}
 
 
 def test_data_make_modelnet_standin_then_train(tmp_path, capsys):

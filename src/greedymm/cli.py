@@ -177,6 +177,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in list_methods(args.pattern):
         cls = method_class(name)
         extra = "; warm-up: --set warmup_epochs=1 (recommended)" if cls.leaves_unused_parameters else ""
+        if cls.scales_gradients:
+            extra += "; optimizer: sgd as its official code (Adam cancels the lasting part of its gradient factors)"
         fusions = " | ".join(cls.fusions) if cls.fusions else "any"
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         print(f"  {name:20s} {doc[0] if doc else ''}")
