@@ -2,7 +2,8 @@
 
 Adam's update is m / sqrt(v), two running means of the same gradient: a factor c on a parameter's gradient that
 lasts gives c m / (c sqrt(v)) and cancels. The first test shows that this is true of greedymm's MSLR (a factor held
-for the whole run); the others that every way of training warns, once, and that nothing else does.
+for the whole run); the others that every way of training warns, once, and that nothing else does (Lightning:
+tests/test_own_code.py).
 """
 
 from __future__ import annotations
@@ -100,33 +101,3 @@ def test_command_line_prints_the_warning_like_an_error(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if WARNS in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: method 'mslr'")
     assert "UserWarning" not in err
-
-
-def test_lightning_warns_on_the_modules_optimizer():
-    lightning = pytest.importorskip("lightning.pytorch")
-    from greedymm.lightning import GreedyMMCallback
-
-    data = tiny_colored_data()
-    torch.manual_seed(0)
-    model = build_model(data.arch, data.modalities, data.in_channels, data.num_classes, width=0.25, fusion="concat")
-
-    class Module(lightning.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return self.greedymm.loss(self.greedymm.forward(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-
-    quiet = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
-    trainer = lightning.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", devices=1, logger=False,
-                                callbacks=[GreedyMMCallback("ogm-ge")], **quiet)  # fmt: skip
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        trainer.fit(Module(), Batches(data.train, 16))
-    found = _greedymm_warnings(record)
-    assert len(found) == 1 and "AdamW" in found[0]

@@ -353,7 +353,7 @@ def test_methods_with_epoch_work_on_data_name_the_split_they_need(method):
 
 # -- Lightning: a step is one batch, a skipped batch is no step, a second fit continues ----------------------------
 def _lightning_module(lightning, model, *, manual: bool = False, skip: set[int] = frozenset(),
-                      skip_after_forward: set[int] = frozenset()):  # fmt: skip
+                      skip_after_forward: set[int] = frozenset(), optimizer=None):  # fmt: skip
     class Module(lightning.LightningModule):
         def __init__(self):
             super().__init__()
@@ -378,6 +378,8 @@ def _lightning_module(lightning, model, *, manual: bool = False, skip: set[int] 
             return loss
 
         def configure_optimizers(self):
+            if optimizer is not None:
+                return optimizer(self.model.parameters())
             first = list(self.model.branches[0].parameters())
             ids = {id(p) for p in first}
             rest = [p for p in self.model.parameters() if id(p) not in ids]
@@ -464,3 +466,21 @@ def test_after_backward_divides_a_known_loss_scale_out_of_the_speeds():
             logs.append(bal.end_step())
         logs.append(bal.speed.sums.tolist())
     assert logs[:3] == logs[3:]  # a power of two divides out exactly
+
+
+def test_lightning_warns_when_a_gradient_scaling_method_meets_the_modules_adamw():
+    lightning = pytest.importorskip("lightning.pytorch")
+    import warnings
+
+    from greedymm.lightning import GreedyMMCallback
+
+    data = tiny_colored_data()
+    torch.manual_seed(0)
+    model = build_model(data.arch, data.modalities, data.in_channels, data.num_classes, width=0.25, fusion="concat")
+    module = _lightning_module(lightning, model, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3))
+    for method, expected in (("ogm-ge", 1), ("vanilla", 0)):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            _trainer(lightning, GreedyMMCallback(method), 1).fit(module, Batches(data.train, 16))
+        found = [str(w.message) for w in record if "multiplying their gradients" in str(w.message)]
+        assert len(found) == expected and all("AdamW" in f and f"'{method}'" in f for f in found)
