@@ -223,6 +223,48 @@ def test_a_checkpoint_without_its_config_is_never_advised_away(finished, tmp_pat
     assert _snapshot(rd.path) == before
 
 
+@pytest.mark.parametrize("lost", ["last.pt", "config.json"])
+def test_a_sweep_leaves_finished_epochs_or_a_lone_checkpoint_alone(finished, tmp_path, lost):
+    """A broken folder holding work (epoch records and best.pt without last.pt; last.pt without its config) is
+    not cleaned and started again by a sweep, as `train` refuses it: it is named, and the sweep does not end ok."""
+    from greedymm.slurm import FAILED, TrainInJob, run_status
+    from greedymm.sweep import BLOCKED, Job, RecordingLauncher, run_sweep
+
+    rd = _copy(finished, tmp_path / "sweep" / "run")
+    for name in (lost, "done"):
+        (rd.path / name).unlink()
+    assert len(rd.records()) == 2 and not rd.disposable()
+    job = Job("cg-digits", "vanilla", 0, (), 2, rd.path)
+    assert job.state() == BLOCKED
+    before = _snapshot(rd.path)
+    lines: list[str] = []
+    launcher = RecordingLauncher(complete=False)
+    result = run_sweep([job], launcher, echo=lines.append)
+    assert _snapshot(rd.path) == before and launcher.commands == []
+    assert lines[0].startswith("run: left alone: ") and lines[1].endswith("0 to start, 1 left alone (above)")
+    fix = "restore config.json" if lost == "config.json" else "restore last.pt, or move those files out"
+    assert fix in lines[0] and not result.ok and result.blocked == (job,) and fix in result.failure_text()
+    status = run_status(rd.path, {})
+    assert status.status == FAILED and "left alone by the sweep" in status.detail and fix in status.detail
+    assert TrainInJob(job)() == 2 and fix in job.log.read_text()  # a Slurm job meeting the folder: no training
+    with pytest.raises(RuntimeError, match="it is left as it is"):
+        rd.clean()  # the one cleaning path every caller goes through
+    assert _snapshot(rd.path) == before
+
+
+def test_a_folder_with_nothing_to_lose_is_disposable_and_cleaned(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir()
+    rd.config_file.write_text("{}")
+    (rd.path / "steps.csv").write_text("step,loss\n0,1.0\n")  # rows of an unfinished first epoch
+    rd.results_file.write_text("")
+    assert rd.disposable() and rd.restartable()
+    rd.config_file.unlink()
+    assert rd.disposable() and not rd.restartable()  # nothing to restart from, nothing to lose either
+    rd.clean()
+    assert sorted(p.name for p in rd.path.iterdir()) == [".lock"]
+
+
 # -- 11. eval on a folder it cannot write ------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["full", "read-only"])
 def test_eval_on_a_full_or_read_only_folder_keeps_its_numbers(finished, tmp_path, monkeypatch, how):

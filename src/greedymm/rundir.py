@@ -209,15 +209,34 @@ class RunDir:
         if found := [p for p in problems if p]:
             raise RunFolderError("; ".join(found))
 
-    def restartable(self) -> bool:
-        """A run that stopped before its first checkpoint: its saved config, and nothing that a restart would lose
-        (no epoch record, no checkpoint, no evaluation), only the step rows of its unfinished first epoch."""
-        if self.state() != BROKEN or not self.config_file.is_file():
+    def disposable(self) -> bool:
+        """Broken, and nothing here that starting again would lose: no epoch record, no checkpoint, no evaluation;
+        at most its config, the step rows of an unfinished first epoch and temporary files of atomic writes."""
+        if self.state() != BROKEN:
             return False
         if self.results_file.is_file() and self.records():
             return False
         kept = {CONFIG, STEPS, RESULTS}
         return all(p.name in kept or p.name.endswith(".tmp") for p in self.leftovers())
+
+    def restartable(self) -> bool:
+        """A run that stopped before its first checkpoint: its saved config, and nothing that a restart would lose
+        (``disposable``)."""
+        return self.config_file.is_file() and self.disposable()
+
+    def kept_work(self) -> str:
+        """What a broken folder that is not ``disposable`` holds, and the fix, for a refusal's message."""
+        names = ", ".join(p.name for p in self.leftovers())
+        last = self.checkpoint("last")
+        if last.is_file():  # a checkpoint without its config.json: never advise removing it
+            return (
+                f"{self} holds {last.name} but no {CONFIG}: restore {CONFIG} from a copy of the folder (the "
+                'checkpoint holds the same settings under "config"), then resume'
+            )
+        return (
+            f"{self} holds {names} but no {last.name} to resume from, and starting again would lose them: restore "
+            f"{last.name}, or move those files out of the folder"
+        )
 
     @property
     def unfinished(self) -> bool:
@@ -242,8 +261,9 @@ class RunDir:
     def clean(self, lock_held: bool = False) -> None:
         """Remove what a run that stopped before its first checkpoint wrote (and the temporary files of atomic
         writes); leave anything else alone. Holds the folder's lock while it does (``lock_held``: the caller holds
-        it already), so a run being trained is never touched (``RunFolderBusy``); refuses planted files and a
-        folder that holds a run that can be resumed or is finished (``RunFolderError``)."""
+        it already), so a run being trained is never touched (``RunFolderBusy``); refuses planted files, a folder
+        that holds a run that can be resumed or is finished, and one whose epoch records, checkpoints or
+        evaluations a restart would lose (``RunFolderError``)."""
         if not self.path.is_dir():
             return
         if lock_held:
@@ -261,6 +281,8 @@ class RunDir:
                 f"{self.path} holds a run that is {'finished' if state == DONE else 'resumable'} (it was until now "
                 "taken for one that cannot be resumed); it is left as it is: run the same command again"
             )
+        if state == BROKEN and not self.disposable():
+            raise RunFolderError(f"{self.kept_work()}; it is left as it is")
         for p in self.leftovers():
             p.unlink(missing_ok=True)
 

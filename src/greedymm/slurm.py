@@ -38,7 +38,7 @@ from typing import Any
 
 from .rundir import DONE as FINISHED_STATE
 from .rundir import JOB_RECORD, RunDir
-from .sweep import DONE, RESTART, Job, Launcher, Progress, clean_run_folder
+from .sweep import BLOCKED, DONE, RESTART, Job, Launcher, Progress, clean_run_folder
 
 SUBMITIT_DIR = ".slurm"  # in the sweep folder: submitit's job files and the wrapper's own logs, one folder a job
 ENDED = (
@@ -300,6 +300,10 @@ class TrainInJob:
             with open(self.job.log, "a") as log:
                 log.write(header + "already finished, nothing to do\n")
             return 0
+        if state == BLOCKED:  # broken, with work a restart would lose: left alone, the log says why
+            with open(self.job.log, "a") as log:
+                log.write(header + f"left alone: {RunDir(folder).kept_work()}\n")
+            return 2
         if state == RESTART:  # stopped before its first checkpoint: nothing to resume from
             clean_run_folder(folder)
         cmd = self.command(state)
@@ -508,6 +512,8 @@ def run_status(folder: Path, queue: Mapping[str, QueueEntry] | None, tail_lines:
             )
         return RunStatus(folder.name, NOT_STARTED)
     where = f"job {job_id}; " if job_id else ""
+    if rd.state() == "broken" and not rd.disposable():
+        return RunStatus(folder.name, FAILED, f"{where}left alone by the sweep: {rd.kept_work()}")
     what = "resumes from its last checkpoint" if rd.state() == "resumable" else "restarts"
     detail = f"{where}log {rd.sweep_log}; running the sweep again {what}"
     if job_id and queue is None:

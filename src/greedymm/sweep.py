@@ -31,6 +31,7 @@ from .rundir import RunDir
 
 # what a sweep does with a run folder: skip it (done), resume it, clean and restart it (broken), start it (new)
 DONE, RESUME, RESTART, NEW = rundir.DONE, "resume", "restart", rundir.NEW
+BLOCKED = "blocked"  # broken, but holding epoch records, checkpoints or evaluations a restart would lose: left alone
 _ACTION = {rundir.DONE: DONE, rundir.RESUMABLE: RESUME, rundir.BROKEN: RESTART, rundir.NEW: NEW}
 
 
@@ -138,8 +139,12 @@ class Job:
 
     def state(self) -> str:
         """done (finished), resume (crashed after a checkpoint), restart (broken: files of a run, no checkpoint to
-        resume from; cleaned first), or new: the run folder's state (``RunDir.state``) as the sweep acts on it."""
-        return _ACTION[RunDir(self.folder).state()]
+        resume from, nothing a restart would lose; cleaned first), blocked (broken, but epoch records, a checkpoint
+        or an evaluation would be lost: left alone, ``RunDir.kept_work`` says why), or new: the run folder's state
+        (``RunDir.state``) as the sweep acts on it."""
+        rd = RunDir(self.folder)
+        state = _ACTION[rd.state()]
+        return BLOCKED if state == RESTART and not rd.disposable() else state
 
     def command(self, state: str | None = None, python: str = sys.executable) -> list[str]:
         state = state or self.state()
@@ -412,14 +417,20 @@ class SweepResult:
     launched: tuple[Job, ...]
     failed: tuple[tuple[Job, int], ...]  # (job, exit code)
     in_flight: tuple[Job, ...] = ()  # queued or running from an earlier sweep (Launcher.in_flight): left alone
+    blocked: tuple[Job, ...] = ()  # broken folders whose finished work a restart would lose: left alone
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.blocked
 
     def failure_text(self) -> str:
-        lines = [f"{len(self.failed)} of {len(self.launched)} launched runs failed:"]
-        lines += [f"  {job.name} (exit {code}); log: {job.log}" for job, code in self.failed]
+        lines = []
+        if self.failed:
+            lines += [f"{len(self.failed)} of {len(self.launched)} launched runs failed:"]
+            lines += [f"  {job.name} (exit {code}); log: {job.log}" for job, code in self.failed]
+        if self.blocked:
+            lines += [f"{len(self.blocked)} runs left alone, not started again (their work would be lost):"]
+            lines += [f"  {RunDir(job.folder).kept_work()}" for job in self.blocked]
         return "\n".join(lines)
 
 
@@ -438,18 +449,22 @@ def run_sweep(
     queued = {} if dry_run else launcher.in_flight(todo)  # e.g. still in the Slurm queue from an earlier sweep
     for job, what in queued.items():
         echo(f"{job.name}: {what}; left alone")
-    todo = [j for j in todo if j not in queued]
+    blocked = tuple(j for j in todo if j not in queued and states[j] == BLOCKED)
+    for job in blocked:
+        echo(f"{job.name}: left alone: {RunDir(job.folder).kept_work()}")
+    todo = [j for j in todo if j not in queued and j not in blocked]
     echo(
         f"sweep: {len(jobs)} runs; {len(skipped)} finished earlier, "
         f"{sum(states[j] == RESUME for j in todo)} to resume, "
         f"{sum(states[j] in (NEW, RESTART) for j in todo)} to start"
+        + (f", {len(blocked)} left alone (above)" if blocked else "")
     )
     if todo and not dry_run:
         echo(f"each run writes a line per epoch to its log beside its folder ({todo[0].log.name}, ...)")
     if dry_run:
         for job in todo:
             echo(f"# {states[job]}: {job.name}\n{shlex.join(job.command(states[job]))}")
-        return SweepResult(tuple(jobs), skipped, (), ())
+        return SweepResult(tuple(jobs), skipped, (), (), blocked=blocked)
     from .lock import RunFolderBusy
 
     for job in todo:
@@ -468,4 +483,4 @@ def run_sweep(
 
     codes = launcher.run(todo, workers, progress) if todo else {}
     failed = tuple((j, codes[j]) for j in todo if codes.get(j, 0) != 0)
-    return SweepResult(tuple(jobs), skipped, tuple(todo), failed, tuple(queued))
+    return SweepResult(tuple(jobs), skipped, tuple(todo), failed, tuple(queued), blocked)

@@ -146,6 +146,8 @@ def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> bool:
             f"{rd} holds a run that stopped before its first checkpoint (found {names}); `greedymm train --resume "
             f"{rd}` starts it again from its saved config, or choose another --out"
         )
+    elif state == BROKEN and not rd.disposable():
+        raise RunError(f"{rd.kept_work()}; or choose another --out")
     elif state == BROKEN:
         raise RunError(
             f"{rd} already holds a run that cannot be resumed (no checkpoint with its config; found {names}); "
