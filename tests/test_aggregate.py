@@ -234,6 +234,26 @@ def test_the_class_count_in_config_json_gives_each_row_its_chance_level(tmp_path
     rows = aggregate(loaded.records, loaded.steps, num_classes=loaded.num_classes)
     assert _row(rows, "vanilla").num_classes == 4 and _row(rows, "vanilla").chance == 0.25
     assert _row(rows, "random").chance is None
+    # seeds of one row that disagree on the class count: no chance level rather than the first seed's
+    (sweep / "tiny_vanilla_s1_bbbb1111" / "config.json").write_text(
+        json.dumps({"config": {}, "trained_on": {"data": {"num_classes": 10}}})
+    )
+    loaded = load_runs(sweep)
+    rows = aggregate(loaded.records, loaded.steps, num_classes=loaded.num_classes)
+    assert _row(rows, "vanilla").num_classes is None and _row(rows, "vanilla").chance is None
+
+
+def test_seconds_per_epoch_come_from_the_last_record_and_a_run_without_epochs_is_left_out(tmp_path, loaded):
+    records = copy.deepcopy(loaded.records)
+    records["tiny_vanilla_s0_aaaa0000"][-1]["elapsed_s"] = 45.0  # 3 epochs: 15 s each; the best record says 12.5
+    assert _row(aggregate(records, loaded.steps), "vanilla").stats["s_per_epoch"].values == (15.0, 12.5)
+    sweep = tmp_path / "sweep"
+    shutil.copytree(SWEEP, sweep)
+    (sweep / "tiny_random_s0_ffff5555" / "results.jsonl").write_text("")  # started, no epoch finished
+    again = load_runs(sweep)
+    assert "tiny_random_s0_ffff5555: no finished epoch yet; left out" in again.notes
+    assert "tiny_random_s0_ffff5555" not in again.records
+    assert [r.method for r in aggregate(again.records, again.steps)] == ["vanilla", "guided", "guided"]
 
 
 def test_write_report_md_html_csv(tmp_path):
@@ -386,6 +406,16 @@ def test_accuracy_over_epochs_figure_draws_validation_and_test_means(tmp_path, m
             assert list(line.get_xdata()) == list(range(1, length + 1))
             assert list(line.get_ydata()) == pytest.approx(mean)
             assert line.get_label() == f"{row.label} (n={len(row.runs)})"
+        # a star on the mean line at each row's best-validation epochs (counted from 0 in the report, from 1 on
+        # the axis): vanilla's seeds both select epoch 1, drawn at x = 2; no legend entry
+        stars = [ln for ln in ax.lines if ln.get_label() == "_selected"]
+        assert len(stars) == len(rows)
+        for star, row in zip(stars, rows, strict=True):
+            xs = sorted({int(e) + 1 for e in row.stats["best_epoch"].values})
+            series = [[rec[split]["acc"] for rec in loaded.records[run]] for run in row.runs]
+            assert list(star.get_xdata()) == xs
+            assert list(star.get_ydata()) == pytest.approx([sum(s[x - 1] for s in series) / len(series) for x in xs])
+        assert list(stars[0].get_xdata()) == [2] and "stars: best-validation epochs" in ax.get_title()
     assert "STAND-IN" in fig._suptitle.get_text()
 
 
@@ -449,6 +479,15 @@ def test_a_comparison_uses_only_the_seeds_both_rows_have_and_skips_an_ambiguous_
     ]
     (table,) = vanilla_comparisons(rows)
     assert table.body[0][3:5] == ("2", "+0.0750") and table.body[0][-1] == "cannot judge (n=2 < 3 seeds)"
+    # vanilla at seeds 1, 2 only: guided's seeds 1 and 2 pair with them (0.70 - 0.50, 0.90 - 0.60 = +0.20, +0.30:
+    # mean +0.25, sd 0.0707, t(0.975, 1) = 12.7062 * 0.05 = 0.6353); pairing by position would give +0.0750
+    rows[0] = _cmp_row("vanilla", "mmtm", (0.50, 0.60), seeds=(1, 2))
+    (table,) = vanilla_comparisons(rows)
+    assert table.body[0][3:6] == ("2", "+0.2500", "[-0.3853, +0.8853]")
+    # below vanilla in every seed, firmly: -0.10, -0.10, -0.08, mean -0.0933, half 4.302653 * 0.011547 / sqrt 3
+    rows = [_cmp_row("vanilla", "mmtm", (0.50, 0.60, 0.70)), _cmp_row("guided", "mmtm", (0.40, 0.50, 0.62))]
+    (table,) = vanilla_comparisons(rows)
+    assert table.body[0][3:] == ("3", "-0.0933", "[-0.1220, -0.0646]", "0 better, 3 worse, 0 tied", "does not hold")
     # two vanilla rows (lr=0.1, lr=0.2) that share equally many settings with the method's row: no guess
     rows = [
         _cmp_row("vanilla", "mmtm", (0.5, 0.5, 0.5), settings="lr=0.1"),

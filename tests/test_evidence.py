@@ -96,3 +96,36 @@ def test_unequal_paired_lengths_are_refused():
 def test_text_says_the_interval_and_the_seeds():
     c = compare([0.80, 0.82, 0.84], [0.70, 0.71, 0.75])
     assert c.text() == "difference +0.100, 95% CI [+0.075, +0.125], n=3; per seed 3 better, 0 worse, 0 tied"
+
+
+def test_the_chance_gate_reads_the_better_side():
+    # one method collapsed to chance, the other far above: a firm "does not hold", not "cannot judge"
+    # d = (-0.69, -0.73, -0.76): mean -0.726667, sd sqrt(0.0024667 / 2) = 0.035119, half 4.302653 * 0.035119 / sqrt 3
+    c = compare([0.11, 0.12, 0.14], [0.80, 0.85, 0.90], chance=0.1)
+    assert c.verdict == DOES_NOT_HOLD and c.reasons == ()
+    assert c.ci == pytest.approx((-0.813907, -0.639427), abs=1e-6)
+    # exactly at the margin counts as near chance ("more than" the margin is needed): best mean 0.5, 0.5 - 0.25
+    # = 0.25 (binary fractions, no rounding)
+    at = compare([0.25, 0.5, 0.75], [0.0, 0.25, 0.5], chance=0.25, chance_margin=0.25)
+    assert at.verdict == CANNOT_JUDGE and at.reasons == ("accuracy within 0.25 of chance (0.25): best mean 0.500",)
+    assert compare([0.25, 0.5, 0.75], [0.0, 0.25, 0.5], chance=0.25, chance_margin=0.125).verdict == HOLDS
+
+
+def test_identical_methods_never_hold_either_way():
+    # d = 0 in every seed: the interval [0, 0] touches 0, which is not excluded
+    for direction in ("greater", "less"):
+        c = compare([0.5, 0.6, 0.7], [0.5, 0.6, 0.7], direction=direction)
+        assert c.verdict == CANNOT_JUDGE and c.ci == (0.0, 0.0) and c.ties == 3
+        assert c.reasons == ("the 95% interval [+0.000, +0.000] contains 0",)
+
+
+def test_welch_with_unequal_sizes_and_variances_and_another_confidence():
+    # a: mean 2, var 1, n 3; b: mean 8, var 10, n 5. se^2 = 1/3 + 10/5 = 7/3;
+    # df = (7/3)^2 / ((1/3)^2 / 2 + 2^2 / 4) = 98/19 = 5.1579; t(0.975, 5.1579) = 2.547093; half = 2.547093 * 1.527525
+    c = compare([1.0, 2.0, 3.0], [4.0, 6.0, 8.0, 10.0, 12.0], paired=False)
+    assert c.mean_diff == pytest.approx(-6.0) and c.n == 3
+    assert c.ci == pytest.approx((-9.890748, -2.109252), abs=1e-5)  # pooled variances would give +-4.727883
+    # 90%: t(0.95, 2) = 2.919986, se 0.01 / sqrt(3): half 0.016859 around the paired mean 0.10
+    ninety = compare([0.80, 0.82, 0.84], [0.70, 0.71, 0.75], confidence=0.9)
+    assert ninety.ci == pytest.approx((0.083141, 0.116859), abs=1e-6)
+    assert "90% CI [+0.083, +0.117]" in ninety.text()

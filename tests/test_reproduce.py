@@ -105,6 +105,30 @@ def test_too_few_seeds_epochs_or_accuracy_near_chance_cannot_judge():
     assert all(x.holds for x in judge_claims(known))
 
 
+def test_claim_3_is_a_firm_no_when_one_part_fails_and_another_cannot_be_judged():
+    # guided: |d_util| 0.8, 0.6, 0.7 against vanilla's 0.6, 0.4, 0.5: +0.2 in every seed (3a does not hold);
+    # accuracy +0.05, -0.05, +0.15: the interval [-0.198, +0.298] (3b cannot judge), and so 3c
+    v = verdicts({**GOOD, "guided": summary([-0.8, -0.6, -0.7], [0.45, 0.37, 0.59])})
+    assert (v["3a"].holds, v["3b"].holds, v["3c"].holds) == (False, None, None)
+    assert v["3"].holds is False and v["3"].numbers == "3a: DOES NOT HOLD, 3b: CANNOT JUDGE, 3c: CANNOT JUDGE"
+
+
+def test_the_boundaries_of_claim_1_the_epochs_and_chance():
+    # |d_util| >= 0.2 counts as large: exactly 0.2 in one seed still holds
+    edge = {**GOOD, "vanilla": summary([-0.2, -0.4, -0.5], [0.40, 0.42, 0.44], [-0.5, -0.3, -0.1])}
+    assert verdicts(edge)["1"].holds is True and "in 3/3 seeds" in verdicts(edge)["1"].numbers
+    # 3 epochs is enough (fewer is not: the test above)
+    three = {m: MethodSummary(x.seeds, x.d_util_val, x.test_acc, x.d_speed, (3, 3, 3), 0.1) for m, x in GOOD.items()}
+    assert all(x.holds for x in judge_claims(three))
+    # chance 0.4: vanilla (0.42) is within 0.05 of it, guided (0.62) is not. The comparisons read the better side
+    # and hold; claims 1 and 2 read vanilla alone and cannot be judged
+    near = {m: MethodSummary(x.seeds, x.d_util_val, x.test_acc, x.d_speed, (5, 5, 5), 0.4) for m, x in GOOD.items()}
+    v = verdicts(near)
+    assert [v[c].holds for c in ("3a", "3b", "3c", "3")] == [True] * 4
+    for c in ("1", "2"):
+        assert v[c].holds is None and "accuracy within 0.05 of chance (0.4): best mean 0.420" in v[c].reasons
+
+
 def test_seeds_are_paired_by_seed_not_by_position():
     # guided ran seeds 2, 0, 1 (in that order) and seed 3 has no vanilla partner
     g = GOOD["guided"]

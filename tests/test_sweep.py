@@ -133,7 +133,9 @@ def test_rerun_skips_finished_and_resumes_crashed(tmp_path):
     (jobs[2].folder / "done").unlink()  # a crash after a checkpoint: last.pt, no done
     assert jobs[2].state() == RESUME
     third = RecordingLauncher()
-    run_sweep(jobs, third, echo=lambda _: None)
+    lines: list[str] = []
+    run_sweep(jobs, third, echo=lines.append)
+    assert lines[0] == "sweep: 6 runs; 5 finished earlier, 1 to resume, 0 to start"
     assert third.commands == [[sys.executable, "-m", "greedymm", "train", "--resume", str(jobs[2].folder),
                                "--epochs", "2", "--no-progress"]]  # fmt: skip
 

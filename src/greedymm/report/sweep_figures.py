@@ -154,16 +154,24 @@ def plot_accuracy_over_epochs(
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), sharex=True)
     for row in rows:
         color = _color(row, rows)
+        best = row.stats["best_epoch"].values if "best_epoch" in row.stats else ()  # counted from 0
         for ax, split in zip(axes, ("val", "test"), strict=True):
             arr = _aligned([[r[split].get("acc", math.nan) for r in records_by_run[run]] for run in row.runs])
             epochs = np.arange(1, arr.shape[1] + 1)
             _band(ax, epochs, arr, color, row.label, _line(row, rows))
+            at = sorted({int(e) + 1 for e in best if math.isfinite(e) and int(e) < arr.shape[1]})
+            if at:  # the epochs the report reads, on the mean line (the run's own value can differ from the mean)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(arr, 0)
+                ax.plot(at, mean[np.array(at) - 1], ls="none", marker="*", ms=9, color=color, mec="k", mew=0.5,
+                        label="_selected", zorder=3)  # fmt: skip
     stand_in = any("STAND-IN" in s for r in rows for s in r.sources)
     for ax, split in zip(axes, ("validation", "test"), strict=True):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{split} accuracy")
-        ax.set_title(f"{split} accuracy (mean, min-max over seeds)", fontsize=9)
+        ax.set_title(f"{split} accuracy (mean, min-max over seeds; stars: best-validation epochs)", fontsize=9)
     _legend(fig, axes[1], rows)
     fig.suptitle(f"{rows[0].dataset}: accuracy over epochs{' (STAND-IN data)' if stand_in else ''}", fontsize=10)
     return _save(fig, path)
