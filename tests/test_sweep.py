@@ -219,6 +219,40 @@ def test_a_run_another_sweep_finished_meanwhile_is_not_started_again(tmp_path):
     assert "finished by another process; not started again" in second.log.read_text()
 
 
+@pytest.mark.process
+def test_an_interrupted_sweep_ends_its_runs_and_starts_no_more(tmp_path):
+    """Ctrl-C during a sweep (README: a sweep can be interrupted and re-run): the runs in flight are ended (a few
+    seconds to stop by themselves, then terminated), the queued one never starts, and the interrupt goes on up."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pids = [tmp_path / "a.pid", tmp_path / "b.pid"]
+    never = tmp_path / "third-ran"
+    sleep = "import os, time; open({!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    jobs = [ScriptJob("d", "m", k, (), None, tmp_path / f"slow{k}", script=sleep.format(str(p))) for k, p in
+            enumerate(pids)]  # fmt: skip
+    jobs.append(ScriptJob("d", "m", 2, (), None, tmp_path / "third", script=f"open({str(never)!r}, 'w').close()"))
+
+    def press_ctrl_c_once_both_run() -> None:
+        while not all(p.exists() and p.read_text() for p in pids):
+            time.sleep(0.05)
+        time.sleep(0.3)  # the sweep is waiting on its runs by now
+        os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C, to the sweep's process
+
+    threading.Thread(target=press_ctrl_c_once_both_run, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(jobs, LocalLauncher(), workers=2, echo=lambda _: None)
+    assert time.time() - t0 < 30  # 5 s of grace, then terminated: not the 600 s the runs would take
+    for p in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(p.read_text()), 0)  # both runs are gone
+    time.sleep(0.5)
+    assert not never.exists()  # the queued run never started
+
+
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="greedymm")
     add_experiment_commands(parser.add_subparsers(dest="command", required=True))
