@@ -4,7 +4,7 @@ import torch
 
 from greedymm.data import load_dataset
 from greedymm.data.base import epoch_order, stratified_split
-from greedymm.data.colored import MASK_THRESHOLD, PALETTE, class_colors, colorize
+from greedymm.data.colored import MASK_THRESHOLD, PALETTE, class_colors, colorize, palette_colors, random_colors
 
 
 def nearest_color_accuracy(split) -> float:
@@ -29,6 +29,19 @@ def test_train_val_colors_predict_the_label_test_colors_do_not():
     assert nearest_color_accuracy(d.train) > 0.8
     assert nearest_color_accuracy(d.val) > 0.8
     assert nearest_color_accuracy(d.test) < 0.2
+
+
+def test_a_validation_drawn_like_test_keeps_its_items_and_takes_the_test_colors():
+    a = load_dataset("cg-digits")
+    b = load_dataset("cg-digits", random_color_val=True)
+    assert nearest_color_accuracy(b.val) < 0.25  # measured 0.118; 0.912 with the training colors
+    assert torch.equal(b.val.images, a.val.images) and torch.equal(b.val.labels, a.val.labels)  # same items
+    assert torch.equal(b.train.colors, a.train.colors) and torch.equal(b.test.colors, a.test.colors)
+    # drawn by the test split's own rule (its own seed): uniform colors; under PMR's scheme, the jittered palette
+    # colors of random classes (variance 0.030), as PMR's test colors are
+    assert torch.equal(b.val.colors, random_colors(len(b.val), 3))
+    p = load_dataset("cg-digits", colors="pmr", random_color_val=True)
+    assert torch.equal(p.val.colors, palette_colors(len(p.val), 3, 0.030)) and nearest_color_accuracy(p.val) < 0.25
 
 
 def test_pixels_below_threshold_are_black_and_gray_is_the_same_digit():

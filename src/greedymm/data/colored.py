@@ -128,11 +128,12 @@ def make_colored_data(
         )
     keep, held = stratified_split(train_labels, val_fraction, seed=data_seed)
     train_colors = class_colors(train_labels, seed=data_seed + 1, var=var)
-    val_colors = random_colors(len(held), data_seed + 3) if random_color_val else train_colors[held]
-    if test_scheme == "uniform":
-        test_colors = random_colors(len(test_labels), data_seed + 2)
-    else:
-        test_colors = palette_colors(len(test_labels), data_seed + 2, var)
+
+    def test_like(n: int, seed: int) -> Tensor:  # colors drawn as the test split's are
+        return random_colors(n, seed) if test_scheme == "uniform" else palette_colors(n, seed, var)
+
+    val_colors = test_like(len(held), data_seed + 3) if random_color_val else train_colors[held]
+    test_colors = test_like(len(test_labels), data_seed + 2)
 
     def split(images: Tensor, labels: Tensor, colors: Tensor) -> ColoredSplit:
         return ColoredSplit(images.contiguous(), labels.contiguous(), colors.contiguous())
