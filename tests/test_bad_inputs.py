@@ -235,8 +235,18 @@ def test_labels_outside_the_classes_or_a_single_class_are_refused():
     data = tiny_colored_data()  # 4 classes in every split
     assert check_labels(data) == []
     bad = dataclasses.replace(data, num_classes=3)  # labels run to 3
-    with pytest.raises(ValueError, match=r"labels run from 0 to 3, outside the 3 classes 0..2"):
-        check_labels(bad)
+    with pytest.raises(ValueError, match=r"^tiny: train labels run from 0 to 3, outside the 3 classes 0..2; fix the "):
+        check_labels(bad)  # the split is named, and the fix
+
+    class NoItems:  # a split type of one's own that can be empty (greedymm's own splits refuse to be)
+        labels = torch.zeros(0, dtype=torch.long)
+
+        def __len__(self) -> int:
+            return 0
+
+    empty = dataclasses.replace(data, val=NoItems())
+    with pytest.raises(ValueError, match="tiny: the val split is empty; check the data files and val_fraction"):
+        check_labels(empty)
     one = dataclasses.replace(data, train=dataclasses.replace(data.train, labels=torch.zeros_like(data.train.labels)))
     with pytest.raises(ValueError, match="a single class"):
         check_labels(one)

@@ -182,6 +182,24 @@ def test_a_new_field_counts_only_when_changed():
     assert run_hash(cfg) != run_hash(cfg.replace(epochs=2))  # a field of the first release always counts
 
 
+def test_the_same_setting_in_two_layers_takes_the_later_one():
+    # --set beats a keyword; a user value equal to TrainConfig's own default still beats the data set's default
+    assert resolve_config("cg-digits", lr=0.2, sets=["lr=0.5"]).lr == 0.5
+    assert DATASET_DEFAULTS["modelnet40"]["momentum"] == 0.0 and TrainConfig().momentum == 0.9
+    assert resolve_config("modelnet40", momentum=0.9).momentum == 0.9
+    assert DATASET_DEFAULTS["mfeat"]["val_fraction"] == 0.2
+    assert resolve_config("mfeat", sets=["val_fraction=0.1"]).val_fraction == 0.1
+    # a hyper-parameter and a data option given both ways: the --set item wins, key by key
+    assert resolve_config("cg-digits", method="guided", hparams={"Q": 2, "alpha": 0.1}, sets=["Q=3"]).hparams == {
+        "Q": 3, "alpha": 0.1}  # fmt: skip
+    vqa = resolve_config("easy-vqa", data_options={"image_size": 32}, sets=["data.image_size=64"])
+    assert vqa.data_options["image_size"] == 64
+    # resuming from a saved config: the data set's defaults are not applied again over it
+    saved = resolve_config("mfeat").to_dict()
+    again = resolve_config(base=saved, sets=["lr=0.5"], epochs=3)
+    assert (again.val_fraction, again.optimizer, again.lr, again.epochs) == (0.2, "adam", 0.5, 3)
+
+
 def test_layers_in_order(monkeypatch):
     """data set defaults -> protocol -> keyword overrides -> --set items; dict settings merge key by key."""
     plain = resolve_config("modelnet40", method="vanilla")

@@ -96,6 +96,7 @@ def test_bad_files_raise_data_format_error(tmp_path, data, words):
     with pytest.raises(DataFormatError) as err:
         read_idx(path)
     assert "broken-idx3-ubyte" in str(err.value) and words in str(err.value)
+    assert f"delete {path} and fetch it again" in str(err.value)  # the fix (docs/BAD_INPUTS.md 1-3)
     assert isinstance(err.value, ValueError)
 
 

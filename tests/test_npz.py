@@ -47,9 +47,41 @@ def test_split_ids_are_followed_and_validation_drawn_from_train_when_absent(tmp_
     assert len(data.test) == 10
     _, y_test = data.test.batch(torch.arange(10))
     assert y_test.tolist() == (np.arange(30, 40) % 4).tolist()
-    assert len(data.train) + len(data.val) == 30 and len(data.val) > 0
+    # validation: a stratified fifth of the 30 training items (6 of them), never a test item
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 10)
     x, _ = data.test.batch(torch.arange(10))
     assert torch.allclose(x["text"], torch.from_numpy(a["text"][30:]).float())  # not standardized: raw values
+    xv, _ = data.val.batch(torch.arange(6))
+    raw = torch.from_numpy(a["text"]).float()
+    rows = [int(torch.cdist(row[None], raw).argmin()) for row in xv["text"]]
+    assert all(r < 30 for r in rows) and len(set(rows)) == 6
+
+
+def _split_rows(data, split_name):
+    split = getattr(data, split_name)
+    x, _ = split.batch(torch.arange(len(split)))
+    raw = torch.from_numpy(_arrays()["text"]).float()
+    return sorted(int(torch.cdist(row[None], raw).argmin()) for row in x["text"])
+
+
+def test_the_data_seed_draws_another_split_and_the_same_seed_the_same(tmp_path):
+    np.savez(tmp_path / "d.npz", **_arrays())
+    load = lambda seed: load_dataset(f"npz:{tmp_path / 'd.npz'}", val_fraction=0.25, data_seed=seed, standardize=False)  # noqa: E731
+    zero, one, again = load(0), load(1), load(0)
+    for name in ("val", "test"):
+        assert _split_rows(zero, name) == _split_rows(again, name)
+    assert _split_rows(zero, "test") != _split_rows(one, "test")
+    assert not set(_split_rows(zero, "val")) & set(_split_rows(zero, "test"))  # disjoint
+
+
+def test_an_empty_split_and_a_class_count_below_the_labels_are_refused(tmp_path):
+    np.savez(tmp_path / "t.npz", split=np.array(["train"] * 40), **_arrays())
+    with pytest.raises(NpzFormatError, match="the test split is empty; mark some items 'test' in 'split', or drop"):
+        load_dataset(f"npz:{tmp_path / 't.npz'}")
+    np.savez(tmp_path / "c.npz", **_arrays())
+    with pytest.raises(NpzFormatError, match="labels run from 0 to 3 with classes=3"):
+        load_dataset(f"npz:{tmp_path / 'c.npz'}", classes=3)
+    assert load_dataset(f"npz:{tmp_path / 'c.npz'}", classes=6).num_classes == 6  # classes absent from the data
 
 
 def test_a_folder_of_split_files_and_signals_get_seq1d_with_a_mask(tmp_path):
