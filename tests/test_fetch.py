@@ -22,7 +22,7 @@ from greedymm.data.fetch import (
     fetch,
     load_fetched,
 )
-from greedymm.data.idx import MNIST_FILES, read_idx
+from greedymm.data.idx import MNIST_FILES, DataFormatError, read_idx
 
 # Unequal class sizes so proportional allocation is visible: class c has 10 + c images.
 CLASS_COUNTS = [10 + c for c in range(10)]
@@ -194,6 +194,21 @@ def test_fetch_from_dir_keeps_gz_bytes_and_refetch_replaces(tmp_path):
     write_mnist_dir(src, n_train=9)
     fetch("cg-fashion", str(src), tmp_path / "data", progress=False)
     assert len(load_fetched("cg-fashion", tmp_path / "data")[0]) == 9
+
+
+def test_a_file_changed_after_the_fetch_is_refused_until_fetched_again_or_declared(tmp_path):
+    src = tmp_path / "src"
+    write_mnist_dir(src)
+    folder = fetch("cg-mnist", str(src), tmp_path / "data", progress=False)
+    labels = folder / MNIST_FILES["test_labels"]
+    write_mnist_dir(tmp_path / "other", seed=1)
+    labels.write_bytes((tmp_path / "other" / MNIST_FILES["test_labels"]).read_bytes())  # other labels, same shape
+    with pytest.raises(DataFormatError, match=rf"{labels.name} has changed since it was fetched .*delete .*SOURCE"):
+        load_fetched("cg-mnist", tmp_path / "data")
+    (folder / "SOURCE.json").unlink()  # changed on purpose: the data is then of unknown source
+    assert load_fetched("cg-mnist", tmp_path / "data")[4]["source"] == "unknown"
+    fetch("cg-mnist", str(src), tmp_path / "data", progress=False)  # or fetched again
+    assert load_fetched("cg-mnist", tmp_path / "data")[4]["source"] == "dir"
 
 
 def test_fetch_debian(tmp_path):

@@ -439,4 +439,12 @@ def load_fetched(
             raise DataFormatError(f"{info_path} is not valid JSON ({err}); {hint} again") from err
     else:
         info = {"source": "unknown", "real_data": True}
+    for fname, recorded in (info.get("md5") or {}).items():  # the files the fetch described, unchanged since
+        path = folder / fname
+        if path.is_file() and (now := _hash_file(path, "md5")) != recorded:
+            raise DataFormatError(
+                f"{path} has changed since it was fetched (md5 {now}; {SOURCE_FILE} records {recorded}), so "
+                f"{SOURCE_FILE} no longer describes it; {hint} again, or, if you changed it on purpose, delete "
+                f"{info_path} (the data is then reported as of unknown source)"
+            )
     return train_x, train_y, test_x, test_y, info
