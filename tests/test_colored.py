@@ -76,6 +76,8 @@ def test_validation_is_held_out_stratified_and_deterministic():
     assert torch.equal(d1.val.images, d2.val.images) and torch.equal(d1.val.colors, d2.val.colors)
     assert len(d1.train) + len(d1.val) + len(d1.test) == 1797
     assert set(d1.val.labels.tolist()) == set(range(10))
+    other = load_dataset("cg-digits", data_seed=1)  # another data seed holds out other items, as many
+    assert len(other.val) == len(d1.val) and not torch.equal(other.val.images, d1.val.images)
     kept, held = stratified_split(torch.arange(100) % 4, 0.25, seed=0)
     # 25 items per class, round(0.25 * 25) = 6 of each held out
     assert (torch.arange(100) % 4)[held].bincount().tolist() == [6, 6, 6, 6]
