@@ -175,7 +175,7 @@ def test_a_checkpoint_selected_before_a_methods_window_is_warned(loaded):
 
 def test_a_gradient_scaling_method_trained_with_adam_is_warned_once_per_row(loaded):
     """OGM-GE, AGM and MSLR under Adam: the row says Adam cancels the lasting part of their factors; under SGD, and
-    for any other method, nothing is said."""
+    for a method that does not scale gradients, nothing is said. G-Blending: its copies against the run's optimizer."""
     from greedymm.report.aggregate import optimizer_row_warning
 
     records = {n: copy.deepcopy(r) for n, r in loaded.records.items() if n.startswith("tiny_vanilla")}
@@ -187,22 +187,28 @@ def test_a_gradient_scaling_method_trained_with_adam_is_warned_once_per_row(load
             rec["config"] = {**rec.get("config", {}), "method": "ogm-ge", "optimizer": "adam"}
     (row,) = aggregate(records, {})
     assert row.method == "ogm-ge" and row.n == 2
-    expected = (
-        "ogm-ge trained with Adam, which cancels the lasting part of the factors it puts on each modality's "
-        'gradients (only their changes act); its official code uses SGD (--set optimizer=sgd; README, "Methods")'
-    )
-    assert row.warnings == (expected,)  # one line for the row, not one per seed
+    (warning,) = row.warnings  # one line for the row, not one per seed
+    assert warning.startswith("method 'ogm-ge' balances the modalities by multiplying their gradients by factors, "
+                              "and Adam divides") and "--set optimizer=sgd" in warning  # fmt: skip
     one = next(iter(records.values()))
     for method in ("agm", "mslr"):
         for rec in one:
-            rec["method"] = method
-        assert optimizer_row_warning(one) == expected.replace("ogm-ge", method)
+            rec["method"], rec["hparams"] = method, {}
+        assert optimizer_row_warning(one) == warning.replace("ogm-ge", method)
     for rec in one:
         rec["config"]["optimizer"] = "sgd"
     assert optimizer_row_warning(one) is None
     for rec in one:
         rec["method"], rec["config"]["optimizer"] = "uniform", "adam"
     assert optimizer_row_warning(one) is None  # a method that does not scale gradients
+    # G-Blending whose copies trained with its defaults (SGD at 0.01) beside a run with Adam at its lr
+    for rec in one:
+        rec["method"], rec["hparams"] = "gblending", {"est_optimizer": "sgd", "est_lr": 0.01}
+        rec["config"]["lr"] = 0.001
+    assert "Set them to the run's: --set est_optimizer=adam est_lr=0.001" in optimizer_row_warning(one)
+    for rec in one:
+        rec["hparams"] = {"est_optimizer": "adam", "est_lr": 0.001}
+    assert optimizer_row_warning(one) is None
     for rec in one:
         rec["method"] = "nonexistent-method"
     assert optimizer_row_warning(one) is None

@@ -64,6 +64,8 @@ def test_which_methods_and_optimizers_warn():
     scaling = {name for name in list_methods() if method_class(name).scales_gradients}
     assert scaling == {"agm", "mslr", "ogm-ge"}
     for name in list_methods():
+        if name == "gblending":  # compares the run's optimizer with its copies' (below)
+            continue
         method = create_method(name)
         adam = optimizer_warning(method, torch.optim.Adam(params))
         assert (adam is not None) == (name in scaling), name
@@ -101,3 +103,19 @@ def test_command_line_prints_the_warning_like_an_error(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if WARNS in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: method 'mslr'")
     assert "UserWarning" not in err
+
+
+def test_gblending_warns_when_its_copies_would_not_learn_as_the_run_does():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    default = create_method("gblending")  # copies: SGD (momentum 0.9) at 0.01
+    assert optimizer_warning(default, torch.optim.SGD(params, lr=0.01, momentum=0.9)) is None
+    text = optimizer_warning(default, torch.optim.Adam(params, lr=1e-3))
+    assert text == (
+        "gblending estimates its blend weights from copies trained with sgd at lr 0.01, while the run trains with "
+        "adam at lr 0.001: the copies' loss trends are then not the model's. Set them to the run's: --set "
+        "est_optimizer=adam est_lr=0.001"
+    )
+    assert "est_lr=0.05" in optimizer_warning(default, torch.optim.SGD(params, lr=0.05))  # same kind, other lr
+    matched = create_method("gblending", est_optimizer="adam", est_lr=1e-3)
+    assert optimizer_warning(matched, torch.optim.Adam(params, lr=1e-3)) is None
+    assert optimizer_warning(matched, torch.optim.RMSprop(params)) is None  # the copies cannot take it: no comparison

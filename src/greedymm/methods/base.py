@@ -197,6 +197,11 @@ class Method:
     # whether the model needs a linear head per modality besides the fused one (late fusion)
     needs_unimodal_heads = False
 
+    def optimizer_note(self, optimizers: Sequence[torch.optim.Optimizer]) -> str | None:
+        """A warning about the optimizer(s) the run trains with, or None; checked once per run (train, fit, a
+        Balancer given the optimizer, Lightning). Default: a method that scales gradients under Adam and kin."""
+        return scaling_under_normalizing(self, optimizers)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.hparams = {k: as_hparam(v) for k, v in cls.hparams.items()}
@@ -340,13 +345,18 @@ NORMALIZING_OPTIMIZERS = (
 
 
 def optimizer_warning(method: Method, optimizers: Any) -> str | None:
+    """What ``method`` has to say about the run's optimizer(s) (one or a list), or None: ``Method.optimizer_note``."""
+    opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers or ())
+    return method.optimizer_note(opts)
+
+
+def scaling_under_normalizing(method: Method, opts: Sequence[torch.optim.Optimizer]) -> str | None:
     """The warning for a method that balances by scaling gradients (``scales_gradients``) trained with an optimizer
-    that normalizes them (``optimizers``: one or a list), or None. Adam's update is m / sqrt(v), both running means
-    of the same gradient, so a factor c on a parameter's gradient that lasts longer than v's memory (1 / (1 -
-    beta2) steps, 1,000 by default) gives c m / (c sqrt(v)): the factor cancels and only its changes act."""
+    that normalizes them, or None. Adam's update is m / sqrt(v), both running means of the same gradient, so a
+    factor c on a parameter's gradient that lasts longer than v's memory (1 / (1 - beta2) steps, 1,000 by default)
+    gives c m / (c sqrt(v)): the factor cancels and only its changes act."""
     if not method.scales_gradients:
         return None
-    opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers or ())
     normalizing = sorted({type(o).__name__ for o in opts if isinstance(o, NORMALIZING_OPTIMIZERS)})
     if not normalizing:
         return None

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,6 +202,21 @@ class GBlending(Method):
                 "lower holdout or use more data"
             )
         return perm[n_hold:].sort().values, perm[:n_hold].sort().values
+
+    def optimizer_note(self, optimizers: Sequence[torch.optim.Optimizer]) -> str | None:
+        """The copies should learn as the model does: a warning when the run's optimizer or learning rate is not
+        the copies' (``est_optimizer``, ``est_lr``)."""
+        kinds = {torch.optim.Adam: "adam", torch.optim.SGD: "sgd"}
+        if not optimizers or (kind := kinds.get(type(optimizers[0]))) is None:
+            return None  # an optimizer the copies cannot take: nothing to compare
+        lr = float(optimizers[0].param_groups[0]["lr"])
+        if kind == self.est_optimizer and math.isclose(lr, self.est_lr, rel_tol=1e-9):
+            return None
+        return (
+            f"gblending estimates its blend weights from copies trained with {self.est_optimizer} at lr "
+            f"{self.est_lr:g}, while the run trains with {kind} at lr {lr:g}: the copies' loss trends are then not the "
+            f"model's. Set them to the run's: --set est_optimizer={kind} est_lr={lr:g}"
+        )
 
     def _optimizer(self, params: Any) -> torch.optim.Optimizer:
         if self.est_optimizer == "adam":

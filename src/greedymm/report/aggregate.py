@@ -334,23 +334,23 @@ def aggregate(
 
 
 def optimizer_row_warning(records: Sequence[Mapping[str, Any]]) -> str | None:
-    """A row's warning when its method balances by scaling gradients (``Method.scales_gradients``) and the run
-    trained with Adam, which cancels the lasting part of such a factor (``greedymm.methods.optimizer_warning``);
-    None otherwise (SGD, another method, or a method this version does not know)."""
-    last = records[-1]
-    method, optimizer = last.get("method", "?"), last.get("config", {}).get("optimizer")
-    try:
-        from ..methods import method_class
+    """What the run's method says about the optimizer it trained with (``Method.optimizer_note``: OGM-GE, AGM and
+    MSLR under Adam; G-Blending's copies trained otherwise than the run), or None: the run's recorded optimizer and
+    learning rate are put to the method as its first step would. Runs of a method or optimizer this version does
+    not know: nothing to say."""
+    import torch
 
-        scales = method_class(method).scales_gradients
-    except Exception:  # a method this version does not know: nothing to say
+    last = records[-1]
+    cfg = last.get("config", {})
+    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}  # choices.OPTIMIZERS
+    try:
+        from ..methods import create_method
+
+        method = create_method(last.get("method", "?"), **last.get("hparams", {}))
+        optimizer = kinds[cfg["optimizer"]]([torch.zeros(1, requires_grad=True)], lr=float(cfg["lr"]))
+    except Exception:
         return None
-    if not (scales and optimizer == "adam"):  # choices.OPTIMIZERS: sgd, adam
-        return None
-    return (
-        f"{method} trained with Adam, which cancels the lasting part of the factors it puts on each modality's "
-        'gradients (only their changes act); its official code uses SGD (--set optimizer=sgd; README, "Methods")'
-    )
+    return method.optimizer_note([optimizer])
 
 
 def _grouped_warnings(warned: Sequence[tuple[int, str]], n: int) -> tuple[str, ...]:
