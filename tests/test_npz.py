@@ -86,18 +86,21 @@ def test_an_empty_split_and_a_class_count_below_the_labels_are_refused(tmp_path)
 
 def test_a_folder_of_split_files_and_signals_get_seq1d_with_a_mask(tmp_path):
     rng = np.random.default_rng(1)
+    raw = {}
     for name, n in (("train", 16), ("val", 8), ("test", 8)):
-        np.savez(
-            tmp_path / f"{name}.npz",
-            y=np.arange(n) % 2,
-            acc=rng.normal(size=(n, 3, 20)),
-            gyro=rng.normal(size=(n, 3, 20)),
-        )
+        raw[name] = rng.normal(loc=3.0, scale=2.0, size=(n, 3, 20))  # train, val, test with other statistics
+        np.savez(tmp_path / f"{name}.npz", y=np.arange(n) % 2, acc=raw[name], gyro=rng.normal(size=(n, 3, 20)))
     data = load_dataset(f"npz:{tmp_path}")
     assert (len(data.train), len(data.val), len(data.test)) == (16, 8, 8)
     assert data.arch == "seq1d" and data.in_channels == (4, 4)  # three channels and the mask
     x, _ = data.val.batch(torch.arange(2))
     assert x["acc"].shape == (2, 4, 20) and torch.all(x["acc"][:, -1] == 1)
+    # a signal is standardized per channel (over items and time) with the training split's statistics only
+    mean, std = raw["train"].mean((0, 2)), raw["train"].std((0, 2))
+    xt, _ = data.test.batch(torch.arange(8))
+    expected = (raw["test"] - mean[None, :, None]) / std[None, :, None]
+    assert torch.allclose(xt["acc"][:, :3].double(), torch.from_numpy(expected), atol=1e-4)
+    assert torch.all(xt["acc"][:, -1] == 1)  # the mask is not standardized
 
 
 def test_the_name_reaches_train_sweep_and_report_settings():

@@ -45,6 +45,16 @@ def test_no_subject_is_in_two_splits(data_dir, seed):
     assert sum(len(r) for r in recordings.values()) == 35  # every recording is used, in one split
 
 
+def test_the_documented_subject_split_and_another_seed():
+    """docs/RESULTS.md's split of the ten subjects (data_seed 0: train 1, 3, 4, 7, 9, 10; val 6, 8; test 2, 5)
+    needs no data to pin down; another data seed holds out other subjects."""
+    from greedymm.data.smartwatch import _subjects
+
+    subjects = np.arange(1, 11)
+    assert _subjects(subjects, None, None, 2, 2, 0) == ([1, 3, 4, 7, 9, 10], [6, 8], [2, 5])
+    assert _subjects(subjects, None, None, 2, 2, 1)[1:] != ([6, 8], [2, 5])
+
+
 def test_chosen_subjects_and_bad_choices(data_dir):
     data = load_dataset("smartwatch", data_dir=data_dir, window=32, step=16, test_subjects=[2, 5], val_subjects=[1])
     assert set(data.test.subjects.tolist()) == {2, 5} and set(data.val.subjects.tolist()) == {1}
