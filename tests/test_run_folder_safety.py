@@ -252,6 +252,23 @@ def test_a_sweep_leaves_finished_epochs_or_a_lone_checkpoint_alone(finished, tmp
     assert _snapshot(rd.path) == before
 
 
+def test_a_sweep_leaves_a_broken_folder_with_a_damaged_log_alone(tmp_path):
+    """A results.jsonl damaged before its last line cannot say whether it holds finished epochs: the sweep neither
+    stops on it nor deletes it."""
+    from greedymm.sweep import BLOCKED, Job, RecordingLauncher, run_sweep
+
+    rd = RunDir(tmp_path / "sweep" / "run")
+    rd.path.mkdir(parents=True)
+    rd.config_file.write_text("{}")
+    rd.results_file.write_text('garbage\n{"epoch": 0}\n')
+    job = Job("cg-digits", "vanilla", 0, (), 2, rd.path)
+    assert job.state() == BLOCKED
+    before = _snapshot(rd.path)
+    launcher = RecordingLauncher(complete=False)
+    result = run_sweep([job], launcher, echo=lambda _: None)
+    assert launcher.commands == [] and result.blocked == (job,) and _snapshot(rd.path) == before
+
+
 def test_a_folder_with_nothing_to_lose_is_disposable_and_cleaned(tmp_path):
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()

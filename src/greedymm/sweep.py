@@ -144,7 +144,12 @@ class Job:
         (``RunDir.state``) as the sweep acts on it."""
         rd = RunDir(self.folder)
         state = _ACTION[rd.state()]
-        return BLOCKED if state == RESTART and not rd.disposable() else state
+        if state != RESTART:
+            return state
+        try:
+            return RESTART if rd.disposable() else BLOCKED
+        except (OSError, ValueError, RuntimeError):  # a damaged log may hold finished epochs: never deleted
+            return BLOCKED
 
     def command(self, state: str | None = None, python: str = sys.executable) -> list[str]:
         state = state or self.state()
