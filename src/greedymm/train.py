@@ -112,10 +112,7 @@ def _check_out_dir(rd: RunDir, cfg: TrainConfig, resume: bool) -> bool:
     names = ", ".join(p.name for p in rd.leftovers())
     last = rd.checkpoint("last")
     if state == BROKEN and last.is_file():  # a checkpoint without its config.json: never advise removing it
-        raise RunError(
-            f"{rd} holds {last.name} but no {rd.config_file.name}: restore {rd.config_file.name} from a copy of the "
-            f'folder (the checkpoint holds the same settings under "config"), then resume; or choose another --out'
-        )
+        raise RunError(f"{rd.kept_work()}; or choose another --out")
     if resume:
         restart = state == BROKEN and rd.restartable()
         if state == BROKEN and not restart:

@@ -199,8 +199,22 @@ class Method:
 
     def optimizer_note(self, optimizers: Sequence[torch.optim.Optimizer]) -> str | None:
         """A warning about the optimizer(s) the run trains with, or None; checked once per run (train, fit, a
-        Balancer given the optimizer, Lightning). Default: a method that scales gradients under Adam and kin."""
-        return scaling_under_normalizing(self, optimizers)
+        Balancer given the optimizer, Lightning). Default: a method that balances by scaling gradients
+        (``scales_gradients``) under an optimizer that normalizes them. Adam's update is m / sqrt(v), both running
+        means of the same gradient, so a factor c on a parameter's gradient that lasts longer than v's memory
+        (1 / (1 - beta2) steps, 1,000 by default) gives c m / (c sqrt(v)): the factor cancels, only its changes act."""
+        if not self.scales_gradients:
+            return None
+        normalizing = sorted({type(o).__name__ for o in optimizers if isinstance(o, NORMALIZING_OPTIMIZERS)})
+        if not normalizing:
+            return None
+        return (
+            f"method {self.name!r} balances the modalities by multiplying their gradients by factors, and "
+            f"{' and '.join(normalizing)} divides each parameter's update by the running size of its own gradients: "
+            "a factor that lasts cancels out, and only its changes (and any noise the method adds) act. The "
+            "method's official code trains with SGD; for the method as published use --set optimizer=sgd (Python: "
+            "optimizer='sgd') with a learning rate for SGD"
+        )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -348,25 +362,6 @@ def optimizer_warning(method: Method, optimizers: Any) -> str | None:
     """What ``method`` has to say about the run's optimizer(s) (one or a list), or None: ``Method.optimizer_note``."""
     opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers or ())
     return method.optimizer_note(opts)
-
-
-def scaling_under_normalizing(method: Method, opts: Sequence[torch.optim.Optimizer]) -> str | None:
-    """The warning for a method that balances by scaling gradients (``scales_gradients``) trained with an optimizer
-    that normalizes them, or None. Adam's update is m / sqrt(v), both running means of the same gradient, so a
-    factor c on a parameter's gradient that lasts longer than v's memory (1 / (1 - beta2) steps, 1,000 by default)
-    gives c m / (c sqrt(v)): the factor cancels and only its changes act."""
-    if not method.scales_gradients:
-        return None
-    normalizing = sorted({type(o).__name__ for o in opts if isinstance(o, NORMALIZING_OPTIMIZERS)})
-    if not normalizing:
-        return None
-    return (
-        f"method {method.name!r} balances the modalities by multiplying their gradients by factors, and "
-        f"{' and '.join(normalizing)} divides each parameter's update by the running size of its own gradients: a "
-        "factor that lasts cancels out, and only its changes (and any noise the method adds) act. The "
-        "method's official code trains with SGD; for the method as published use --set optimizer=sgd (Python: "
-        "optimizer='sgd') with a learning rate for SGD"
-    )
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
