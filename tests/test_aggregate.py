@@ -507,7 +507,8 @@ def test_a_comparison_uses_only_the_seeds_both_rows_have_and_skips_an_ambiguous_
 
 def test_a_sweep_of_many_methods_keeps_every_line_apart_and_the_legend_off_the_lines(tmp_path, monkeypatch):
     """Thirteen rows (the converged CG-MNIST sweep has about that many): ten colors are not enough, so rows
-    eleven on are dashed; no two rows share a color and a line style, and the legend goes below the panels."""
+    eleven on are dashed and marked with squares, not circles; no two rows share a color and a line style, and
+    the legend goes below the panels."""
     import dataclasses
 
     from greedymm.report import sweep_figures
@@ -520,10 +521,10 @@ def test_a_sweep_of_many_methods_keeps_every_line_apart_and_the_legend_off_the_l
     sweep_figures.plot_accuracy_over_epochs(rows, loaded.records, tmp_path / "a.png")
     fig = drawn["fig"]
     lines = [ln for ln in fig.axes[1].lines if "(n=" in ln.get_label()]
-    styles = [(ln.get_color(), ln.get_linestyle()) for ln in lines]
+    styles = [(ln.get_color(), ln.get_linestyle(), ln.get_marker()) for ln in lines]
     assert len(styles) == 13 and len(set(styles)) == 13
-    assert styles[:3] == [("C0", "-"), ("C1", "-"), ("C2", "-")]  # vanilla, guided, random keep their colors
-    assert styles[10:] == [("C0", "--"), ("C1", "--"), ("C2", "--")]
+    assert styles[:3] == [("C0", "-", "o"), ("C1", "-", "o"), ("C2", "-", "o")]  # vanilla, guided, random
+    assert styles[10:] == [("C0", "--", "s"), ("C1", "--", "s"), ("C2", "--", "s")]
     assert fig.axes[1].get_legend() is None and len(fig.legends) == 1
     assert len(fig.legends[0].get_texts()) == 13
     width, height = fig.get_size_inches()

@@ -47,6 +47,12 @@ def _line(row: Row, rows: Sequence[Row]) -> str:
     return ("-", "--", ":", "-.")[_ordinal(row, rows) // 10 % 4]
 
 
+def _marker(row: Row, rows: Sequence[Row]) -> str:
+    """The point marker, changing with the line style (circles for the first ten rows, then squares, triangles,
+    diamonds): two rows sharing a color differ in both, which a thin dashed line alone does not show well."""
+    return ("o", "s", "^", "D")[_ordinal(row, rows) // 10 % 4]
+
+
 def _legend(fig: Any, ax: Any, rows: Sequence[Row]) -> None:
     # beside the lines while they are few; below the panels, in columns, once they would cover the lines
     if len(rows) <= 6:
@@ -76,12 +82,12 @@ def _aligned(series: Sequence[Sequence[float]]) -> np.ndarray:
     return np.array([list(s[:length]) for s in series], dtype=float)
 
 
-def _band(ax: Any, x: np.ndarray, arr: np.ndarray, color: str, label: str, ls: str = "-") -> None:
+def _band(ax: Any, x: np.ndarray, arr: np.ndarray, color: str, label: str, ls: str = "-", marker: str = "o") -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (no speed yet) stay NaN
         mean, lo, hi = np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0)
-    marker = "o" if len(x) <= 30 else None  # a one-epoch run is a single point: make it visible
-    ax.plot(x, mean, color=color, ls=ls, lw=1.3, marker=marker, ms=3, label=f"{label} (n={len(arr)})")
+    shown = marker if len(x) <= 30 else None  # points on short series (a one-epoch run is a single point)
+    ax.plot(x, mean, color=color, ls=ls, lw=1.3, marker=shown, ms=3, label=f"{label} (n={len(arr)})")
     if len(arr) > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
 
@@ -101,7 +107,7 @@ def plot_d_speed(rows: Sequence[Row], steps_by_run: Mapping[str, Mapping[str, Se
         series = [steps_by_run[r]["d_speed"] for r in row.runs if steps_by_run.get(r, {}).get("d_speed")]
         if series:
             arr = _aligned(series)
-            _band(ax, np.arange(arr.shape[1]), arr, _color(row, rows), row.label, _line(row, rows))
+            _band(ax, np.arange(arr.shape[1]), arr, _color(row, rows), row.label, _line(row, rows), _marker(row, rows))
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -134,7 +140,8 @@ def plot_epoch_metric(
             arr = _aligned([[r[split].get(key, math.nan) for r in records_by_run[run]] for run in row.runs])
             suffix = f", {key.replace('acc_', '')}" if len(keys) > 1 else ""
             ls = style if len(keys) > 1 else _line(row, rows)  # one key: the style tells rows apart
-            _band(ax, np.arange(1, arr.shape[1] + 1), arr, _color(row, rows), row.label + suffix, ls)
+            marker = "o" if len(keys) > 1 else _marker(row, rows)
+            _band(ax, np.arange(1, arr.shape[1] + 1), arr, _color(row, rows), row.label + suffix, ls, marker)
     if any(k == "d_util" for _, k, _ in keys):
         ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("epoch")
@@ -158,7 +165,7 @@ def plot_accuracy_over_epochs(
         for ax, split in zip(axes, ("val", "test"), strict=True):
             arr = _aligned([[r[split].get("acc", math.nan) for r in records_by_run[run]] for run in row.runs])
             epochs = np.arange(1, arr.shape[1] + 1)
-            _band(ax, epochs, arr, color, row.label, _line(row, rows))
+            _band(ax, epochs, arr, color, row.label, _line(row, rows), _marker(row, rows))
             at = sorted({int(e) + 1 for e in best if math.isfinite(e) and int(e) < arr.shape[1]})
             if at:  # the epochs the report reads, on the mean line (the run's own value can differ from the mean)
                 with warnings.catch_warnings():
