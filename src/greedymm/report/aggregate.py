@@ -341,13 +341,14 @@ def optimizer_row_warning(records: Sequence[Mapping[str, Any]]) -> str | None:
     import torch
 
     last = records[-1]
-    cfg = last.get("config", {})
-    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}  # choices.OPTIMIZERS
     try:
+        from ..config import TrainConfig
         from ..methods import create_method
+        from ..run import OPTIMIZERS
 
+        cfg = TrainConfig.from_dict(last["config"])
         method = create_method(last.get("method", "?"), **last.get("hparams", {}))
-        optimizer = kinds[cfg["optimizer"]]([torch.zeros(1, requires_grad=True)], lr=float(cfg["lr"]))
+        optimizer = OPTIMIZERS[cfg.optimizer]([torch.zeros(1, requires_grad=True)], cfg)  # as the run built it
     except Exception:
         return None
     return method.optimizer_note([optimizer])
